@@ -1,0 +1,92 @@
+"""Estimator outputs -> Arrow rows of the label schema (one row per input image, errors included)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+
+from annotator import schema
+from annotator.decode import Camera
+
+
+@dataclass
+class Prediction:
+    """One image's people, as the estimator returns them (official API names)."""
+
+    boxes: np.ndarray  # [K,5] x, y, w, h, score
+    poses2d: np.ndarray  # [K,J,2] px
+    poses3d: np.ndarray  # [K,J,3] mm, world frame if extrinsics were given, else camera frame
+    joint_confidences: np.ndarray | None = None  # [K,J]
+    pose_scores: np.ndarray | None = None  # [K]
+
+    @staticmethod
+    def empty(num_joints: int) -> Prediction:
+        return Prediction(np.zeros((0, 5), np.float32), np.zeros((0, num_joints, 2), np.float32),
+                          np.zeros((0, num_joints, 3), np.float32))
+
+
+@dataclass
+class ImageRecord:
+    """What the pipeline knows about one input image by the time it is encoded."""
+
+    image_id: str
+    source_uri: str
+    shard: str
+    width: int | None = None
+    height: int | None = None
+    camera: Camera | None = None
+    error: str | None = None
+    prediction: Prediction | None = None
+
+
+def _people(pred: Prediction, camera: Camera | None) -> list[dict]:
+    ext = camera.extrinsics if camera is not None else None
+    world = ext is not None
+    if world:
+        rot, trans = ext[:3, :3], ext[:3, 3]
+        cam3d = pred.poses3d @ rot.T + trans
+    else:
+        cam3d = pred.poses3d
+    people = []
+    for i in range(len(pred.boxes)):
+        people.append({
+            "box": pred.boxes[i, :4].tolist(),
+            "score": float(pred.boxes[i, 4]),
+            "pose_score": None if pred.pose_scores is None else float(pred.pose_scores[i]),
+            "joints2d": pred.poses2d[i].tolist(),
+            "joints3d_cam": cam3d[i].tolist(),
+            "joints3d_world": pred.poses3d[i].tolist() if world else None,
+            "joint_confidences": (None if pred.joint_confidences is None
+                                  else pred.joint_confidences[i].tolist()),
+        })
+    return people
+
+
+def to_row(rec: ImageRecord) -> dict:
+    cam = rec.camera
+    ok = rec.error is None
+    people = _people(rec.prediction, cam) if ok and rec.prediction is not None else []
+    return {
+        "image_id": rec.image_id,
+        "source_uri": rec.source_uri,
+        "shard": rec.shard,
+        "width": rec.width,
+        "height": rec.height,
+        "status": "ok" if ok else "error",
+        "error": rec.error,
+        "intrinsics": None if cam is None else np.asarray(cam.intrinsics, np.float32).ravel().tolist(),
+        "distortion": None if cam is None else np.asarray(cam.distortion, np.float32).ravel().tolist(),
+        "extrinsics": (None if cam is None or cam.extrinsics is None
+                       else np.asarray(cam.extrinsics, np.float32).ravel().tolist()),
+        "camera_source": None if cam is None else cam.source,
+        "num_people": len(people),
+        "people": people,
+    }
+
+
+def to_table(records: Sequence[ImageRecord]) -> pa.Table:
+    """Encode records into a table of the current schema (no file metadata; the sink adds it)."""
+    return pa.Table.from_pylist([to_row(r) for r in records], schema=schema.arrow_schema())

@@ -1,0 +1,1 @@
+"""The MeTRAbs-style estimator: pure TensorFlow, no files, no Ray, no Beam."""

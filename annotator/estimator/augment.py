@@ -1,0 +1,45 @@
+"""Test-time augmentation schedule (MeTRAbs ``multiperson_model._estimate_poses_batched``).
+
+Deterministic, indexed by augmentation i of A: gamma = lin(0.6, 1), rotation = lin(-25, 25) deg,
+scale = lin(0.8, 1, A//2, no endpoint) then lin(1, 1.1, A - A//2), flip when (i - A//2) is odd.
+``lin`` returns the midpoint for a single sample, so A = 1 gives (0.8, 0, 1.05, no flip).
+"""
+
+from __future__ import annotations
+
+import math
+
+import tensorflow as tf
+
+
+def linspace(start, stop, num, endpoint=True) -> tf.Tensor:
+    """MeTRAbs' ``tfu.linspace``: like numpy's, but one sample is the interval's midpoint."""
+    start = tf.cast(start, tf.float32)
+    stop = tf.cast(stop, tf.float32)
+    num = tf.cast(num, tf.int32)
+    nf = tf.cast(num, tf.float32)
+    if endpoint:
+        step = tf.math.divide_no_nan(stop - start, nf - 1.0)
+        values = start + step * tf.range(nf)
+        return tf.where(num == 1, tf.fill([num], (start + stop) / 2.0), values)
+    step = tf.math.divide_no_nan(stop - start, nf)
+    return start + step * tf.range(nf)
+
+
+def schedule(num_aug, rotation_range_degrees: float = 25.0):
+    """Per-augmentation (gamma [A], roll radians [A], scale [A], flip bool [A])."""
+    num_aug = tf.cast(num_aug, tf.int32)
+    gammas = linspace(0.6, 1.0, num_aug)
+    angle = rotation_range_degrees * math.pi / 180.0
+    rolls = linspace(-angle, angle, num_aug)
+    half = num_aug // 2
+    scales = tf.concat([linspace(0.8, 1.0, half, endpoint=False), linspace(1.0, 1.1, num_aug - half)], 0)
+    flips = tf.math.floormod(tf.range(num_aug) - half, 2) != 0
+    return gammas, rolls, scales, flips
+
+
+def unmirror_joints(values, flips, mirror_indices) -> tf.Tensor:
+    """Swap left/right joints [A,K,J,...] for the augmentations whose crop was mirrored."""
+    swapped = tf.gather(values, mirror_indices, axis=2)
+    cond = tf.reshape(flips, [-1] + [1] * (len(values.shape) - 1))
+    return tf.where(cond, swapped, values)

@@ -1,0 +1,73 @@
+"""Crop models behind one small protocol: a batch of square crops + their cameras -> absolute 3D.
+
+A crop model declares its ``input_resolution``, the ``box_scale`` of context it wants around a
+tight person box, and ``predict(crops, crop_intrinsics)`` taking float32 crops [K,r,r,3] in [0,1]
+(sRGB) with their virtual-camera intrinsics, returning:
+
+- ``poses3d`` [K,J,3]: absolute millimetres in the crop camera frame;
+- ``joint_confidences`` [K,J] in [0,1];
+- ``pose_scores`` [K] in [0,1].
+
+The official MeTRAbs ``crop_model.predict_multi`` already returns absolute 3D from (crops, K').
+BlazePose GHUM 3D returns 2D crop pixels plus hip-centred metric 3D, which we lift to absolute 3D
+with ``reconstruct.reconstruct_absolute``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import tensorflow as tf
+
+from annotator.estimator import reconstruct
+
+
+class BlazePoseGHUM(tf.Module):
+    """Adapter for a converted BlazePose GHUM 3D landmark SavedModel (lite, full or heavy).
+
+    Outputs of the network: ``ld_3d`` [K,195] = 39 x (x, y, z, visibility logit, presence logit),
+    x/y in crop pixels with 0 at the crop's left/top edge; ``world_3d`` [K,117] = 39 x 3 metres,
+    hip-centred, axes aligned with the crop (x right, y down, z away); ``output_poseflag`` [K,1].
+    Landmarks 33 (hip centre) and 34 (a point above the head) define MediaPipe's alignment ROI.
+    """
+
+    input_resolution = 256
+    num_joints = 33
+    # MediaPipe's ROI side is 1.25 x the body-size diameter; for a tight person box that is about
+    # 1.25 x its longer side.
+    box_scale = 1.25
+
+    def __init__(self, saved_model, name=None):
+        super().__init__(name=name)
+        self.model = saved_model
+
+    def _run(self, crops):
+        out = self.model.signatures["serving_default"](input_1=crops)
+        ld = tf.reshape(out["ld_3d"], [-1, 39, 5])
+        world = tf.reshape(out["world_3d"], [-1, 39, 3])
+        return ld, world, out["output_poseflag"][:, 0]
+
+    def predict(self, crops, crop_intrinsics):
+        ld, world, flag = self._run(crops)
+        coords2d = ld[:, :33, :2] - 0.5  # edge-based -> pixel-centre convention
+        conf = tf.sigmoid(ld[:, :33, 3]) * tf.sigmoid(ld[:, :33, 4])
+        rel3d = world[:, :33] * 1000.0
+        poses3d = reconstruct.reconstruct_absolute(
+            coords2d, rel3d, crop_intrinsics, conf, self.input_resolution)
+        return {"poses3d": poses3d, "joint_confidences": conf, "pose_scores": flag}
+
+    def alignment(self, crops):
+        """MediaPipe's second-pass ROI from landmarks 33/34, in crop pixels.
+
+        Returns (centre [K,2], side [K], roll [K] radians, ok [K]): a square ROI of side
+        2.5 x |p34 - p33| centred on the hip centre, rotated so the body points up; ``ok`` is
+        False where the model saw no person (then the first ROI should be kept).
+        """
+        ld, _, flag = self._run(crops)
+        hip = ld[:, 33, :2] - 0.5
+        top = ld[:, 34, :2] - 0.5
+        d = top - hip
+        side = 2.0 * tf.norm(d, axis=-1) * 1.25
+        roll = math.pi / 2.0 - tf.atan2(-d[:, 1], d[:, 0])
+        ok = tf.logical_and(flag > 0.5, side > 4.0)
+        return hip, side, roll, ok

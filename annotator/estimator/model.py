@@ -1,0 +1,286 @@
+"""The estimator as one ``tf.Module`` with the official MeTRAbs API, exportable as a SavedModel.
+
+``detect_poses(_batched)`` and ``estimate_poses(_batched)`` take the official argument names,
+order and defaults (``../shared/reference/metrabs.md``), so code written for a MeTRAbs SavedModel
+runs on ours and the pipeline treats both the same. Per box: a virtual-camera crop, an alignment
+pass (BlazePose's ROI from its own landmarks), ``num_aug`` augmented crops, the crop model,
+absolute reconstruction, back to the camera and world frames, then the skeleton's joints.
+
+Extra outputs beyond the official ones (the pipeline uses them where present):
+``joint_confidences`` [K,J] and ``pose_scores`` [K].
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import tensorflow as tf
+
+from annotator.estimator import augment, camera, crops, skeletons
+
+UNKNOWN_INTRINSIC_MATRIX = ((-1.0, -1.0, -1.0), (-1.0, -1.0, -1.0), (-1.0, -1.0, -1.0))
+DEFAULT_EXTRINSIC_MATRIX = ((1.0, 0.0, 0.0, 0.0), (0.0, 1.0, 0.0, 0.0), (0.0, 0.0, 1.0, 0.0),
+                            (0.0, 0.0, 0.0, 1.0))
+DEFAULT_DISTORTION = (0.0, 0.0, 0.0, 0.0, 0.0)
+DEFAULT_WORLD_UP = (0.0, -1.0, 0.0)
+
+_CAMERA_SPECS = [
+    tf.TensorSpec((None, 3, 3), tf.float32, name="intrinsic_matrix"),
+    tf.TensorSpec((None, None), tf.float32, name="distortion_coeffs"),
+    tf.TensorSpec((None, 4, 4), tf.float32, name="extrinsic_matrix"),
+    tf.TensorSpec((3,), tf.float32, name="world_up_vector"),
+    tf.TensorSpec((), tf.float32, name="default_fov_degrees"),
+    tf.TensorSpec((), tf.int32, name="internal_batch_size"),
+    tf.TensorSpec((), tf.int32, name="antialias_factor"),
+    tf.TensorSpec((), tf.int32, name="num_aug"),
+    tf.TensorSpec((), tf.bool, name="average_aug"),
+    tf.TensorSpec((), tf.string, name="skeleton"),
+]
+_SINGLE_CAMERA_SPECS = [
+    tf.TensorSpec((3, 3), tf.float32, name="intrinsic_matrix"),
+    tf.TensorSpec((None,), tf.float32, name="distortion_coeffs"),
+    tf.TensorSpec((4, 4), tf.float32, name="extrinsic_matrix"),
+] + _CAMERA_SPECS[3:]
+_DETECTOR_SPECS = [
+    tf.TensorSpec((), tf.float32, name="detector_threshold"),
+    tf.TensorSpec((), tf.float32, name="detector_nms_iou_threshold"),
+    tf.TensorSpec((), tf.int32, name="max_detections"),
+    tf.TensorSpec((), tf.bool, name="detector_flip_aug"),
+    tf.TensorSpec((), tf.bool, name="suppress_implausible_poses"),
+]
+
+
+class PoseEstimator(tf.Module):
+    """Detector + crop model + MeTRAbs geometry. Knows nothing about files, Ray or Beam."""
+
+    def __init__(self, detector, crop_model, info: dict, refine_crops: bool = True, name=None):
+        super().__init__(name=name)
+        self.detector = detector
+        self.crop_model = crop_model
+        self.refine_crops = refine_crops
+        native = skeletons.NATIVE
+        self._native_mirror = skeletons.mirror_indices(native)
+        names = sorted(skeletons.SKELETONS)
+        self._skeleton_names = names
+        self.per_skeleton_joint_names = {
+            s: tf.Variable(list(skeletons.SKELETONS[s].joint_names), dtype=tf.string, trainable=False)
+            for s in names}
+        self.per_skeleton_joint_edges = {
+            s: tf.Variable(np.array(skeletons.SKELETONS[s].edges, np.int32).reshape(-1, 2), trainable=False)
+            for s in names}
+        self.joint_names = tf.Variable(list(native.joint_names), dtype=tf.string, trainable=False)
+        self.joint_edges = tf.Variable(np.array(native.edges, np.int32), trainable=False)
+        self._skeleton_table = tf.lookup.StaticHashTable(
+            tf.lookup.KeyValueTensorInitializer(
+                tf.constant([""] + names), tf.constant([-1] + list(range(len(names))), tf.int64)),
+            default_value=-2)
+        self._skeleton_matrices = [
+            tf.constant(skeletons.joint_matrix(skeletons.SKELETONS[s]), tf.float32) for s in names]
+        self._valid_skeletons = "'' (all), " + ", ".join(repr(s) for s in names)
+        self.annotator_info = tf.Variable(json.dumps(info, sort_keys=True), dtype=tf.string,
+                                          trainable=False)
+
+    # ----------------------------------------------------------------------------------- API
+    @tf.function(input_signature=[tf.TensorSpec((None, None, None, 3), tf.uint8, name="images")]
+                 + _CAMERA_SPECS + _DETECTOR_SPECS)
+    def detect_poses_batched(
+            self, images, intrinsic_matrix=(UNKNOWN_INTRINSIC_MATRIX,),
+            distortion_coeffs=(DEFAULT_DISTORTION,), extrinsic_matrix=(DEFAULT_EXTRINSIC_MATRIX,),
+            world_up_vector=DEFAULT_WORLD_UP, default_fov_degrees=55.0, internal_batch_size=64,
+            antialias_factor=1, num_aug=5, average_aug=True, skeleton="", detector_threshold=0.3,
+            detector_nms_iou_threshold=0.7, max_detections=-1, detector_flip_aug=False,
+            suppress_implausible_poses=True):
+        boxes = self.detector.detect(images, detector_threshold, detector_nms_iou_threshold,
+                                     max_detections, detector_flip_aug)
+        return self._estimate(images, boxes, intrinsic_matrix, distortion_coeffs, extrinsic_matrix,
+                              world_up_vector, default_fov_degrees, internal_batch_size,
+                              antialias_factor, num_aug, average_aug, skeleton)
+
+    @tf.function(input_signature=[tf.TensorSpec((None, None, 3), tf.uint8, name="image")]
+                 + _SINGLE_CAMERA_SPECS + _DETECTOR_SPECS)
+    def detect_poses(
+            self, image, intrinsic_matrix=UNKNOWN_INTRINSIC_MATRIX,
+            distortion_coeffs=DEFAULT_DISTORTION, extrinsic_matrix=DEFAULT_EXTRINSIC_MATRIX,
+            world_up_vector=DEFAULT_WORLD_UP, default_fov_degrees=55.0, internal_batch_size=64,
+            antialias_factor=1, num_aug=5, average_aug=True, skeleton="", detector_threshold=0.3,
+            detector_nms_iou_threshold=0.7, max_detections=-1, detector_flip_aug=False,
+            suppress_implausible_poses=True):
+        images = image[tf.newaxis]
+        boxes = self.detector.detect(images, detector_threshold, detector_nms_iou_threshold,
+                                     max_detections, detector_flip_aug)
+        result = self._estimate(images, boxes, intrinsic_matrix[tf.newaxis],
+                                distortion_coeffs[tf.newaxis], extrinsic_matrix[tf.newaxis],
+                                world_up_vector, default_fov_degrees, internal_batch_size,
+                                antialias_factor, num_aug, average_aug, skeleton)
+        return {k: v[0] for k, v in result.items()}
+
+    @tf.function(input_signature=[
+        tf.TensorSpec((None, None, None, 3), tf.uint8, name="images"),
+        tf.RaggedTensorSpec((None, None, 4), tf.float32, ragged_rank=1)] + _CAMERA_SPECS)
+    def estimate_poses_batched(
+            self, images, boxes, intrinsic_matrix=(UNKNOWN_INTRINSIC_MATRIX,),
+            distortion_coeffs=(DEFAULT_DISTORTION,), extrinsic_matrix=(DEFAULT_EXTRINSIC_MATRIX,),
+            world_up_vector=DEFAULT_WORLD_UP, default_fov_degrees=55.0, internal_batch_size=64,
+            antialias_factor=1, num_aug=5, average_aug=True, skeleton=""):
+        boxes = tf.concat([boxes, tf.ones_like(boxes[..., :1])], axis=-1)
+        result = self._estimate(images, boxes, intrinsic_matrix, distortion_coeffs, extrinsic_matrix,
+                                world_up_vector, default_fov_degrees, internal_batch_size,
+                                antialias_factor, num_aug, average_aug, skeleton)
+        del result["boxes"]
+        return result
+
+    @tf.function(input_signature=[
+        tf.TensorSpec((None, None, 3), tf.uint8, name="image"),
+        tf.TensorSpec((None, 4), tf.float32, name="boxes")] + _SINGLE_CAMERA_SPECS)
+    def estimate_poses(
+            self, image, boxes, intrinsic_matrix=UNKNOWN_INTRINSIC_MATRIX,
+            distortion_coeffs=DEFAULT_DISTORTION, extrinsic_matrix=DEFAULT_EXTRINSIC_MATRIX,
+            world_up_vector=DEFAULT_WORLD_UP, default_fov_degrees=55.0, internal_batch_size=64,
+            antialias_factor=1, num_aug=5, average_aug=True, skeleton=""):
+        ragged = tf.RaggedTensor.from_tensor(boxes[tf.newaxis])
+        ragged = tf.concat([ragged, tf.ones_like(ragged[..., :1])], axis=-1)
+        result = self._estimate(image[tf.newaxis], ragged, intrinsic_matrix[tf.newaxis],
+                                distortion_coeffs[tf.newaxis], extrinsic_matrix[tf.newaxis],
+                                world_up_vector, default_fov_degrees, internal_batch_size,
+                                antialias_factor, num_aug, average_aug, skeleton)
+        del result["boxes"]
+        return {k: v[0] for k, v in result.items()}
+
+    # ------------------------------------------------------------------------------ internals
+    def _skeleton_index(self, skeleton):
+        index = self._skeleton_table.lookup(skeleton)
+        tf.debugging.Assert(index > -2, ["unknown skeleton", skeleton, "valid:", self._valid_skeletons])
+        return index
+
+    def _estimate(self, images, boxes, intrinsic_matrix, distortion_coeffs, extrinsic_matrix,
+                  world_up_vector, default_fov_degrees, internal_batch_size, antialias_factor,
+                  num_aug, average_aug, skeleton):
+        skeleton_index = self._skeleton_index(skeleton)
+        n_images = tf.shape(images)[0]
+        height, width = tf.shape(images)[1], tf.shape(images)[2]
+        intrinsics = tf.broadcast_to(intrinsic_matrix, [n_images, 3, 3])
+        intrinsics = camera.resolve_intrinsics(intrinsics, height, width, default_fov_degrees)
+        extrinsics = tf.broadcast_to(extrinsic_matrix, [n_images, 4, 4])
+        up_cam = tf.linalg.matvec(extrinsics[:, :3, :3], world_up_vector)
+
+        box_image = tf.cast(boxes.value_rowids(), tf.int32)
+        flat_boxes = boxes.flat_values
+        box_k = tf.gather(intrinsics, box_image)
+        box_up = tf.gather(up_cam, box_image)
+        num_aug = tf.maximum(num_aug, 1)
+        poses3d, conf, scores = self._predict_in_chunks(
+            images, flat_boxes, box_image, box_k, box_up, internal_batch_size, num_aug)
+        # poses3d: [K, A, J, 3] camera frame (mm); conf: [K, A, J]
+        poses2d = camera.project(poses3d, box_k[:, tf.newaxis])
+        box_ext = tf.gather(extrinsics, box_image)
+        poses3d = camera.camera_to_world(poses3d, box_ext[:, tf.newaxis])
+
+        poses3d = self._select_joints(poses3d, skeleton_index)
+        poses2d = self._select_joints(poses2d, skeleton_index)
+        conf = self._select_joints(conf[..., tf.newaxis], skeleton_index)[..., 0]
+        conf = tf.reduce_mean(conf, axis=1)
+        if average_aug:
+            poses3d = tf.reduce_mean(poses3d, axis=1)
+            poses2d = tf.reduce_mean(poses2d, axis=1)
+        lengths = boxes.row_lengths()
+        return {
+            "boxes": boxes,
+            "poses3d": tf.RaggedTensor.from_row_lengths(poses3d, lengths),
+            "poses2d": tf.RaggedTensor.from_row_lengths(poses2d, lengths),
+            "joint_confidences": tf.RaggedTensor.from_row_lengths(conf, lengths),
+            "pose_scores": tf.RaggedTensor.from_row_lengths(scores, lengths),
+        }
+
+    def _select_joints(self, values, skeleton_index):
+        """Map native joints [K, A, Jn, C] to the requested skeleton's [K, A, J, C]."""
+        if len(self._skeleton_matrices) == 0:
+            return values
+        branches = [
+            (lambda m=m: tf.einsum("kajc,oj->kaoc", values, m)) for m in self._skeleton_matrices]
+        return tf.cond(
+            skeleton_index < 0, lambda: values,
+            lambda: tf.switch_case(tf.cast(tf.maximum(skeleton_index, 0), tf.int32), branches))
+
+    def _predict_in_chunks(self, images, boxes, box_image, box_k, box_up, internal_batch_size, num_aug):
+        n_joints = self.crop_model.num_joints
+        n_boxes = tf.shape(boxes)[0]
+        per_chunk = internal_batch_size // num_aug
+        per_chunk = tf.where(per_chunk <= 0, tf.maximum(n_boxes, 1), per_chunk)
+        n_chunks = (n_boxes + per_chunk - 1) // per_chunk
+        images_lin = tf.pow(tf.cast(images, tf.float32) / 255.0, 2.2)
+        poses_ta = tf.TensorArray(tf.float32, size=n_chunks, infer_shape=False,
+                                  element_shape=tf.TensorShape([None, None, n_joints, 3]))
+        conf_ta = tf.TensorArray(tf.float32, size=n_chunks, infer_shape=False,
+                                 element_shape=tf.TensorShape([None, None, n_joints]))
+        score_ta = tf.TensorArray(tf.float32, size=n_chunks, infer_shape=False,
+                                  element_shape=tf.TensorShape([None]))
+        for i in tf.range(n_chunks):
+            sl = slice(i * per_chunk, (i + 1) * per_chunk)
+            p, c, s = self._predict_chunk(images_lin, boxes[sl], box_image[sl], box_k[sl],
+                                          box_up[sl], num_aug)
+            poses_ta = poses_ta.write(i, p)
+            conf_ta = conf_ta.write(i, c)
+            score_ta = score_ta.write(i, s)
+        empty = n_chunks == 0
+        poses = tf.cond(empty, lambda: tf.zeros([0, num_aug, n_joints, 3]), poses_ta.concat)
+        conf = tf.cond(empty, lambda: tf.zeros([0, num_aug, n_joints]), conf_ta.concat)
+        scores = tf.cond(empty, lambda: tf.zeros([0]), score_ta.concat)
+        return poses, conf, scores
+
+    def _render(self, images_lin, box_image, box_k, rot, crop_k, gamma):
+        res = self.crop_model.input_resolution
+        h = crops.crop_to_image_homography(box_k, rot, crop_k)
+        lin = crops.warp(images_lin, h, res, box_image)
+        return tf.pow(tf.maximum(lin, 0.0), gamma[:, tf.newaxis, tf.newaxis, tf.newaxis] / 2.2), h
+
+    def _predict_chunk(self, images_lin, boxes, box_image, box_k, box_up, num_aug):
+        """Boxes [k,5] of one chunk -> (poses3d [k,A,J,3] camera mm, conf [k,A,J], scores [k])."""
+        cm = self.crop_model
+        res = cm.input_resolution
+        k = tf.shape(boxes)[0]
+        xywh = boxes[:, :4]
+        roll0 = tf.zeros([k])
+        if self.refine_crops:
+            rot1, crop_k1 = crops.virtual_camera(xywh, box_k, box_up, res, box_scale=cm.box_scale)
+            crop1, h1 = self._render(images_lin, box_image, box_k, rot1, crop_k1, tf.ones([k]))
+            centre, side, roll, ok = cm.alignment(crop1)
+            centre_img = crops.apply_homography(h1, centre[:, tf.newaxis])[:, 0]
+            side_img = side * box_k[:, 0, 0] / crop_k1[:, 0, 0]
+            refined = tf.concat([centre_img - side_img[:, tf.newaxis] / 2,
+                                 tf.stack([side_img, side_img], -1)], -1)
+            xywh = tf.where(ok[:, tf.newaxis], refined, xywh)
+            roll0 = tf.where(ok, roll, roll0)
+            box_scale = tf.where(ok, 1.0, cm.box_scale)
+        else:
+            box_scale = tf.fill([k], cm.box_scale)
+
+        gammas, rolls, scales, flips = augment.schedule(num_aug)
+        a = tf.shape(gammas)[0]
+
+        def tile(x):  # [k, ...] -> [A*k, ...] (aug-major)
+            return tf.reshape(tf.tile(x[tf.newaxis], tf.concat([[a], tf.ones_like(tf.shape(x))], 0)),
+                              tf.concat([[a * k], tf.shape(x)[1:]], 0))
+
+        def per_aug(x):  # [A] -> [A*k]
+            return tf.repeat(x, k)
+
+        rot, crop_k = crops.virtual_camera(
+            tile(xywh), tile(box_k), tile(box_up), res, box_scale=tile(box_scale),
+            roll=tile(roll0) + per_aug(rolls), aug_scale=per_aug(scales), flip=per_aug(flips))
+        crop_images, _ = self._render(images_lin, tile(box_image), tile(box_k), rot, crop_k,
+                                      per_aug(gammas))
+        pred = cm.predict(crop_images, crop_k)
+        # crop camera -> source camera: P = R^T P' (row vectors: P' R)
+        poses = tf.linalg.matmul(pred["poses3d"], rot)
+        poses = tf.reshape(poses, [a, k, cm.num_joints, 3])
+        conf = tf.reshape(pred["joint_confidences"], [a, k, cm.num_joints])
+        scores = tf.reduce_mean(tf.reshape(pred["pose_scores"], [a, k]), axis=0)
+        poses = augment.unmirror_joints(poses, flips, self._native_mirror)
+        conf = augment.unmirror_joints(conf, flips, self._native_mirror)
+        return tf.transpose(poses, [1, 0, 2, 3]), tf.transpose(conf, [1, 0, 2]), scores
+
+
+def signatures(module: PoseEstimator) -> dict:
+    """Serving signatures for tools that only speak signatures (TF Serving, saved_model_cli)."""
+    return {"serving_default": module.detect_poses.get_concrete_function()}

@@ -1,0 +1,139 @@
+"""Inference stage: a batch of decoded images -> per-image predictions, through any SavedModel with
+the official MeTRAbs API (ours or an official one). Loads the model once, in ``__init__``.
+
+Images of one batch are grouped by size and each group goes through one ``detect_poses_batched``
+call with per-image cameras, so nothing is padded or resized here and the model sees exactly the
+pixels that were decoded.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+
+import numpy as np
+
+from annotator.encode import Prediction
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class InferenceSettings:
+    """Arguments of ``detect_poses_batched`` that a job may set (official names and defaults,
+    except ``num_aug``: 1 is the throughput-friendly default for pseudo-labelling at scale)."""
+
+    skeleton: str = ""
+    num_aug: int = 1
+    average_aug: bool = True
+    detector_threshold: float = 0.3
+    detector_nms_iou_threshold: float = 0.7
+    max_detections: int = -1
+    detector_flip_aug: bool = False
+    suppress_implausible_poses: bool = True
+    antialias_factor: int = 1
+    internal_batch_size: int = 64
+    default_fov_degrees: float = 55.0
+    world_up_vector: tuple[float, float, float] = (0.0, -1.0, 0.0)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def model_kwargs(self) -> dict:
+        import tensorflow as tf
+
+        d = self.to_dict()
+        d["world_up_vector"] = tf.constant(self.world_up_vector, tf.float32)
+        return d
+
+
+def enable_gpu_memory_growth() -> list[str]:
+    """Stop TensorFlow from grabbing all GPU memory (ray #13680); returns the visible GPUs."""
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    for gpu in gpus:
+        try:
+            tf.config.experimental.set_memory_growth(gpu, True)
+        except RuntimeError:  # already initialised
+            pass
+    return [g.name for g in gpus]
+
+
+@dataclass
+class ImageInput:
+    image: np.ndarray  # HxWx3 uint8
+    intrinsics: np.ndarray  # 3x3
+    distortion: np.ndarray  # [D]
+    extrinsics: np.ndarray | None  # 4x4 or None
+
+
+class PoseInference:
+    """Callable stage: ``infer(list[ImageInput]) -> list[Prediction]``."""
+
+    def __init__(self, model_path: str, settings: InferenceSettings):
+        import tensorflow as tf
+
+        self.gpus = enable_gpu_memory_growth()
+        started = time.perf_counter()
+        self.model = tf.saved_model.load(str(model_path))
+        self.load_seconds = time.perf_counter() - started
+        self.settings = settings
+        self._kwargs = settings.model_kwargs()
+        self.skeleton = skeleton_of(self.model, settings.skeleton)
+        self.num_joints = len(self.skeleton["joint_names"])
+        self.calls = 0
+        self.infer_seconds = 0.0
+
+    def __call__(self, inputs: list[ImageInput]) -> list[Prediction]:
+        import tensorflow as tf
+
+        out: list[Prediction | None] = [None] * len(inputs)
+        groups: dict[tuple[int, int], list[int]] = defaultdict(list)
+        for i, item in enumerate(inputs):
+            groups[item.image.shape[:2]].append(i)
+        for idx in groups.values():
+            images = np.stack([inputs[i].image for i in idx])
+            k = np.stack([inputs[i].intrinsics for i in idx]).astype(np.float32)
+            ndist = max(5, max(len(inputs[i].distortion) for i in idx))
+            dist = np.zeros((len(idx), ndist), np.float32)
+            for j, i in enumerate(idx):
+                dist[j, :len(inputs[i].distortion)] = inputs[i].distortion
+            ext = np.stack([np.eye(4, dtype=np.float32) if inputs[i].extrinsics is None
+                            else inputs[i].extrinsics for i in idx]).astype(np.float32)
+            started = time.perf_counter()
+            res = self.model.detect_poses_batched(
+                tf.constant(images), intrinsic_matrix=tf.constant(k), distortion_coeffs=tf.constant(dist),
+                extrinsic_matrix=tf.constant(ext), **self._kwargs)
+            res = {key: value for key, value in res.items()}
+            self.infer_seconds += time.perf_counter() - started
+            self.calls += 1
+            for j, i in enumerate(idx):
+                out[i] = Prediction(
+                    boxes=res["boxes"][j].numpy(),
+                    poses2d=res["poses2d"][j].numpy(),
+                    poses3d=res["poses3d"][j].numpy(),
+                    joint_confidences=(res["joint_confidences"][j].numpy()
+                                       if "joint_confidences" in res else None),
+                    pose_scores=res["pose_scores"][j].numpy() if "pose_scores" in res else None,
+                )
+        return out  # type: ignore[return-value]
+
+
+def skeleton_of(model, name: str) -> dict:
+    """Joint names and edges of ``name`` ('' = all joints) as the loaded model reports them."""
+    if name:
+        if name not in model.per_skeleton_joint_names:
+            valid = sorted(model.per_skeleton_joint_names.keys())
+            raise ValueError(f"unknown skeleton {name!r}; this model has: {', '.join(valid)}")
+        names = model.per_skeleton_joint_names[name].numpy()
+        edges = model.per_skeleton_joint_edges[name].numpy()
+    else:
+        names = model.joint_names.numpy()
+        edges = model.joint_edges.numpy()
+    return {"name": name or "all",
+            "joint_names": [n.decode() for n in names],
+            "edges": np.asarray(edges, np.int64).reshape(-1, 2).tolist()}

