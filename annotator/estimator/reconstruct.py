@@ -18,11 +18,13 @@ def solve_translation(coords2d, coords3d, intrinsics, weights, ridge=1e-6) -> tf
     """Least-squares t [K,3] such that coords3d + t projects to coords2d.
 
     coords2d: [K,J,2] px; coords3d: [K,J,3] (any metric unit, the result has the same);
-    intrinsics: [K,3,3]; weights: [K,J] >= 0. ``ridge`` (relative to the normal matrix's trace)
+    intrinsics: [K,3,3]; weights: [K,J] >= 0. ``ridge`` (relative to each diagonal entry)
     only keeps the solve defined when all weights vanish; unlike MeTRAbs' l2=0.01 it does not
     pull the depth towards the camera.
     """
-    n = camera.to_normalized(coords2d, intrinsics)
+    coords3d = tf.convert_to_tensor(coords3d, tf.float32)
+    weights = tf.cast(weights, tf.float32)
+    n = camera.to_normalized(tf.convert_to_tensor(coords2d, tf.float32), intrinsics)
     xn, yn = n[..., 0], n[..., 1]
     x, y, z = tf.unstack(coords3d, axis=-1)
     zeros, ones = tf.zeros_like(xn), tf.ones_like(xn)
@@ -34,8 +36,7 @@ def solve_translation(coords2d, coords3d, intrinsics, weights, ridge=1e-6) -> tf
     aw = a * w[..., tf.newaxis]
     ata = tf.linalg.matmul(aw, a, transpose_a=True)
     atb = tf.linalg.matvec(aw, b, transpose_a=True)
-    trace = tf.linalg.trace(ata)[:, tf.newaxis, tf.newaxis]
-    ata += ridge * trace * tf.eye(3, batch_shape=tf.shape(ata)[:1]) + 1e-9 * tf.eye(3)
+    ata += tf.linalg.diag(ridge * tf.linalg.diag_part(ata) + 1e-9)
     return tf.linalg.solve(ata, atb[..., tf.newaxis])[..., 0]
 
 
@@ -53,8 +54,10 @@ def reconstruct_absolute(coords2d, coords3d_rel, intrinsics, weights, resolution
     Joints inside the crop average the translated 3D with the 2D back-projected to the same
     depth (the 2D is the more precise cue there); joints outside keep the translated 3D.
     """
+    coords2d = tf.convert_to_tensor(coords2d, tf.float32)
+    coords3d_rel = tf.convert_to_tensor(coords3d_rel, tf.float32)
     inside = in_crop_mask(coords2d, resolution)
-    w = weights * (tf.cast(inside, tf.float32) + 1e-4)
+    w = tf.cast(weights, tf.float32) * (tf.cast(inside, tf.float32) + 1e-4)
     t = solve_translation(coords2d, coords3d_rel, intrinsics, w)
     abs3d = coords3d_rel + t[:, tf.newaxis]
     n = camera.to_normalized(coords2d, intrinsics)
