@@ -18,8 +18,8 @@ from .conftest import load_rgb
 BLAZE_TO_COCO = {0: 0, 2: 1, 5: 2, 7: 3, 8: 4, 11: 5, 12: 6, 13: 7, 14: 8, 15: 9, 16: 10,
                  23: 11, 24: 12, 25: 13, 26: 14, 27: 15, 28: 16}
 # Forearms are left out: BlazePose-full's are often short (0.14 m) in side views, a model limit.
-LIMBS = {"upper_arm_l": (11, 13), "upper_arm_r": (12, 14), "thigh_l": (23, 25), "thigh_r": (24, 26), "shin_l": (25, 27), "shin_r": (26, 28),
-         "shoulders": (11, 12), "hips_to_shoulder_l": (11, 23)}
+LIMBS = {"upper_arm_l": (11, 13), "upper_arm_r": (12, 14), "thigh_l": (23, 25), "thigh_r": (24, 26),
+         "shin_l": (25, 27), "shin_r": (26, 28), "shoulders": (11, 12), "hips_to_shoulder_l": (11, 23)}
 SAMPLES = ["astronaut.png", "camera.png", "pose2sim_cam01_f030.jpg", "pose2sim_cam02_f030.jpg",
            "pose2sim_cam03_f030.jpg", "pose2sim_cam04_f030.jpg"]
 
