@@ -16,6 +16,7 @@ import pyarrow as pa
 from annotator import __version__
 
 SCHEMA_MAJOR = 1
+REPO_SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
 _PRIMITIVES = {"string": pa.string(), "int32": pa.int32(), "int64": pa.int64(),
                "float32": pa.float32(), "float64": pa.float64(), "bool": pa.bool_()}
 
@@ -26,7 +27,7 @@ def _schema_file(major: int) -> Path:
     packaged = resources.files("annotator") / "schemas" / name
     if packaged.is_file():
         return Path(str(packaged))
-    return Path(__file__).resolve().parent.parent / "schemas" / name
+    return REPO_SCHEMA_DIR / name
 
 
 @cache
@@ -72,17 +73,16 @@ def file_metadata(model: dict, skeleton: dict, settings: dict) -> dict[bytes, by
     }
 
 
+_JSON_KEYS = ("model", "skeleton", "settings")
+
+
 def read_metadata(schema: pa.Schema) -> dict:
-    """Decode annotator's key-value metadata from a file's schema."""
+    """Decode annotator's key-value metadata from a file's schema (JSON values parsed)."""
     md = schema.metadata or {}
     out = {}
     for key, value in md.items():
         k = key.decode()
-        if not k.startswith("annotator."):
-            continue
-        v = value.decode()
-        try:
-            out[k[len("annotator."):]] = json.loads(v)
-        except json.JSONDecodeError:
-            out[k[len("annotator."):]] = v
+        if k.startswith("annotator."):
+            name = k[len("annotator."):]
+            out[name] = json.loads(value) if name in _JSON_KEYS else value.decode()
     return out
