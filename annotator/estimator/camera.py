@@ -70,3 +70,112 @@ def camera_to_world(points, extrinsics) -> tf.Tensor:
 def world_to_camera(points, extrinsics) -> tf.Tensor:
     e = tf.convert_to_tensor(extrinsics, tf.float32)
     return tf.linalg.matmul(points, e[..., :3, :3], transpose_b=True) + e[..., tf.newaxis, :3, 3]
+
+
+# ------------------------------------------------------------------------------ lens distortion
+NUM_DISTORTION = 12
+
+
+def pad_distortion(coeffs) -> tf.Tensor:
+    """[..., D] OpenCV coefficients (D <= 12, any length) -> [..., 12], zero-padded.
+
+    Order: k1, k2, p1, p2, k3, k4, k5, k6, s1, s2, s3, s4 (OpenCV's ``distCoeffs``). Zeros mean
+    "no distortion", so a short or empty vector is the pinhole model.
+    """
+    coeffs = tf.convert_to_tensor(coeffs, tf.float32)
+    n = tf.shape(coeffs)[-1]
+    pad = tf.maximum(NUM_DISTORTION - n, 0)
+    rank = tf.rank(coeffs)
+    paddings = tf.concat([tf.zeros([rank - 1, 2], tf.int32), [[0, pad]]], 0)
+    out = tf.pad(coeffs, paddings)[..., :NUM_DISTORTION]
+    return tf.ensure_shape(out, coeffs.shape[:-1].concatenate([NUM_DISTORTION]))
+
+
+def _unpack(coeffs):
+    c = pad_distortion(coeffs)[..., tf.newaxis, :]  # broadcast over the point axis
+    return [c[..., i] for i in range(NUM_DISTORTION)]
+
+
+def _radial_terms(x, y, coeffs):
+    k1, k2, p1, p2, k3, k4, k5, k6, s1, s2, s3, s4 = _unpack(coeffs)
+    r2 = x * x + y * y
+    a = 1.0 + r2 * (k1 + r2 * (k2 + r2 * k3))
+    b = 1.0 + r2 * (k4 + r2 * (k5 + r2 * k6))
+    return r2, a, b, (k1, k2, p1, p2, k3, k4, k5, k6, s1, s2, s3, s4)
+
+
+def distort(normalized, coeffs) -> tf.Tensor:
+    """Apply OpenCV's lens model to normalised coordinates [..., J, 2] (coeffs [..., D]).
+
+    x' = x (1 + k1 r^2 + k2 r^4 + k3 r^6) / (1 + k4 r^2 + k5 r^4 + k6 r^6)
+         + 2 p1 x y + p2 (r^2 + 2 x^2) + s1 r^2 + s2 r^4, and symmetrically for y'.
+    """
+    n = tf.convert_to_tensor(normalized, tf.float32)
+    x, y = n[..., 0], n[..., 1]
+    r2, a, b, (_, _, p1, p2, _, _, _, _, s1, s2, s3, s4) = _radial_terms(x, y, coeffs)
+    rad = a / b
+    xd = x * rad + 2.0 * p1 * x * y + p2 * (r2 + 2.0 * x * x) + r2 * (s1 + s2 * r2)
+    yd = y * rad + p1 * (r2 + 2.0 * y * y) + 2.0 * p2 * x * y + r2 * (s3 + s4 * r2)
+    return tf.stack([xd, yd], -1)
+
+
+def distortion_is_monotonic(normalized, coeffs) -> tf.Tensor:
+    """True [..., J] where the radial model still grows with the radius.
+
+    Polynomial lens models fold back far outside the calibrated field of view; a point beyond the
+    fold would be mapped onto unrelated pixels, so warping treats it as outside the image.
+    """
+    n = tf.convert_to_tensor(normalized, tf.float32)
+    x, y = n[..., 0], n[..., 1]
+    r2, a, b, (k1, k2, _, _, k3, k4, k5, k6, *_) = _radial_terms(x, y, coeffs)
+    da = k1 + r2 * (2.0 * k2 + 3.0 * k3 * r2)
+    db = k4 + r2 * (2.0 * k5 + 3.0 * k6 * r2)
+    # d(r * rad)/dr = rad + 2 r^2 d(rad)/d(r^2)
+    return (a / b + 2.0 * r2 * (da * b - a * db) / (b * b)) > 0.0
+
+
+def _distort_jacobian(x, y, coeffs):
+    r2, a, b, (k1, k2, p1, p2, k3, k4, k5, k6, s1, s2, s3, s4) = _radial_terms(x, y, coeffs)
+    rad = a / b
+    da = k1 + r2 * (2.0 * k2 + 3.0 * k3 * r2)
+    db = k4 + r2 * (2.0 * k5 + 3.0 * k6 * r2)
+    rad_r2 = (da * b - a * db) / (b * b)
+    sx = s1 + 2.0 * s2 * r2
+    sy = s3 + 2.0 * s4 * r2
+    j11 = rad + 2.0 * x * x * rad_r2 + 2.0 * p1 * y + 6.0 * p2 * x + 2.0 * x * sx
+    j12 = 2.0 * x * y * rad_r2 + 2.0 * p1 * x + 2.0 * p2 * y + 2.0 * y * sx
+    j21 = 2.0 * x * y * rad_r2 + 2.0 * p1 * x + 2.0 * p2 * y + 2.0 * x * sy
+    j22 = rad + 2.0 * y * y * rad_r2 + 6.0 * p1 * y + 2.0 * p2 * x + 2.0 * y * sy
+    return j11, j12, j21, j22
+
+
+def undistort(distorted, coeffs, iterations: int = 8) -> tf.Tensor:
+    """Invert ``distort`` by Newton's method on [..., J, 2] normalised coordinates.
+
+    MeTRAbs uses 5 fixed-point iterations; Newton with the analytic Jacobian converges to float
+    precision for all 12 coefficients in a few steps, also where fixed-point iteration is slow.
+    """
+    target = tf.convert_to_tensor(distorted, tf.float32)
+    p = target
+    for _ in range(iterations):
+        x, y = p[..., 0], p[..., 1]
+        res = distort(p, coeffs) - target
+        j11, j12, j21, j22 = _distort_jacobian(x, y, coeffs)
+        det = j11 * j22 - j12 * j21
+        det = tf.where(tf.abs(det) < 1e-9, tf.ones_like(det), det)
+        dx = (j22 * res[..., 0] - j12 * res[..., 1]) / det
+        dy = (-j21 * res[..., 0] + j11 * res[..., 1]) / det
+        p = p - tf.stack([dx, dy], -1)
+    return p
+
+
+def project_distorted(points, intrinsics, coeffs) -> tf.Tensor:
+    """Camera-frame points [..., J, 3] -> pixels through the lens model: K distort(P / z)."""
+    points = tf.convert_to_tensor(points, tf.float32)
+    z = tf.maximum(points[..., 2:3], 1e-6)
+    return apply_intrinsics(distort(points[..., :2] / z, coeffs), intrinsics)
+
+
+def pixels_to_rays(pixels, intrinsics, coeffs) -> tf.Tensor:
+    """Distorted pixels [..., J, 2] -> undistorted normalised coordinates [..., J, 2]."""
+    return undistort(to_normalized(pixels, intrinsics), coeffs)

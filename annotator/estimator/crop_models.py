@@ -1,12 +1,24 @@
 """Crop models behind one small protocol: a batch of square crops + their cameras -> absolute 3D.
 
-A crop model declares its ``input_resolution``, the ``box_scale`` of context it wants around a
-tight person box, and ``predict(crops, crop_intrinsics)`` taking float32 crops [K,r,r,3] in [0,1]
-(sRGB) with their virtual-camera intrinsics, returning:
+A crop model declares
+
+- ``input_resolution`` r: crops are r x r;
+- value range: ``predict`` always receives float32 sRGB in [0, 1]; an adapter converts to what its
+  network wants (BlazePose: float32 [0,1]; official MeTRAbs: float16 [0,1]);
+- ``box_scale``, the padding convention: the crop shows ``box_scale`` x the longer side of a tight
+  person box (BlazePose wants 1.25, MeTRAbs none: 1.0);
+- ``skeleton``: the joints it predicts (names, edges, left/right pairs for un-mirroring);
+
+and ``predict(crops, crop_intrinsics)`` (crops [K,r,r,3], virtual-camera intrinsics [K,3,3])
+returning:
 
 - ``poses3d`` [K,J,3]: absolute millimetres in the crop camera frame;
+- ``coords2d`` [K,J,2]: the network's own 2D joint positions in crop pixels (pixel-centre
+  convention), used to report raw 2D next to the reprojected 3D;
 - ``joint_confidences`` [K,J] in [0,1];
 - ``pose_scores`` [K] in [0,1].
+
+It may also offer ``alignment(crops)`` (a second, re-centred crop pass, see ``BlazePoseGHUM``).
 
 The official MeTRAbs ``crop_model.predict_multi`` already returns absolute 3D from (crops, K').
 BlazePose GHUM 3D returns 2D crop pixels plus hip-centred metric 3D, which we lift to absolute 3D
@@ -19,7 +31,7 @@ import math
 
 import tensorflow as tf
 
-from annotator.estimator import reconstruct
+from annotator.estimator import camera, reconstruct, skeletons
 
 
 class BlazePoseGHUM(tf.Module):
@@ -33,6 +45,7 @@ class BlazePoseGHUM(tf.Module):
 
     input_resolution = 256
     num_joints = 33
+    skeleton = skeletons.BLAZEPOSE_33
     # MediaPipe's ROI side is 1.25 x the body-size diameter; for a tight person box that is about
     # 1.25 x its longer side.
     box_scale = 1.25
@@ -54,7 +67,7 @@ class BlazePoseGHUM(tf.Module):
         rel3d = world[:, :33] * 1000.0
         poses3d = reconstruct.reconstruct_absolute(
             coords2d, rel3d, crop_intrinsics, conf, self.input_resolution)
-        return {"poses3d": poses3d, "joint_confidences": conf, "pose_scores": flag}
+        return {"poses3d": poses3d, "coords2d": coords2d, "joint_confidences": conf, "pose_scores": flag}
 
     def alignment(self, crops):
         """MediaPipe's second-pass ROI from landmarks 33/34, in crop pixels.
@@ -71,3 +84,33 @@ class BlazePoseGHUM(tf.Module):
         roll = math.pi / 2.0 - tf.atan2(-d[:, 1], d[:, 0])
         ok = tf.logical_and(flag > 0.5, side > 4.0)
         return hip, side, roll, ok
+
+
+class MetrabsCropModel(tf.Module):
+    """Adapter for the official MeTRAbs ``crop_model`` (``predict_multi(f16 crops, K) -> mm``).
+
+    The official crop model already returns absolute 3D in the crop camera, so only the value
+    range (float16) and the missing outputs differ: 2D is the projection of the 3D, confidences
+    and scores are 1 (it has none). ``joint_names``/``joint_edges`` come from the loaded model
+    (the 2023 models' ``per_skeleton_joint_names['']``-style attributes, read at build time).
+    """
+
+    box_scale = 1.0
+
+    def __init__(self, crop_model, joint_names, joint_edges, name=None):
+        super().__init__(name=name)
+        self.model = crop_model
+        self.input_resolution = int(crop_model.input_resolution)
+        names = tuple(n.decode() if isinstance(n, bytes) else str(n) for n in joint_names)
+        self.skeleton = skeletons.Skeleton(
+            "metrabs_native", names, tuple((int(a), int(b)) for a, b in joint_edges))
+        self.num_joints = len(names)
+
+    def predict(self, crops, crop_intrinsics):
+        poses3d = self.model.predict_multi(tf.cast(crops, tf.float16), crop_intrinsics)
+        poses3d = tf.cast(poses3d, tf.float32)
+        k = tf.shape(poses3d)[0]
+        return {"poses3d": poses3d,
+                "coords2d": camera.project(poses3d, crop_intrinsics),
+                "joint_confidences": tf.ones([k, self.num_joints]),
+                "pose_scores": tf.ones([k])}

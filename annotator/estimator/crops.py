@@ -40,14 +40,15 @@ def look_at_rotation(direction, up) -> tf.Tensor:
 
 
 def virtual_camera(boxes, intrinsics, up, resolution, box_scale=1.0, roll=0.0,
-                   aug_scale=1.0, flip=False):
+                   aug_scale=1.0, flip=False, distortion=None):
     """Rotation R [K,3,3] (camera -> crop camera) and intrinsics K' [K,3,3] for square crops.
 
     boxes: [K,4] x, y, w, h in pixels. intrinsics: [K,3,3] of the source image.
     The crop shows ``box_scale`` times the longer (perspective-corrected) box side, so crop models
     that expect margin around the person (BlazePose: 1.25) get it. ``roll`` rotates the crop
     (augmentation or alignment), ``aug_scale`` zooms, ``flip`` mirrors horizontally (the crop
-    model's output must then be un-mirrored, see ``augment``).
+    model's output must then be un-mirrored, see ``augment``). ``distortion`` [K,D] (optional):
+    the box is in distorted pixels, so its points are undistorted before the geometry.
     """
     boxes = tf.convert_to_tensor(boxes, tf.float32)
     k = tf.convert_to_tensor(intrinsics, tf.float32)
@@ -58,6 +59,8 @@ def virtual_camera(boxes, intrinsics, up, resolution, box_scale=1.0, roll=0.0,
         tf.stack([cx, cy], -1), tf.stack([cx, y], -1), tf.stack([cx, y + h], -1),
         tf.stack([x, cy], -1), tf.stack([x + w, cy], -1)], axis=-2)
     rays = camera.to_normalized(pts, k)
+    if distortion is not None:
+        rays = camera.undistort(rays, distortion)
     rays = tf.concat([rays, tf.ones_like(rays[..., :1])], -1)
     r_noaug = look_at_rotation(rays[:, 0], up)
     # midpoints as seen by the rotated camera with the source focal length
@@ -94,22 +97,131 @@ def apply_homography(h, points) -> tf.Tensor:
     return out[..., :2] / out[..., 2:3]
 
 
-def warp(images, homographies, resolution, image_index) -> tf.Tensor:
-    """Resample crops [K,r,r,C] from ``images`` [N,H,W,C] float through crop->image homographies.
+DISPLAY_GAMMA = 2.2
 
-    ``image_index`` [K] says which image each crop comes from. Bilinear, zero outside the image.
-    Crops are rendered one at a time in a graph loop (as MeTRAbs does) so memory holds K crops,
-    never K copies of a full image.
+
+def to_linear(images) -> tf.Tensor:
+    """uint8 sRGB-ish images -> linear light in [0, 1]: (x / 255) ^ 2.2 (MeTRAbs' approximation).
+
+    Averaging (pyramid, supersampling, bilinear taps) must happen in linear light: averaging
+    encoded values darkens fine bright/dark detail such as a checkerboard.
     """
-    h = homographies / homographies[:, 2:3, 2:3]
-    transforms = tf.reshape(h, [-1, 9])[:, :8]
-    size = tf.stack([resolution, resolution])
+    return tf.pow(tf.cast(images, tf.float32) / 255.0, DISPLAY_GAMMA)
 
-    def one(args):
-        idx, t = args
-        return tf.raw_ops.ImageProjectiveTransformV3(
-            images=images[idx][tf.newaxis], transforms=t[tf.newaxis], output_shape=size,
-            fill_value=0.0, interpolation="BILINEAR", fill_mode="CONSTANT")[0]
 
-    return tf.map_fn(one, (tf.cast(image_index, tf.int32), transforms),
-                     fn_output_signature=tf.TensorSpec([None, None, images.shape[-1]], images.dtype))
+def to_display(linear, gamma=1.0) -> tf.Tensor:
+    """Linear light -> encoded values in [0, 1]: x ^ (gamma / 2.2). ``gamma`` = 1 inverts
+    ``to_linear``; other values are the brightness augmentation of test-time augmentation."""
+    gamma = tf.convert_to_tensor(gamma, tf.float32)
+    return tf.pow(tf.maximum(linear, 0.0), gamma / DISPLAY_GAMMA)
+
+
+def crop_to_image_points(points, intrinsics, rotation, crop_intrinsics, distortion=None):
+    """Crop pixels [K,P,2] -> source-image pixels through the lens model (``distortion`` [K,D]).
+
+    Returns (pixels [K,P,2], valid [K,P]): a crop pixel is invalid when its ray points behind the
+    source camera or beyond the fold of the polynomial lens model. Without distortion this is the
+    homography ``crop_to_image_homography``.
+    """
+    points = tf.convert_to_tensor(points, tf.float32)
+    ph = tf.concat([points, tf.ones_like(points[..., :1])], -1)
+    # ray in the crop camera, then in the source camera: d = R^T K'^-1 u (row vectors: u K'^-T R)
+    rays = tf.linalg.matmul(tf.linalg.matmul(ph, tf.linalg.inv(crop_intrinsics), transpose_b=True), rotation)
+    z = rays[..., 2]
+    valid = z > 1e-6
+    normalized = rays[..., :2] / tf.where(valid, z, tf.ones_like(z))[..., tf.newaxis]
+    if distortion is not None:
+        valid = tf.logical_and(valid, camera.distortion_is_monotonic(normalized, distortion))
+        normalized = camera.distort(normalized, distortion)
+    return camera.apply_intrinsics(normalized, intrinsics), valid
+
+
+def build_pyramid(images, levels: int = 3) -> list[tf.Tensor]:
+    """[N,H,W,C] -> list of ``levels`` images, each a 2x2 average of the previous (odd edges kept).
+
+    Done in linear light by the caller, so averaging is physically right (no darkening of edges).
+    Pixel centres follow ``x_l = (x + 0.5) / 2^l - 0.5``.
+    """
+    out = [images]
+    for _ in range(levels - 1):
+        out.append(tf.nn.avg_pool2d(out[-1], 2, 2, "SAME"))
+    return out
+
+
+def pyramid_level(scale, antialias_factor, levels: int = 3) -> tf.Tensor:
+    """Pyramid level for a crop with ``scale`` crop pixels per source pixel, rendered at ``af`` times
+    its resolution: floor(-log2(scale * af)), clipped to [0, levels-1] (MeTRAbs ``warping.py``).
+    Shrinking by more than 2x samples a pre-averaged level, so bilinear taps do not skip detail."""
+    s = tf.cast(scale, tf.float32) * tf.cast(antialias_factor, tf.float32)
+    level = tf.floor(-tf.math.log(tf.maximum(s, 1e-6)) / tf.math.log(2.0))
+    return tf.cast(tf.clip_by_value(level, 0.0, float(levels - 1)), tf.int32)
+
+
+def _gather_bilinear(pyramid, image_index, level, coords, valid):
+    """Bilinear samples [K,P,C] at level-0 pixel coords [K,P,2] from pyramid level ``level`` [K] of
+    image ``image_index`` [K]; zero outside the image and where ``valid`` is False. One gather for
+    all crops: the pyramid is flattened into one pixel table."""
+    channels = pyramid[0].shape[-1]
+    flats, offsets, heights, widths = [], [], [], []
+    offset = tf.constant(0, tf.int64)
+    for img in pyramid:
+        shape = tf.shape(img, out_type=tf.int64)
+        flats.append(tf.reshape(img, [-1, channels]))
+        offsets.append(offset)
+        heights.append(shape[1])
+        widths.append(shape[2])
+        offset += shape[0] * shape[1] * shape[2]
+    table = tf.concat(flats, 0)
+    level = tf.cast(level, tf.int32)
+    height = tf.gather(tf.stack(heights), level)[:, tf.newaxis]
+    width = tf.gather(tf.stack(widths), level)[:, tf.newaxis]
+    base = tf.gather(tf.stack(offsets), level) + tf.cast(image_index, tf.int64) * tf.gather(
+        tf.stack(heights), level) * tf.gather(tf.stack(widths), level)
+    factor = tf.pow(2.0, tf.cast(level, tf.float32))[:, tf.newaxis]
+    x = (coords[..., 0] + 0.5) / factor - 0.5
+    y = (coords[..., 1] + 0.5) / factor - 0.5
+    x0f, y0f = tf.floor(x), tf.floor(y)
+    fx, fy = x - x0f, y - y0f
+    x0 = tf.cast(x0f, tf.int64)
+    y0 = tf.cast(y0f, tf.int64)
+    out = 0.0
+    for dy, wy in ((0, 1.0 - fy), (1, fy)):
+        for dx, wx in ((0, 1.0 - fx), (1, fx)):
+            xi, yi = x0 + dx, y0 + dy
+            inside = (xi >= 0) & (xi < width) & (yi >= 0) & (yi < height) & valid
+            idx = base[:, tf.newaxis] + tf.clip_by_value(yi, 0, height - 1) * width + tf.clip_by_value(xi, 0, width - 1)
+            w = tf.where(inside, wx * wy, 0.0)
+            out += tf.gather(table, idx) * w[..., tf.newaxis]
+    return out
+
+
+def warp(images, intrinsics, rotation, crop_intrinsics, resolution, image_index, distortion=None,
+         antialias_factor=1, pyramid=None):
+    """Render crops [K,r,r,C] from linear-light ``images`` [N,H,W,C] through virtual cameras.
+
+    Per crop k: source intrinsics [K,3,3], rotation (source -> crop camera) [K,3,3], crop
+    intrinsics [K,3,3], ``image_index`` [K], optional ``distortion`` [K,D]. Every crop pixel is
+    traced back through the lens model (so distortion is handled per pixel) and sampled
+    bilinearly from the pyramid level that matches the crop's scale; with ``antialias_factor``
+    af > 1 the crop is rendered at r*af and box-filtered down. All crops of the batch are sampled
+    in one gather, from one pixel table: no per-crop loop and no per-crop image copy.
+    """
+    if pyramid is None:
+        pyramid = build_pyramid(images)
+    af = tf.cast(antialias_factor, tf.int32)
+    af = tf.maximum(af, 1)
+    size = resolution * af
+    n_crops = tf.shape(rotation)[0]
+    # supersampled grid, in crop pixels: centres of the r*af sub-pixels
+    sub = (tf.range(size, dtype=tf.float32) + 0.5) / tf.cast(af, tf.float32) - 0.5
+    gx, gy = tf.meshgrid(sub, sub)
+    grid = tf.reshape(tf.stack([gx, gy], -1), [1, -1, 2])
+    grid = tf.broadcast_to(grid, [n_crops, size * size, 2])
+    coords, valid = crop_to_image_points(grid, intrinsics, rotation, crop_intrinsics, distortion)
+    scale = crop_intrinsics[:, 0, 0] / intrinsics[:, 0, 0]
+    level = pyramid_level(scale, af, len(pyramid))
+    samples = _gather_bilinear(pyramid, image_index, level, coords, valid)
+    channels = images.shape[-1]
+    # box filter: each output pixel is the mean of its af x af sub-pixels (exact for any integer af)
+    crops = tf.reshape(samples, [n_crops, resolution, af, resolution, af, channels])
+    return tf.reduce_mean(crops, axis=[2, 4])

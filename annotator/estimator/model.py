@@ -7,7 +7,9 @@ pass (BlazePose's ROI from its own landmarks), ``num_aug`` augmented crops, the 
 absolute reconstruction, back to the camera and world frames, then the skeleton's joints.
 
 Extra outputs beyond the official ones (the pipeline uses them where present):
-``joint_confidences`` [K,J] and ``pose_scores`` [K].
+``joint_confidences`` [K,J], ``pose_scores`` [K] and ``poses2d_raw`` [K,J,2] (the crop model's own
+2D detections mapped back to image pixels, as opposed to ``poses2d``, the projection of the 3D;
+multi-view evaluation triangulates from these so its reference is independent of the 3D).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import json
 import numpy as np
 import tensorflow as tf
 
-from annotator.estimator import augment, camera, crops, skeletons
+from annotator.estimator import augment, camera, crops, filters, skeletons
 
 UNKNOWN_INTRINSIC_MATRIX = ((-1.0, -1.0, -1.0), (-1.0, -1.0, -1.0), (-1.0, -1.0, -1.0))
 DEFAULT_EXTRINSIC_MATRIX = ((1.0, 0.0, 0.0, 0.0), (0.0, 1.0, 0.0, 0.0), (0.0, 0.0, 1.0, 0.0),
@@ -52,32 +54,47 @@ _DETECTOR_SPECS = [
 
 
 class PoseEstimator(tf.Module):
-    """Detector + crop model + MeTRAbs geometry. Knows nothing about files, Ray or Beam."""
+    """Detector + crop model + MeTRAbs geometry. Knows nothing about files, Ray or Beam.
 
-    def __init__(self, detector, crop_model, info: dict, refine_crops: bool = True, name=None):
+    ``pose_nms`` (export-time switch, like MeTRAbs' frozen flags): whether
+    ``suppress_implausible_poses=True`` also runs 3D pose NMS after the plausibility checks.
+    """
+
+    def __init__(self, detector, crop_model, info: dict, refine_crops: bool = True, pose_nms: bool = True,
+                 name=None):
         super().__init__(name=name)
         self.detector = detector
         self.crop_model = crop_model
-        self.refine_crops = refine_crops
-        native = skeletons.NATIVE
+        self.refine_crops = refine_crops and hasattr(crop_model, "alignment")
+        self.pose_nms = pose_nms
+        native = crop_model.skeleton
+        self._native = native
         self._native_mirror = skeletons.mirror_indices(native)
-        names = sorted(skeletons.SKELETONS)
+        if native.name == skeletons.NATIVE.name:
+            skels = dict(skeletons.SKELETONS)
+        else:
+            skels = {native.name: native}
+        names = sorted(skels)
         self._skeleton_names = names
         self.per_skeleton_joint_names = {
-            s: tf.Variable(list(skeletons.SKELETONS[s].joint_names), dtype=tf.string, trainable=False)
-            for s in names}
+            s: tf.Variable(list(skels[s].joint_names), dtype=tf.string, trainable=False) for s in names}
         self.per_skeleton_joint_edges = {
-            s: tf.Variable(np.array(skeletons.SKELETONS[s].edges, np.int32).reshape(-1, 2), trainable=False)
-            for s in names}
+            s: tf.Variable(np.array(skels[s].edges, np.int32).reshape(-1, 2), trainable=False) for s in names}
+        # Which joints are computed from several native joints (an approximation), per skeleton.
+        self.per_skeleton_derived_joints = {
+            s: tf.Variable(list(skels[s].derived), dtype=tf.bool, trainable=False) for s in names}
         self.joint_names = tf.Variable(list(native.joint_names), dtype=tf.string, trainable=False)
-        self.joint_edges = tf.Variable(np.array(native.edges, np.int32), trainable=False)
+        self.joint_edges = tf.Variable(np.array(native.edges, np.int32).reshape(-1, 2), trainable=False)
         self._skeleton_table = tf.lookup.StaticHashTable(
             tf.lookup.KeyValueTensorInitializer(
                 tf.constant([""] + names), tf.constant([-1] + list(range(len(names))), tf.int64)),
             default_value=-2)
         self._skeleton_matrices = [
-            tf.constant(skeletons.joint_matrix(skeletons.SKELETONS[s]), tf.float32) for s in names]
+            tf.constant(skeletons.joint_matrix(skels[s], native), tf.float32) for s in names]
         self._valid_skeletons = "'' (all), " + ", ".join(repr(s) for s in names)
+        bones = native.bone_lengths
+        self._bone_edges = tf.constant([list(e) for e, _ in bones] or np.zeros((0, 2)), tf.int32)
+        self._bone_lengths = tf.constant([mm for _, mm in bones], tf.float32)
         self.annotator_info = tf.Variable(json.dumps(info, sort_keys=True), dtype=tf.string,
                                           trainable=False)
 
@@ -95,7 +112,8 @@ class PoseEstimator(tf.Module):
                                      max_detections, detector_flip_aug)
         return self._estimate(images, boxes, intrinsic_matrix, distortion_coeffs, extrinsic_matrix,
                               world_up_vector, default_fov_degrees, internal_batch_size,
-                              antialias_factor, num_aug, average_aug, skeleton)
+                              antialias_factor, num_aug, average_aug, skeleton,
+                              suppress_implausible_poses)
 
     @tf.function(input_signature=[tf.TensorSpec((None, None, 3), tf.uint8, name="image")]
                  + _SINGLE_CAMERA_SPECS + _DETECTOR_SPECS)
@@ -112,7 +130,8 @@ class PoseEstimator(tf.Module):
         result = self._estimate(images, boxes, intrinsic_matrix[tf.newaxis],
                                 distortion_coeffs[tf.newaxis], extrinsic_matrix[tf.newaxis],
                                 world_up_vector, default_fov_degrees, internal_batch_size,
-                                antialias_factor, num_aug, average_aug, skeleton)
+                                antialias_factor, num_aug, average_aug, skeleton,
+                                suppress_implausible_poses)
         return {k: v[0] for k, v in result.items()}
 
     @tf.function(input_signature=[
@@ -155,97 +174,138 @@ class PoseEstimator(tf.Module):
 
     def _estimate(self, images, boxes, intrinsic_matrix, distortion_coeffs, extrinsic_matrix,
                   world_up_vector, default_fov_degrees, internal_batch_size, antialias_factor,
-                  num_aug, average_aug, skeleton):
+                  num_aug, average_aug, skeleton, suppress_implausible_poses=False):
         skeleton_index = self._skeleton_index(skeleton)
         n_images = tf.shape(images)[0]
         height, width = tf.shape(images)[1], tf.shape(images)[2]
         intrinsics = tf.broadcast_to(intrinsic_matrix, [n_images, 3, 3])
         intrinsics = camera.resolve_intrinsics(intrinsics, height, width, default_fov_degrees)
+        distortion = camera.pad_distortion(distortion_coeffs)
+        distortion = tf.broadcast_to(distortion, [n_images, camera.NUM_DISTORTION])
         extrinsics = tf.broadcast_to(extrinsic_matrix, [n_images, 4, 4])
         up_cam = tf.linalg.matvec(extrinsics[:, :3, :3], world_up_vector)
 
         box_image = tf.cast(boxes.value_rowids(), tf.int32)
         flat_boxes = boxes.flat_values
         box_k = tf.gather(intrinsics, box_image)
+        box_dist = tf.gather(distortion, box_image)
         box_up = tf.gather(up_cam, box_image)
         num_aug = tf.maximum(num_aug, 1)
-        poses3d, conf, scores = self._predict_in_chunks(
-            images, flat_boxes, box_image, box_k, box_up, internal_batch_size, num_aug)
-        # poses3d: [K, A, J, 3] camera frame (mm); conf: [K, A, J]
-        poses2d = camera.project(poses3d, box_k[:, tf.newaxis])
+        antialias_factor = tf.maximum(antialias_factor, 1)
+        poses3d, raw2d, conf, scores = self._predict_in_chunks(
+            images, flat_boxes, box_image, box_k, box_dist, box_up, internal_batch_size, num_aug,
+            antialias_factor)
+        # poses3d: [K, A, J, 3] camera frame (mm); raw2d: [K, A, J, 2] image px; conf: [K, A, J]
+        poses2d = camera.project_distorted(poses3d, box_k[:, tf.newaxis], box_dist[:, tf.newaxis])
+
+        keep = self._keep_mask(poses3d, poses2d, flat_boxes, box_image, suppress_implausible_poses)
+        boxes = tf.ragged.boolean_mask(boxes, tf.RaggedTensor.from_row_lengths(keep, boxes.row_lengths()))
+        poses3d, poses2d, raw2d, conf, scores, box_image = (
+            tf.boolean_mask(x, keep) for x in (poses3d, poses2d, raw2d, conf, scores, box_image))
+
         box_ext = tf.gather(extrinsics, box_image)
         poses3d = camera.camera_to_world(poses3d, box_ext[:, tf.newaxis])
-
         poses3d = self._select_joints(poses3d, skeleton_index)
         poses2d = self._select_joints(poses2d, skeleton_index)
-        conf = self._select_joints(conf[..., tf.newaxis], skeleton_index)[..., 0]
-        conf = tf.reduce_mean(conf, axis=1)
+        raw2d = self._select_joints(raw2d, skeleton_index)
+        conf = self._select_confidences(tf.reduce_mean(conf, axis=1), skeleton_index)
         if average_aug:
             poses3d = tf.reduce_mean(poses3d, axis=1)
             poses2d = tf.reduce_mean(poses2d, axis=1)
+            raw2d = tf.reduce_mean(raw2d, axis=1)
         lengths = boxes.row_lengths()
         return {
             "boxes": boxes,
             "poses3d": tf.RaggedTensor.from_row_lengths(poses3d, lengths),
             "poses2d": tf.RaggedTensor.from_row_lengths(poses2d, lengths),
+            "poses2d_raw": tf.RaggedTensor.from_row_lengths(raw2d, lengths),
             "joint_confidences": tf.RaggedTensor.from_row_lengths(conf, lengths),
             "pose_scores": tf.RaggedTensor.from_row_lengths(scores, lengths),
         }
 
+    def _keep_mask(self, poses3d, poses2d, boxes, box_image, suppress):
+        """[K] bool: all True unless ``suppress``; then plausibility checks (+ 3D pose NMS)."""
+        mean3d = tf.reduce_mean(poses3d, axis=1)
+        plausible = tf.logical_and(
+            filters.augmentations_consistent(poses3d),
+            filters.pose_agrees_with_box(tf.reduce_mean(poses2d, axis=1), boxes))
+        if self._bone_lengths.shape[0]:
+            plausible = tf.logical_and(plausible, filters.bones_plausible(
+                mean3d, self._bone_edges, self._bone_lengths))
+        keep = plausible
+        if self.pose_nms:
+            keep = filters.pose_nms(mean3d, boxes[:, 4], box_image, plausible)
+        return tf.logical_or(keep, tf.logical_not(suppress))
+
     def _select_joints(self, values, skeleton_index):
         """Map native joints [K, A, Jn, C] to the requested skeleton's [K, A, J, C]."""
-        if len(self._skeleton_matrices) == 0:
-            return values
         branches = [
             (lambda m=m: tf.einsum("kajc,oj->kaoc", values, m)) for m in self._skeleton_matrices]
         return tf.cond(
             skeleton_index < 0, lambda: values,
             lambda: tf.switch_case(tf.cast(tf.maximum(skeleton_index, 0), tf.int32), branches))
 
-    def _predict_in_chunks(self, images, boxes, box_image, box_k, box_up, internal_batch_size, num_aug):
-        n_joints = self.crop_model.num_joints
+    def _select_confidences(self, conf, skeleton_index):
+        """Native confidences [K, Jn] -> [K, J]: a derived joint is as sure as its least sure source."""
+        def pick(m):
+            used = tf.not_equal(m, 0.0)[tf.newaxis]  # [1, J, Jn]
+            return tf.reduce_min(tf.where(used, conf[:, tf.newaxis], 1.0), axis=-1)
+
+        branches = [(lambda m=m: pick(m)) for m in self._skeleton_matrices]
+        return tf.cond(
+            skeleton_index < 0, lambda: conf,
+            lambda: tf.switch_case(tf.cast(tf.maximum(skeleton_index, 0), tf.int32), branches))
+
+    def _predict_in_chunks(self, images, boxes, box_image, box_k, box_dist, box_up, internal_batch_size,
+                           num_aug, antialias_factor):
+        n_joints = self._native.num_joints
         n_boxes = tf.shape(boxes)[0]
         per_chunk = internal_batch_size // num_aug
         per_chunk = tf.where(per_chunk <= 0, tf.maximum(n_boxes, 1), per_chunk)
         n_chunks = (n_boxes + per_chunk - 1) // per_chunk
-        images_lin = tf.pow(tf.cast(images, tf.float32) / 255.0, 2.2)
-        poses_ta = tf.TensorArray(tf.float32, size=n_chunks, infer_shape=False,
-                                  element_shape=tf.TensorShape([None, None, n_joints, 3]))
-        conf_ta = tf.TensorArray(tf.float32, size=n_chunks, infer_shape=False,
-                                 element_shape=tf.TensorShape([None, None, n_joints]))
-        score_ta = tf.TensorArray(tf.float32, size=n_chunks, infer_shape=False,
-                                  element_shape=tf.TensorShape([None]))
+        # linear light: resampling and pyramid averaging are only physically right there
+        pyramid = crops.build_pyramid(crops.to_linear(images))
+
+        def ta(shape):
+            return tf.TensorArray(tf.float32, size=n_chunks, infer_shape=False, element_shape=tf.TensorShape(shape))
+
+        poses_ta, raw_ta = ta([None, None, n_joints, 3]), ta([None, None, n_joints, 2])
+        conf_ta, score_ta = ta([None, None, n_joints]), ta([None])
         for i in tf.range(n_chunks):
             sl = slice(i * per_chunk, (i + 1) * per_chunk)
-            p, c, s = self._predict_chunk(images_lin, boxes[sl], box_image[sl], box_k[sl],
-                                          box_up[sl], num_aug)
-            poses_ta = poses_ta.write(i, p)
-            conf_ta = conf_ta.write(i, c)
-            score_ta = score_ta.write(i, s)
+            p, r, c, s = self._predict_chunk(pyramid, boxes[sl], box_image[sl], box_k[sl], box_dist[sl],
+                                             box_up[sl], num_aug, antialias_factor)
+            poses_ta, raw_ta = poses_ta.write(i, p), raw_ta.write(i, r)
+            conf_ta, score_ta = conf_ta.write(i, c), score_ta.write(i, s)
         empty = n_chunks == 0
         poses = tf.cond(empty, lambda: tf.zeros([0, num_aug, n_joints, 3]), poses_ta.concat)
+        raw = tf.cond(empty, lambda: tf.zeros([0, num_aug, n_joints, 2]), raw_ta.concat)
         conf = tf.cond(empty, lambda: tf.zeros([0, num_aug, n_joints]), conf_ta.concat)
         scores = tf.cond(empty, lambda: tf.zeros([0]), score_ta.concat)
-        return poses, conf, scores
+        return poses, raw, conf, scores
 
-    def _render(self, images_lin, box_image, box_k, rot, crop_k, gamma):
-        res = self.crop_model.input_resolution
-        h = crops.crop_to_image_homography(box_k, rot, crop_k)
-        lin = crops.warp(images_lin, h, res, box_image)
-        return tf.pow(tf.maximum(lin, 0.0), gamma[:, tf.newaxis, tf.newaxis, tf.newaxis] / 2.2), h
+    def _render(self, pyramid, box_image, box_k, box_dist, rot, crop_k, gamma, antialias_factor):
+        lin = crops.warp(pyramid[0], box_k, rot, crop_k, self.crop_model.input_resolution, box_image,
+                         distortion=box_dist, antialias_factor=antialias_factor, pyramid=pyramid)
+        return crops.to_display(lin, gamma[:, tf.newaxis, tf.newaxis, tf.newaxis])
 
-    def _predict_chunk(self, images_lin, boxes, box_image, box_k, box_up, num_aug):
-        """Boxes [k,5] of one chunk -> (poses3d [k,A,J,3] camera mm, conf [k,A,J], scores [k])."""
+    def _predict_chunk(self, pyramid, boxes, box_image, box_k, box_dist, box_up, num_aug, antialias_factor):
+        """Boxes [k,5] of one chunk -> (poses3d [k,A,J,3] camera mm, raw 2D [k,A,J,2] image px,
+        conf [k,A,J], scores [k])."""
         cm = self.crop_model
         res = cm.input_resolution
+        n_joints = self._native.num_joints
         k = tf.shape(boxes)[0]
         xywh = boxes[:, :4]
         roll0 = tf.zeros([k])
         if self.refine_crops:
-            rot1, crop_k1 = crops.virtual_camera(xywh, box_k, box_up, res, box_scale=cm.box_scale)
-            crop1, h1 = self._render(images_lin, box_image, box_k, rot1, crop_k1, tf.ones([k]))
+            rot1, crop_k1 = crops.virtual_camera(xywh, box_k, box_up, res, box_scale=cm.box_scale,
+                                                 distortion=box_dist)
+            crop1 = self._render(pyramid, box_image, box_k, box_dist, rot1, crop_k1, tf.ones([k]),
+                                 antialias_factor)
             centre, side, roll, ok = cm.alignment(crop1)
-            centre_img = crops.apply_homography(h1, centre[:, tf.newaxis])[:, 0]
+            centre_img, _ = crops.crop_to_image_points(centre[:, tf.newaxis], box_k, rot1, crop_k1, box_dist)
+            centre_img = centre_img[:, 0]
             side_img = side * box_k[:, 0, 0] / crop_k1[:, 0, 0]
             refined = tf.concat([centre_img - side_img[:, tf.newaxis] / 2,
                                  tf.stack([side_img, side_img], -1)], -1)
@@ -253,7 +313,7 @@ class PoseEstimator(tf.Module):
             roll0 = tf.where(ok, roll, roll0)
             box_scale = tf.where(ok, 1.0, cm.box_scale)
         else:
-            box_scale = tf.fill([k], cm.box_scale)
+            box_scale = tf.fill([k], float(cm.box_scale))
 
         gammas, rolls, scales, flips = augment.schedule(num_aug)
         a = tf.shape(gammas)[0]
@@ -267,18 +327,23 @@ class PoseEstimator(tf.Module):
 
         rot, crop_k = crops.virtual_camera(
             tile(xywh), tile(box_k), tile(box_up), res, box_scale=tile(box_scale),
-            roll=tile(roll0) + per_aug(rolls), aug_scale=per_aug(scales), flip=per_aug(flips))
-        crop_images, _ = self._render(images_lin, tile(box_image), tile(box_k), rot, crop_k,
-                                      per_aug(gammas))
+            roll=tile(roll0) + per_aug(rolls), aug_scale=per_aug(scales), flip=per_aug(flips),
+            distortion=tile(box_dist))
+        crop_images = self._render(pyramid, tile(box_image), tile(box_k), tile(box_dist), rot, crop_k,
+                                   per_aug(gammas), antialias_factor)
         pred = cm.predict(crop_images, crop_k)
         # crop camera -> source camera: P = R^T P' (row vectors: P' R)
         poses = tf.linalg.matmul(pred["poses3d"], rot)
-        poses = tf.reshape(poses, [a, k, cm.num_joints, 3])
-        conf = tf.reshape(pred["joint_confidences"], [a, k, cm.num_joints])
+        raw2d, _ = crops.crop_to_image_points(pred["coords2d"], tile(box_k), rot, crop_k, tile(box_dist))
+        poses = tf.reshape(poses, [a, k, n_joints, 3])
+        raw2d = tf.reshape(raw2d, [a, k, n_joints, 2])
+        conf = tf.reshape(pred["joint_confidences"], [a, k, n_joints])
         scores = tf.reduce_mean(tf.reshape(pred["pose_scores"], [a, k]), axis=0)
         poses = augment.unmirror_joints(poses, flips, self._native_mirror)
+        raw2d = augment.unmirror_joints(raw2d, flips, self._native_mirror)
         conf = augment.unmirror_joints(conf, flips, self._native_mirror)
-        return tf.transpose(poses, [1, 0, 2, 3]), tf.transpose(conf, [1, 0, 2]), scores
+        return (tf.transpose(poses, [1, 0, 2, 3]), tf.transpose(raw2d, [1, 0, 2, 3]),
+                tf.transpose(conf, [1, 0, 2]), scores)
 
 
 def signatures(module: PoseEstimator) -> dict:

@@ -30,7 +30,7 @@ from annotator.models import npm
 
 # Bump when the converter or the estimator graph changes: cached builds are then rebuilt.
 CONVERTER_VERSION = "1"
-ESTIMATOR_VERSION = "1"
+ESTIMATOR_VERSION = "3"
 INFO_FILE = "annotator_model.json"
 
 
@@ -202,6 +202,8 @@ def build(name: str = DEFAULT, fetch: bool = True, force: bool = False) -> Path:
                 "native_skeleton": skeletons.NATIVE.name,
                 "skeletons": {n: {"joint_names": list(sk.joint_names), "edges": [list(e) for e in sk.edges]}
                               for n, sk in skeletons.SKELETONS.items()},
+                "derived_joints": {n: [j for j, d in zip(sk.joint_names, sk.derived, strict=True) if d]
+                                   for n, sk in skeletons.SKELETONS.items()},
                 "licence": "Apache-2.0 (MoveNet, BlazePose GHUM 3D weights by Google)"}
         estimator = model.PoseEstimator(
             detectors.MoveNetMultiPose(tf.saved_model.load(str(det_dir))),
