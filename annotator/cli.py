@@ -29,32 +29,52 @@ def _add_run(sub) -> None:
     p.add_argument("--gpus-per-actor", type=float)
     p.add_argument("--cpus-per-actor", type=float)
     p.add_argument("--ray-address", help="connect to this Ray cluster instead of starting a local one")
+    p.add_argument("--kind", choices=["auto", "folder", "tar", "manifest", "video"],
+                   help="input kind (default: detected from what INPUT holds)")
+    p.add_argument("--video-every", type=int, help="videos: annotate every k-th frame (default 1)")
+    p.add_argument("--batch-timeout", type=float, dest="batch_timeout_s",
+                   help="seconds one inference call may take before it is retried (default 600; 0 = none)")
+    p.add_argument("--shard-attempts", type=int, help="tries a failing shard gets before it is named (default 3)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="discard what OUTPUT holds (other model/settings/input) and start over")
+    p.add_argument("--retry-errors", action="store_true",
+                   help="rerun the error rows of committed shards and recommit those shards")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_run)
 
 
-def cmd_run(args) -> int:
-    from annotator import spec as spec_mod
-
+def run_spec_data(args) -> dict:
+    """The job spec as a dict: the --spec TOML with command-line options on top."""
     data: dict = {}
     if args.spec:
         import tomllib
 
         with open(args.spec, "rb") as f:
             data = tomllib.load(f)
-    for key in ("input", "output", "model", "shard_size"):
-        if getattr(args, key) is not None:
+    for key in ("input", "output", "model", "shard_size", "kind", "video_every"):
+        if getattr(args, key, None) is not None:
             data[key] = getattr(args, key)
+    for key in ("overwrite", "retry_errors"):
+        if getattr(args, key, False):
+            data[key] = True
     settings = data.setdefault("settings", {})
     for key in ("skeleton", "num_aug", "detector_threshold", "max_detections", "default_fov_degrees"):
-        if getattr(args, key) is not None:
+        if getattr(args, key, None) is not None:
             settings[key] = getattr(args, key)
     compute = data.setdefault("compute", {})
-    for key in ("batch_size", "actors", "gpus_per_actor", "cpus_per_actor", "ray_address"):
-        if getattr(args, key) is not None:
+    for key in ("batch_size", "actors", "gpus_per_actor", "cpus_per_actor", "ray_address", "batch_timeout_s",
+                "shard_attempts"):
+        if getattr(args, key, None) is not None:
             compute[key] = getattr(args, key)
-    if args.no_progress:
+    if getattr(args, "no_progress", False):
         data["progress"] = False
+    return data
+
+
+def cmd_run(args) -> int:
+    from annotator import spec as spec_mod
+
+    data = run_spec_data(args)
     if "input" not in data or "output" not in data:
         print("annotator run: INPUT and OUTPUT are required (as arguments or in --spec)", file=sys.stderr)
         return 2
@@ -63,11 +83,23 @@ def cmd_run(args) -> int:
     except spec_mod.SpecError as e:
         print(f"annotator run: {e}", file=sys.stderr)
         return 2
+    from annotator.lock import LockedError
+    from annotator.plan import PlanError
     from annotator.runners import ray_data
 
-    summary = ray_data.run(spec)
+    try:
+        summary = ray_data.run(spec)
+    except (LockedError, PlanError, ray_data.FingerprintError) as e:
+        print(f"annotator run: {e}", file=sys.stderr)
+        return 2
     print(format_summary(summary))
-    return 0 if summary.get("shards_failed", 0) == 0 else 1
+    if summary.get("shards_failed"):
+        print(f"annotator run: {summary['shards_failed']} shard(s) failed after "
+              f"{spec.compute.shard_attempts} attempt(s):", file=sys.stderr)
+        for shard, reason in summary["failed_shards"].items():
+            print(f"  shard {shard}: {reason}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def format_summary(s: dict) -> str:
@@ -79,8 +111,13 @@ def format_summary(s: dict) -> str:
         f"output:   {s['output']}",
         f"time:     {s['elapsed_seconds']} s ({s['images_per_second']} images/s)",
     ]
+    if s.get("shards_repaired"):
+        lines.append(f"repaired: {s['shards_repaired']} shard(s) (--retry-errors)")
     if s.get("errors_by_reason"):
         lines.append("errors:   " + ", ".join(f"{k}={v}" for k, v in sorted(s["errors_by_reason"].items())))
+    if s.get("shards_failed"):
+        lines.append(f"FAILED:   {s['shards_failed']} shard(s): {', '.join(s['failed_shards'])} "
+                     f"(rerun the same command to retry them)")
     lines.append(f"open it:  python -c \"import pandas as pd; print(pd.read_parquet('{s['output']}/parts'))\"")
     return "\n".join(lines)
 
@@ -129,6 +166,36 @@ def cmd_models_list(args) -> int:
     return 0
 
 
+def _add_submit(sub) -> None:
+    p = sub.add_parser("submit", help="submit a TOML job spec to a Ray cluster (Ray job submission)")
+    p.add_argument("--address", required=True, help="Ray dashboard address, e.g. http://head:8265")
+    p.add_argument("--spec", required=True, help="TOML job spec (validated here before submitting)")
+    p.add_argument("--job-id", help="submission id (default: Ray picks one)")
+    p.add_argument("--env", action="append", default=[], metavar="KEY=VALUE", help="environment for the job")
+    p.add_argument("--wait", action="store_true", help="follow the logs until the job ends; exit 1 if it failed")
+    p.add_argument("run_args", nargs="*", help="extra `annotator run` options, after --")
+    p.set_defaults(func=cmd_submit)
+
+
+def cmd_submit(args) -> int:
+    from annotator import spec as spec_mod
+    from annotator import submit
+
+    env = dict(kv.split("=", 1) for kv in args.env)
+    try:
+        job_id = submit.submit(submit.Submission(args.address, args.spec, args.run_args, env, args.job_id))
+    except spec_mod.SpecError as e:
+        print(f"annotator submit: {e}", file=sys.stderr)
+        return 2
+    print(f"submitted {job_id}")
+    if not args.wait:
+        print(f"follow it:  ray job logs --address {args.address} --follow {job_id}")
+        return 0
+    status = submit.wait(args.address, job_id)
+    print(f"job {job_id}: {status}")
+    return 0 if status == "SUCCEEDED" else 1
+
+
 def _add_status(sub) -> None:
     p = sub.add_parser("status", help="summary of a running or finished job's output")
     p.add_argument("output")
@@ -144,6 +211,72 @@ def cmd_status(args) -> int:
     return 0
 
 
+def _add_render(sub) -> None:
+    p = sub.add_parser("render", help="draw labels: 2D overlay per image and 3D view per person, as PNG")
+    p.add_argument("output", help="a job's output folder or URI")
+    p.add_argument("--out", required=True, help="folder for the PNG files")
+    p.add_argument("--ids", nargs="+", help="image ids to draw (default: the first --limit ok rows)")
+    p.add_argument("--limit", type=int, help="at most this many images (default 10 without --ids)")
+    p.add_argument("--no-3d", action="store_true", help="overlays only, no 3D views")
+    p.add_argument("--no-names", action="store_true", help="do not write joint names on the overlay")
+    p.add_argument("--max-side", type=int, help="downscale overlays to this longer side (px)")
+    p.set_defaults(func=cmd_render)
+
+
+def cmd_render(args) -> int:
+    from annotator import render
+
+    config = render.RenderConfig(max_side=args.max_side, joint_names=not args.no_names, view3d=not args.no_3d)
+    result = render.render(args.output, args.out, ids=args.ids, limit=args.limit, config=config)
+    for path in result.written:
+        print(path)
+    for image_id, why in result.skipped:
+        print(f"skipped {image_id}: {why}", file=sys.stderr)
+    return 0 if result.written or not result.skipped else 1
+
+
+def _add_report(sub) -> None:
+    p = sub.add_parser("report", help="one static HTML page: counts, errors, quality, throughput, samples")
+    p.add_argument("output", help="a job's output folder or URI")
+    p.add_argument("--out", help="HTML file to write (default OUTPUT/report.html)")
+    p.add_argument("--samples", type=int, default=3, help="overlays per group (best, median, worst)")
+    p.set_defaults(func=cmd_report)
+
+
+def cmd_report(args) -> int:
+    from annotator import report
+
+    print(report.write_report(args.output, args.out, report.ReportConfig(samples_per_group=args.samples)))
+    return 0
+
+
+def _add_filter(sub) -> None:
+    p = sub.add_parser("filter", help="copy an output keeping only the people that pass the thresholds")
+    p.add_argument("output", help="a job's output folder or URI")
+    p.add_argument("dest", help="where to write the filtered dataset (same layout)")
+    p.add_argument("--min-quality", type=float, help="keep people with quality >= Q")
+    p.add_argument("--min-score", type=float, help="keep people with detector score >= S")
+    p.add_argument("--keep-errors", action="store_true", help="keep error rows")
+    p.add_argument("--keep-emptied", action="store_true", help="keep rows whose people were all removed")
+    p.add_argument("--overwrite", action="store_true", help="replace a dataset already at DEST")
+    p.set_defaults(func=cmd_filter)
+
+
+def cmd_filter(args) -> int:
+    from annotator import filter as filter_mod
+
+    config = filter_mod.FilterConfig(min_quality=args.min_quality, min_score=args.min_score,
+                                     keep_errors=args.keep_errors, keep_emptied=args.keep_emptied)
+    try:
+        record = filter_mod.filter_output(args.output, args.dest, config, overwrite=args.overwrite)
+    except FileExistsError as e:
+        print(f"annotator filter: {e}", file=sys.stderr)
+        return 2
+    print(filter_mod.format_record(record))
+    print(f"output:  {args.dest}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from annotator import __version__
 
@@ -151,8 +284,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"annotator {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true")
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_run, _add_models, _add_status):
+    for add in (_add_run, _add_models, _add_status, _add_submit):
         add(sub)
+    _add_render(sub)
+    _add_report(sub)
+    _add_filter(sub)
     return parser
 
 

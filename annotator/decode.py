@@ -108,6 +108,60 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
+def camera_from_json(obj: dict | str | bytes, source: str = "sidecar") -> Camera:
+    """A camera from sidecar / calibration JSON.
+
+    Keys (official MeTRAbs argument names are accepted as aliases): ``intrinsics`` | ``K`` |
+    ``intrinsic_matrix`` (3x3 or 9 values, pixels); ``distortion`` | ``dist`` |
+    ``distortion_coeffs`` (OpenCV order); ``extrinsics`` | ``extrinsic_matrix`` (4x4, 3x4 or 16
+    values, world->camera, millimetres) or ``R`` (3x3) with ``t`` (3, millimetres).
+    Raises ``ValueError`` with the reason when the JSON does not describe a camera.
+    """
+    import json
+
+    if isinstance(obj, bytes | str):
+        obj = json.loads(obj)
+    if not isinstance(obj, dict):
+        raise ValueError("camera JSON must be an object")
+
+    def pick(*names):
+        for n in names:
+            if obj.get(n) is not None:
+                return obj[n]
+        return None
+
+    k = pick("intrinsics", "K", "intrinsic_matrix")
+    if k is None:
+        raise ValueError("camera JSON has no intrinsics (keys: intrinsics, K or intrinsic_matrix)")
+    k = np.asarray(k, np.float32).reshape(3, 3)
+    dist = pick("distortion", "dist", "distortion_coeffs")
+    dist = np.zeros(0, np.float32) if dist is None else np.asarray(dist, np.float32).ravel()
+    ext = pick("extrinsics", "extrinsic_matrix")
+    if ext is not None:
+        ext = np.asarray(ext, np.float32).ravel()
+        if ext.size == 12:
+            ext = np.concatenate([ext, np.array([0, 0, 0, 1], np.float32)])
+        ext = ext.reshape(4, 4)
+    elif obj.get("R") is not None:
+        ext = np.eye(4, dtype=np.float32)
+        ext[:3, :3] = np.asarray(obj["R"], np.float32).reshape(3, 3)
+        ext[:3, 3] = np.asarray(obj.get("t", [0, 0, 0]), np.float32).ravel()
+    if not (np.isfinite(k).all() and np.isfinite(dist).all() and (ext is None or np.isfinite(ext).all())):
+        raise ValueError("camera JSON has non-finite values")
+    return Camera(k, source, dist, ext)
+
+
+def from_array(image: np.ndarray, camera: Camera | None = None,
+               default_fov_degrees: float = DEFAULT_FOV_DEGREES) -> Decoded:
+    """An already-decoded RGB frame (e.g. from a video) with its camera (given or default FOV)."""
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8 or 0 in image.shape:
+        return Decoded(None, None, None, None, f"{BAD_MODE}: frame shape {image.shape} {image.dtype}")
+    height, width = image.shape[:2]
+    if camera is None:
+        camera = Camera(default_intrinsics(width, height, default_fov_degrees), "default_fov")
+    return Decoded(image, width, height, camera)
+
+
 def decode(data: bytes | None, camera: Camera | None = None, max_pixels: int = DEFAULT_MAX_PIXELS,
            default_fov_degrees: float = DEFAULT_FOV_DEGREES) -> Decoded:
     """Decode ``data``; ``camera`` (from a sidecar or manifest) wins over EXIF and the default."""

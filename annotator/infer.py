@@ -20,6 +20,9 @@ from annotator.encode import Prediction
 
 log = logging.getLogger(__name__)
 
+# Models loaded by this process: an inference actor must load its model exactly once (tests check).
+MODEL_LOADS = 0
+
 
 @dataclass(frozen=True)
 class InferenceSettings:
@@ -77,9 +80,11 @@ class PoseInference:
     def __init__(self, model_path: str, settings: InferenceSettings):
         import tensorflow as tf
 
+        global MODEL_LOADS
         self.gpus = enable_gpu_memory_growth()
         started = time.perf_counter()
         self.model = tf.saved_model.load(str(model_path))
+        MODEL_LOADS += 1
         self.load_seconds = time.perf_counter() - started
         self.settings = settings
         self._kwargs = settings.model_kwargs()

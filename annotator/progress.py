@@ -1,11 +1,15 @@
-"""Run counters, the progress bar and the run summary.
+"""Run counters, per-shard stats, the progress bar, ``_progress.json`` and the run summary.
 
-Counters are folded per shard from the encoded rows (what the dataset really holds), so the
-summary always agrees with the Parquet files.
+Counters are folded per committed shard from the encoded rows (what the dataset really holds), so
+the summary always agrees with the Parquet files; ``processed`` counts rows as they arrive, for
+live rates. Each stage's own seconds travel with the rows (``_read_s``, ``_decode_s``,
+``_infer_s``) and the sink's commit time is measured here, so the summary shows per-stage throughput
+(images per worker-second) next to the end-to-end rate.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -13,63 +17,129 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from annotator.sink import table_counts
+
+STAGES = ("read", "decode", "infer", "commit")
+
+
+def shard_stats(table: pa.Table, extras: pa.Table | None, attempt: int) -> dict:
+    """Per-shard stats (``_stats/part-<shard>.json``) from its rows and the driver-only columns."""
+    out = {**table_counts(table), "attempt": attempt,
+           "people_per_image": {str(k.as_py()): v.as_py() for k, v in
+                                zip(*pc.value_counts(table.column("num_people")).flatten(), strict=True)}}
+    if extras is not None and extras.num_rows:
+        out["stage_seconds"] = {s: float(pc.sum(extras.column(f"_{s}_s")).as_py() or 0.0)
+                                for s in ("read", "decode", "infer")}
+        actors = Counter(extras.column("_actor").to_pylist())
+        gpus = dict(zip(extras.column("_actor").to_pylist(), extras.column("_gpu").to_pylist(), strict=True))
+        loads = dict(zip(extras.column("_actor").to_pylist(), extras.column("_model_loads").to_pylist(),
+                         strict=True))
+        out["actors"] = {a: {"images": n, "gpu": gpus[a], "model_loads": loads[a]} for a, n in actors.items()}
+        out["decode_pids"] = sorted(set(extras.column("_decode_pid").to_pylist()))
+    return out
+
 
 @dataclass
 class RunStats:
-    images: int = 0
+    images: int = 0  # rows committed by this run
     images_ok: int = 0
     images_error: int = 0
     people: int = 0
+    processed: int = 0  # rows that came out of inference (committed or not yet)
+    processed_people: int = 0
+    processed_errors: int = 0
     shards_committed: int = 0
+    shards_repaired: int = 0
     shards_skipped: int = 0
+    shards_todo: int = 0
     errors_by_reason: Counter = field(default_factory=Counter)
     people_per_image: Counter = field(default_factory=Counter)
+    stage_seconds: Counter = field(default_factory=Counter)
+    actors: dict = field(default_factory=dict)
+    decode_pids: set = field(default_factory=set)
+    failed_shards: dict = field(default_factory=dict)
     started: float = field(default_factory=time.time)
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def add_table(self, table: pa.Table) -> None:
-        n = table.num_rows
-        status = table.column("status")
-        ok = int(pc.sum(pc.equal(status, "ok")).as_py() or 0)
-        self.images += n
-        self.images_ok += ok
-        self.images_error += n - ok
-        self.people += int(pc.sum(table.column("num_people")).as_py() or 0)
-        for err in table.column("error").drop_null().to_pylist():
-            self.errors_by_reason[err.split(":", 1)[0]] += 1
-        for k, v in zip(*pc.value_counts(table.column("num_people")).flatten(), strict=True):
-            self.people_per_image[str(k.as_py())] += v.as_py()
+    def add_processed(self, table: pa.Table) -> None:
+        with self.lock:
+            self.processed += table.num_rows
+            self.processed_people += int(pc.sum(table.column("num_people")).as_py() or 0)
+            self.processed_errors += int(pc.sum(pc.not_equal(table.column("status"), "ok")).as_py() or 0)
+
+    def add_shard(self, stats: dict, commit_seconds: float, repaired: bool) -> None:
+        with self.lock:
+            self.images += stats["rows"]
+            self.images_ok += stats["rows_ok"]
+            self.images_error += stats["rows_error"]
+            self.people += stats["people"]
+            self.errors_by_reason.update(stats["errors_by_reason"])
+            self.people_per_image.update(stats.get("people_per_image", {}))
+            self.stage_seconds.update(stats.get("stage_seconds", {}))
+            self.stage_seconds["commit"] += commit_seconds
+            for actor, a in stats.get("actors", {}).items():
+                cur = self.actors.setdefault(actor, {"images": 0, "gpu": a["gpu"], "model_loads": 0})
+                cur["images"] += a["images"]
+                cur["model_loads"] = max(cur["model_loads"], a["model_loads"])
+            self.decode_pids.update(stats.get("decode_pids", []))
+            self.shards_committed += 1
+            self.shards_repaired += int(repaired)
+
+    def rates(self) -> dict:
+        elapsed = max(time.time() - self.started, 1e-6)
+        done = self.shards_committed
+        left = max(self.shards_todo - done - len(self.failed_shards), 0)
+        eta = elapsed / done * left if done else None
+        return {"elapsed_seconds": round(elapsed, 2),
+                "images_per_second": round(self.processed / elapsed, 3),
+                "people_per_second": round(self.processed_people / elapsed, 3),
+                "error_rate": round(self.processed_errors / self.processed, 4) if self.processed else 0.0,
+                "eta_seconds": None if eta is None else round(eta, 1)}
+
+    def progress(self, **extra) -> dict:
+        """``_progress.json``: what ``annotator status`` shows for a running job."""
+        with self.lock:
+            return {"processed": self.processed, "shards_committed_this_run": self.shards_committed,
+                    "shards_todo": self.shards_todo, "shards_failed": len(self.failed_shards),
+                    "updated_at": time.time(), **self.rates(), **extra}
 
     def summary(self, **extra) -> dict:
-        elapsed = time.time() - self.started
+        r = self.rates()
+        per_stage = {s: round(self.images / sec, 3) if sec > 0 else None
+                     for s, sec in ((s, self.stage_seconds.get(s, 0.0)) for s in STAGES)}
         return {
             "images": self.images, "images_ok": self.images_ok, "images_error": self.images_error,
             "people": self.people, "shards_committed": self.shards_committed,
-            "shards_skipped": self.shards_skipped,
-            "errors_by_reason": dict(self.errors_by_reason),
+            "shards_repaired": self.shards_repaired, "shards_skipped": self.shards_skipped,
+            "shards_failed": len(self.failed_shards), "failed_shards": dict(sorted(self.failed_shards.items())),
+            "errors_by_reason": dict(sorted(self.errors_by_reason.items())),
             "people_per_image": dict(sorted(self.people_per_image.items(), key=lambda kv: int(kv[0]))),
-            "elapsed_seconds": round(elapsed, 2),
-            "images_per_second": round(self.images / elapsed, 3) if elapsed > 0 else None,
+            "elapsed_seconds": r["elapsed_seconds"],
+            "images_per_second": round(self.images / r["elapsed_seconds"], 3),
+            "people_per_second": round(self.people / r["elapsed_seconds"], 3),
+            "stage_seconds": {s: round(self.stage_seconds.get(s, 0.0), 3) for s in STAGES},
+            "stage_images_per_worker_second": per_stage,
+            "actors": self.actors, "decode_pids": sorted(self.decode_pids),
             **extra,
         }
 
 
 class ProgressBar:
-    """tqdm over images with people/s and error rate; silent when disabled."""
+    """tqdm over images with people/s, error rate and ETA; silent when disabled."""
 
-    def __init__(self, total: int, enabled: bool = True):
+    def __init__(self, total: int | None, enabled: bool = True):
         self.bar = None
         if enabled:
             from tqdm.auto import tqdm
 
             self.bar = tqdm(total=total, unit="img", desc="annotating", dynamic_ncols=True)
-        self.started = time.time()
 
     def update(self, stats: RunStats, n: int) -> None:
         if self.bar is None:
             return
-        elapsed = max(time.time() - self.started, 1e-6)
-        self.bar.set_postfix(people=stats.people, people_s=f"{stats.people / elapsed:.1f}",
-                             errors=stats.images_error, refresh=False)
+        r = stats.rates()
+        self.bar.set_postfix(people_s=f"{r['people_per_second']:.1f}", err=f"{100 * r['error_rate']:.1f}%",
+                             shards=f"{stats.shards_committed}/{stats.shards_todo}", refresh=False)
         self.bar.update(n)
 
     def close(self) -> None:

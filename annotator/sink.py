@@ -1,8 +1,21 @@
-"""Output dataset: one Parquet part per input shard, written to an attempt path, then committed.
+"""Output dataset: one Parquet part per input shard, written once, committed last.
 
-A part is visible only once its commit record exists (written last, holding row count and
-sha256), so a crash at any point leaves either a committed part or nothing a reader will use.
-``_manifest.json`` lists committed parts; readers use it, never a glob.
+Commit protocol (exactly-once per shard):
+
+1. the part is written under its deterministic name ``parts/part-<shard>.parquet``: on filesystems
+   with an atomic rename (local disk, memory) to an attempt name first, then renamed; on object
+   stores (GCS, S3) directly, since a PUT becomes visible whole or not at all;
+2. its per-shard stats go to ``_stats/part-<shard>.json``;
+3. the commit record ``_commits/part-<shard>.json`` (rows, checksum, fingerprint) is written last.
+
+A part without a commit record does not exist for readers or for resume: a crash at any point
+leaves either a committed part or a shard that the next run writes again under the same name (so
+nothing is duplicated). A commit record whose part has another size is ignored too (a repair that
+died between its two writes), and the shard is recomputed. ``_manifest.json`` lists the committed
+parts (``parts``: paths; ``records``: their commit records); readers and ``annotator status`` use it,
+never a glob of ``parts/`` (Daft #3576, ray #55043).
+
+Never imports Ray or Beam.
 """
 
 from __future__ import annotations
@@ -11,108 +24,182 @@ import hashlib
 import json
 import time
 import uuid
-from dataclasses import dataclass
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 
-import fsspec
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from annotator import sources
+
 ROW_GROUP_SIZE = 1024
+RENAME_PROTOCOLS = ("file", "local", "memory")
+RECORD_FIELDS = ("shard", "part", "rows", "rows_ok", "rows_error", "people", "errors_by_reason", "bytes",
+                 "sha256", "fingerprint", "attempt", "committed_at", "repairs")
 
 
-@dataclass(frozen=True)
-class CommitRecord:
-    shard: str
-    part: str
-    rows: int
-    rows_ok: int
-    rows_error: int
-    people: int
-    bytes: int
-    sha256: str
-    attempt: str
-    fingerprint: str
-    committed_at: float
-
-    def to_json(self) -> str:
-        return json.dumps(self.__dict__, sort_keys=True)
+class ChecksumError(IOError):
+    pass
 
 
 def part_name(shard_id: str) -> str:
     return f"part-{shard_id}.parquet"
 
 
+def record_name(shard_id: str) -> str:
+    return f"part-{shard_id}.json"
+
+
+def error_reason(error: str) -> str:
+    return error.split(":", 1)[0]
+
+
+def table_counts(table: pa.Table) -> dict:
+    """Row counts of a label table, as commit records, stats and the manifest carry them."""
+    ok = int(pc.sum(pc.equal(table.column("status"), "ok")).as_py() or 0)
+    errors = Counter(error_reason(e) for e in table.column("error").drop_null().to_pylist())
+    return {"rows": table.num_rows, "rows_ok": ok, "rows_error": table.num_rows - ok,
+            "people": int(pc.sum(table.column("num_people")).as_py() or 0),
+            "errors_by_reason": dict(sorted(errors.items()))}
+
+
 class DatasetSink:
     """Writes and commits parts under ``output_uri`` (any fsspec filesystem)."""
 
-    def __init__(self, output_uri: str, file_metadata: dict[bytes, bytes], fingerprint: str = "",
-                 row_group_size: int = ROW_GROUP_SIZE):
-        self.fs, self.root = fsspec.core.url_to_fs(output_uri)
-        self.root = self.root.rstrip("/")
+    def __init__(self, output_uri: str, file_metadata: dict[bytes, bytes] | None = None, fingerprint: str = "",
+                 storage_options: dict | None = None, row_group_size: int = ROW_GROUP_SIZE,
+                 attempt: str | None = None):
+        self.fs, root = sources.filesystem(output_uri, storage_options)
+        self.root = root.rstrip("/")
         self.uri = output_uri
-        self.file_metadata = file_metadata
+        self.file_metadata = file_metadata or {}
         self.fingerprint = fingerprint
         self.row_group_size = row_group_size
-        self.attempt = uuid.uuid4().hex[:12]
-        for sub in ("parts", "_commits"):
-            self.fs.makedirs(f"{self.root}/{sub}", exist_ok=True)
+        self.attempt = attempt or uuid.uuid4().hex[:12]
+        proto = self.fs.protocol if isinstance(self.fs.protocol, str) else self.fs.protocol[0]
+        self.rename = proto in RENAME_PROTOCOLS
 
-    def _path(self, *parts: str) -> str:
+    def path(self, *parts: str) -> str:
         return "/".join([self.root, *parts])
 
-    def committed(self) -> dict[str, dict]:
-        """Commit records by shard id."""
-        out = {}
-        for path in self.fs.glob(self._path("_commits", "part-*.json")):
-            rec = json.loads(self.fs.cat_file(path))
-            out[rec["shard"]] = rec
-        return out
+    def makedirs(self) -> None:
+        for sub in ("parts", "_commits", "_stats"):
+            self.fs.makedirs(self.path(sub), exist_ok=True)
 
-    def is_committed(self, shard_id: str) -> bool:
-        return self.fs.exists(self._path("_commits", part_name(shard_id)[:-len(".parquet")] + ".json"))
+    # -- reading state --------------------------------------------------------------------------
 
-    def write_shard(self, shard_id: str, table: pa.Table) -> CommitRecord:
-        """Write one shard's rows (sorted by image id) and commit it."""
+    def read_json(self, name: str) -> dict | None:
+        try:
+            return json.loads(self.fs.cat_file(self.path(name)))
+        except FileNotFoundError:
+            return None
+
+    def _listing(self, sub: str) -> dict[str, dict]:
+        try:
+            return {p["name"].rsplit("/", 1)[-1]: p for p in self.fs.ls(self.path(sub), detail=True)}
+        except FileNotFoundError:
+            return {}
+
+    def committed(self, threads: int = 32) -> dict[str, dict]:
+        """Commit records by shard id, each checked against its part's size.
+
+        A final manifest (written at the end of a run) is trusted for the records it lists; records
+        it does not list (or all of them, after a crash) are read, concurrently.
+        """
+        listed = {name[len("part-"):-len(".json")]: name for name in self._listing("_commits")
+                  if name.startswith("part-") and name.endswith(".json")}
+        if not listed:
+            return {}
+        manifest = self.read_json("_manifest.json") or {}
+        records: dict[str, dict] = {}
+        if manifest.get("final"):
+            records = {e["shard"]: e for e in manifest.get("records", []) if e["shard"] in listed}
+        todo = [s for s in listed if s not in records]
+        paths = [self.path("_commits", listed[s]) for s in todo]
+        if paths:
+            if len(paths) == 1:
+                got = {paths[0]: self.fs.cat_file(paths[0])}
+            else:
+                with ThreadPoolExecutor(threads) as ex:
+                    got = dict(zip(paths, ex.map(self.fs.cat_file, paths), strict=True))
+            for data in got.values():
+                rec = json.loads(data)
+                records[rec["shard"]] = rec
+        sizes = {name: info.get("size") for name, info in self._listing("parts").items()}
+        return {s: r for s, r in records.items() if sizes.get(r["part"].rsplit("/", 1)[-1]) == r["bytes"]}
+
+    def read_part(self, record: dict, verify: bool = True) -> pa.Table:
+        data = self.fs.cat_file(self.path(record["part"]))
+        if verify and hashlib.sha256(data).hexdigest() != record["sha256"]:
+            raise ChecksumError(f"{record['part']}: checksum does not match its commit record")
+        return pq.read_table(pa.BufferReader(data))
+
+    # -- writing ---------------------------------------------------------------------------------
+
+    def _put(self, final: str, data: bytes) -> None:
+        if self.rename:
+            attempt_path = f"{final.rsplit('/', 1)[0]}/.attempt-{self.attempt}-{final.rsplit('/', 1)[1]}"
+            self.fs.pipe_file(attempt_path, data)
+            self.fs.mv(attempt_path, final)
+        else:
+            self.fs.pipe_file(final, data)
+
+    def write_shard(self, shard_id: str, table: pa.Table, stats: dict | None = None,
+                    repairs: int = 0) -> dict:
+        """Write one shard's rows (sorted by image id) and commit it; returns the commit record."""
         table = table.sort_by("image_id").replace_schema_metadata(self.file_metadata)
         buf = pa.BufferOutputStream()
         pq.write_table(table, buf, row_group_size=self.row_group_size, compression="zstd")
         data = buf.getvalue().to_pybytes()
         name = part_name(shard_id)
-        attempt_path = self._path("parts", f".attempt-{self.attempt}-{name}")
-        final_path = self._path("parts", name)
-        self.fs.pipe_file(attempt_path, data)
-        self.fs.mv(attempt_path, final_path)
-        status = table.column("status").to_pylist()
-        rec = CommitRecord(
-            shard=shard_id, part=f"parts/{name}", rows=table.num_rows,
-            rows_ok=sum(s == "ok" for s in status), rows_error=sum(s != "ok" for s in status),
-            people=int(pa.compute.sum(table.column("num_people")).as_py() or 0), bytes=len(data),
-            sha256=hashlib.sha256(data).hexdigest(), attempt=self.attempt,
-            fingerprint=self.fingerprint, committed_at=time.time())
-        self.fs.pipe_file(self._path("_commits", name[:-len(".parquet")] + ".json"), rec.to_json().encode())
-        return rec
+        self._put(self.path("parts", name), data)
+        record = {"shard": shard_id, "part": f"parts/{name}", **table_counts(table), "bytes": len(data),
+                  "sha256": hashlib.sha256(data).hexdigest(), "fingerprint": self.fingerprint,
+                  "attempt": self.attempt, "committed_at": time.time(), "repairs": repairs}
+        if stats is not None:
+            self.fs.pipe_file(self.path("_stats", record_name(shard_id)),
+                              json.dumps({**stats, **record}, sort_keys=True).encode())
+        self.fs.pipe_file(self.path("_commits", record_name(shard_id)), json.dumps(record, sort_keys=True).encode())
+        return record
 
     def write_json(self, name: str, obj) -> None:
-        self.fs.pipe_file(self._path(name), json.dumps(obj, indent=2, sort_keys=True).encode())
+        self.fs.pipe_file(self.path(name), json.dumps(obj, indent=2, sort_keys=True).encode())
 
-    def write_manifest(self) -> dict:
-        records = self.committed()
+    def write_manifest(self, records: dict[str, dict], final: bool, **extra) -> dict:
+        """``_manifest.json``: ``parts`` (committed part paths, relative to the output, in shard order),
+        ``records`` (their commit records: counts, checksums) and dataset totals."""
+        parts = [{k: records[s].get(k) for k in RECORD_FIELDS} for s in sorted(records)]
+        errors: Counter = Counter()
+        for p in parts:
+            errors.update(p.get("errors_by_reason") or {})
         manifest = {
-            "parts": [records[s]["part"] for s in sorted(records)],
-            "rows": sum(r["rows"] for r in records.values()),
-            "shards_committed": len(records),
-            "updated_at": time.time(),
+            "final": final, "updated_at": time.time(), "fingerprint": self.fingerprint,
+            "shards_committed": len(parts), "rows": sum(p["rows"] for p in parts),
+            "rows_ok": sum(p["rows_ok"] for p in parts), "rows_error": sum(p["rows_error"] for p in parts),
+            "people": sum(p["people"] for p in parts), "errors_by_reason": dict(sorted(errors.items())),
+            **extra, "parts": [p["part"] for p in parts], "records": parts,
         }
         self.write_json("_manifest.json", manifest)
         return manifest
 
+    def reset(self) -> None:
+        """``--overwrite``: remove everything a previous job wrote here (not the lock)."""
+        for name in ("parts", "_commits", "_stats", "_plan"):
+            if self.fs.exists(self.path(name)):
+                self.fs.rm(self.path(name), recursive=True)
+        for name in ("_manifest.json", "_summary.json", "_progress.json", "_fingerprint.json"):
+            if self.fs.exists(self.path(name)):
+                self.fs.rm_file(self.path(name))
 
-def read_dataset(output_uri: str) -> pa.Table:
-    """Read every committed part listed in ``_manifest.json`` into one table."""
-    fs, root = fsspec.core.url_to_fs(output_uri)
-    root = root.rstrip("/")
-    manifest = json.loads(fs.cat_file(f"{root}/_manifest.json"))
-    tables = [pq.read_table(pa.BufferReader(fs.cat_file(f"{root}/{p}"))) for p in manifest["parts"]]
+
+def read_dataset(output_uri: str, storage_options: dict | None = None, verify: bool = True) -> pa.Table:
+    """Every committed part listed in ``_manifest.json``, checksums verified, as one table."""
+    sink = DatasetSink(output_uri, storage_options=storage_options)
+    manifest = sink.read_json("_manifest.json")
+    if manifest is None:
+        raise FileNotFoundError(f"{output_uri} has no _manifest.json (no job has finished writing it)")
+    tables = [sink.read_part(r, verify=verify) for r in manifest["records"]]
     if not tables:
         from annotator import schema
         return schema.arrow_schema().empty_table()

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from annotator.decode import DEFAULT_MAX_PIXELS
 from annotator.infer import InferenceSettings
+from annotator.plan import KINDS
 from annotator.sources import DEFAULT_SHARD_SIZE
 
 
@@ -22,16 +23,27 @@ class SpecError(ValueError):
 
 @dataclass
 class ComputeSpec:
-    """How the inference stage is laid out on the cluster."""
+    """How the stages are laid out on the cluster, and their time limits (see docs/scaling.md)."""
 
     actors: int = 1
     max_actors: int | None = None  # autoscale the actor pool between actors..max_actors
     cpus_per_actor: float = 0.5  # fractional: leaves CPUs for reading and decoding
-    gpus_per_actor: float = 0.0
+    gpus_per_actor: float = 0.0  # 1 on GPU clusters: one model pinned per GPU
+    read_cpus: float = 0.25  # per read task (I/O bound)
     decode_cpus: float = 0.5  # per decode task
-    batch_size: int = 8  # images per inference call
+    read_batch: int = 16  # images fetched concurrently per read call
+    batch_size: int = 8  # images per decode batch and per inference call
+    read_timeout_s: float = 120.0  # per read call (read_batch objects)
+    read_retries: int = 2  # transient read errors (not 'file not found')
+    batch_timeout_s: float = 600.0  # per inference call; 0 = none
+    batch_retries: int = 1  # retries of a timed-out inference call
+    shard_attempts: int = 3  # rounds a failing shard gets before it is named as failed
+    actor_max_restarts: int = 3  # a crashed inference actor is restarted at most this often
+    actor_task_retries: int = 2  # ... and its batch retried at most this often
+    commit_threads: int = 8  # concurrent part uploads on the driver
+    actor_start_timeout_s: float = 900.0  # the minimum actor pool must be up within this (GPU nodes boot)
     ray_address: str | None = None  # None: start an embedded local Ray
-    no_progress_timeout_s: float = 600.0
+    no_progress_timeout_s: float = 600.0  # Ray Data aborts a round that moves nothing for this long
 
 
 @dataclass
@@ -39,8 +51,16 @@ class RunSpec:
     input: str
     output: str
     model: str = "default"
+    kind: str = "auto"  # auto | folder | tar | manifest | video
     shard_size: int = DEFAULT_SHARD_SIZE
+    video_every: int = 1  # videos: annotate every k-th frame
     max_pixels: int = DEFAULT_MAX_PIXELS
+    overwrite: bool = False  # replace an output made with another model/settings/plan
+    retry_errors: bool = False  # rerun the error rows of committed shards and recommit them
+    storage_options: dict = field(default_factory=dict)  # per protocol: {"gs": {...}, "s3": {...}}
+    lock_heartbeat_s: float = 30.0
+    lock_stale_s: float = 300.0  # a lock without heartbeat for this long may be taken over
+    manifest_interval_s: float = 60.0  # how often a running job refreshes _manifest.json
     settings: InferenceSettings = field(default_factory=InferenceSettings)
     compute: ComputeSpec = field(default_factory=ComputeSpec)
     progress: bool = True
@@ -59,6 +79,24 @@ class RunSpec:
             (c.max_actors is None or c.max_actors >= c.actors, "compute.max_actors must be >= compute.actors"),
             (c.batch_size >= 1, "compute.batch_size must be >= 1"),
             (c.cpus_per_actor >= 0 and c.gpus_per_actor >= 0, "compute resources must be >= 0"),
+            (c.read_cpus > 0 and c.decode_cpus > 0, "compute.read_cpus and compute.decode_cpus must be > 0"),
+            (c.read_batch >= 1, "compute.read_batch must be >= 1"),
+            (c.read_timeout_s > 0, "compute.read_timeout_s must be > 0"),
+            (c.batch_timeout_s >= 0, "compute.batch_timeout_s must be >= 0 (0: no timeout)"),
+            (min(c.read_retries, c.batch_retries, c.actor_max_restarts, c.actor_task_retries) >= 0,
+             "compute retries and restarts must be >= 0"),
+            (c.shard_attempts >= 1, "compute.shard_attempts must be >= 1"),
+            (c.commit_threads >= 1, "compute.commit_threads must be >= 1"),
+            (c.actor_start_timeout_s >= 1, "compute.actor_start_timeout_s must be >= 1"),
+            (c.no_progress_timeout_s > 0 or c.no_progress_timeout_s == -1,
+             "compute.no_progress_timeout_s must be > 0 (or -1: never)"),
+            (self.kind in KINDS, f"kind must be one of {', '.join(KINDS)}"),
+            (self.video_every >= 1, "video_every must be >= 1"),
+            (self.lock_heartbeat_s > 0 and self.lock_stale_s > 2 * self.lock_heartbeat_s,
+             "lock_stale_s must be more than twice lock_heartbeat_s"),
+            (not (self.overwrite and self.retry_errors), "overwrite and retry_errors exclude each other"),
+            (all(isinstance(v, dict) for v in self.storage_options.values()),
+             "storage_options must map a protocol to a table of options, e.g. [storage_options.s3]"),
         ]
         for ok, msg in checks:
             if not ok:
@@ -97,7 +135,7 @@ def _coerce(value, type_str, key):
     base = t.replace(" | None", "")
     if value is None and "None" in t:
         return None
-    expected = {"int": int, "float": (int, float), "bool": bool, "str": str}.get(base)
+    expected = {"int": int, "float": (int, float), "bool": bool, "str": str, "dict": dict}.get(base)
     if expected is None:
         return value
     if isinstance(value, bool) and base != "bool":

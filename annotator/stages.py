@@ -1,63 +1,269 @@
 """The pipeline's stage functions on columnar batches (dict of numpy arrays, Ray Data's "numpy"
-format): read -> decode -> infer -> encode. Runners (local, Ray Data, Beam) only wire these.
+format): read -> decode -> infer+encode. Runners (Ray Data, Beam, tests) only wire these.
 
-Columns after ``read_decode``: image_id, source_uri, shard (str); image (uint8 HxWx3, a 1x1
-placeholder for error rows); width, height (int32, -1 when unknown); intrinsics [N,3,3];
-distortion [N,12] (zero-padded OpenCV order); extrinsics [N,4,4] (NaN when unknown);
-camera_source (str); error (str, '' when ok); read_seconds, decode_seconds (float).
+Batch contract (columns):
+
+* shard rows (read's input): the plan's shard table (``annotator.plan.SHARD_SCHEMA``) plus
+  ``only`` (JSON list of image ids to redo, '' for all; used by ``--retry-errors``).
+* after ``read_shards``: image_id, source_uri, shard (str); data (encoded bytes, or raw RGB for video
+  frames with raw_h/raw_w > 0); intrinsics [N,9], distortion [N,12], extrinsics [N,16] (NaN: not
+  given); camera_source (str, '' if not given); error (str, '' when ok); shard_rows (int64: the
+  shard's row count, set on the rows of its last batch, else -1); fail (str: why the whole shard
+  failed, '' normally); read_s (float).
+* after ``decode_batch``: the same minus data/raw_*, plus image (uint8 HxWx3; 1x1 for error rows),
+  width, height, intrinsics [N,3,3], extrinsics [N,4,4], decode_s, decode_pid.
+* after ``InferenceStage``: an Arrow table of the label schema plus driver-only columns that start
+  with ``_`` (shard_rows, fail, per-stage seconds, actor, GPU ids, model loads), which the sink drops.
+
+Why a shard can "fail" as a whole: a tar or video that cannot be read to the end, or an inference
+batch that keeps timing out. Its rows are then not committed; the runner retries the shard a
+bounded number of times and names it if it keeps failing.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import socket
 import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 
 import numpy as np
 import pyarrow as pa
 
 from annotator import decode as decode_mod
-from annotator import encode, sources
+from annotator import encode, infer, plan, sources
 from annotator.infer import ImageInput, InferenceSettings, PoseInference
 
 MAX_DISTORTION = 12
+EMPTY_SHARD = "empty_shard"
+BAD_CAMERA = "bad_camera"
+SHARD_READ_ERROR = "shard_read_error"
+TIMEOUT = "timeout"
+EXTRA_COLUMNS = ("_shard_rows", "_fail", "_read_s", "_decode_s", "_infer_s", "_actor", "_gpu",
+                 "_model_loads", "_decode_pid")
 
 
-def _member_camera(row: dict) -> decode_mod.Camera | None:
-    """Camera given with the input (sidecar/manifest), or None to use EXIF / the default FOV."""
-    k = row.get("intrinsics")
-    if k is None or (isinstance(k, np.ndarray) and not np.isfinite(k).all()):
+def _err(code: str, e: BaseException | str) -> str:
+    msg = e if isinstance(e, str) else f"{type(e).__name__}: {e}"
+    return f"{code}: {str(msg).splitlines()[0][:300] if msg else code}"
+
+
+# ---------------------------------------------------------------------------------------------
+# read
+
+
+class _Rows:
+    """Accumulates read rows and emits them as batches of ``size``."""
+
+    def __init__(self, shard: str, size: int):
+        self.shard, self.size = shard, size
+        self.rows: list[dict] = []
+        self.count = 0
+        self.started = time.perf_counter()
+
+    def add(self, image_id: str, uri: str, data: bytes = b"", raw: np.ndarray | None = None,
+            camera: decode_mod.Camera | None = None, error: str = "", fail: str = "") -> None:
+        self.rows.append({"image_id": image_id, "source_uri": uri, "data": data, "raw": raw, "camera": camera,
+                          "error": error, "fail": fail})
+        self.count += 1
+
+    def full(self) -> bool:
+        return len(self.rows) >= self.size
+
+    def emit(self, last: bool = False) -> dict:
+        rows, self.rows = self.rows, []
+        n = len(rows)
+        elapsed = time.perf_counter() - self.started
+        self.started = time.perf_counter()
+        ks = np.full((n, 9), np.nan, np.float32)
+        dists = np.zeros((n, MAX_DISTORTION), np.float32)
+        exts = np.full((n, 16), np.nan, np.float32)
+        raw_hw = np.zeros((n, 2), np.int32)
+        data = np.empty(n, dtype=object)
+        for i, r in enumerate(rows):
+            cam = r["camera"]
+            if cam is not None:
+                ks[i] = np.asarray(cam.intrinsics, np.float32).ravel()
+                d = np.asarray(cam.distortion, np.float32).ravel()[:MAX_DISTORTION]
+                dists[i, :len(d)] = d
+                if cam.extrinsics is not None:
+                    exts[i] = np.asarray(cam.extrinsics, np.float32).ravel()
+            if r["raw"] is not None:
+                raw_hw[i] = r["raw"].shape[:2]
+                data[i] = np.ascontiguousarray(r["raw"]).tobytes()
+            else:
+                data[i] = r["data"] or b""
+        return {
+            "image_id": np.asarray([r["image_id"] for r in rows], dtype=object),
+            "source_uri": np.asarray([r["source_uri"] for r in rows], dtype=object),
+            "shard": np.asarray([self.shard] * n, dtype=object),
+            "data": data,
+            "raw_h": raw_hw[:, 0], "raw_w": raw_hw[:, 1],
+            "intrinsics": ks, "distortion": dists, "extrinsics": exts,
+            "camera_source": np.asarray([r["camera"].source if r["camera"] else "" for r in rows], dtype=object),
+            "error": np.asarray([r["error"] for r in rows], dtype=object),
+            "shard_rows": np.full(n, self.count if last else -1, np.int64),
+            "fail": np.asarray([r["fail"] for r in rows], dtype=object),
+            "read_s": np.full(n, elapsed / max(n, 1), np.float64),
+        }
+
+
+def _camera_from_lists(k, d, x, source) -> decode_mod.Camera | None:
+    if k is None:
         return None
-    dist = row.get("distortion")
-    ext = row.get("extrinsics")
-    return decode_mod.Camera(
-        np.asarray(k, np.float32).reshape(3, 3), row.get("camera_source") or "given",
-        np.zeros(0, np.float32) if dist is None else np.asarray(dist, np.float32).ravel(),
-        None if ext is None or not np.isfinite(ext).all() else np.asarray(ext, np.float32).reshape(4, 4))
+    return decode_mod.Camera(np.asarray(k, np.float32).reshape(3, 3), source or "given",
+                             np.asarray(d if d is not None else [], np.float32),
+                             None if x is None else np.asarray(x, np.float32).reshape(4, 4))
 
 
-def read_decode(batch: dict, max_pixels: int = decode_mod.DEFAULT_MAX_PIXELS,
-                default_fov_degrees: float = decode_mod.DEFAULT_FOV_DEGREES) -> dict:
-    """Read each member's bytes and decode them. Failures become rows with ``error`` set."""
+def _shard_camera(shard: dict) -> decode_mod.Camera | None:
+    if not isinstance(shard.get("camera"), str) or not shard["camera"]:
+        return None
+    c = json.loads(shard["camera"])
+    return _camera_from_lists(c["intrinsics"], c["distortion"], c["extrinsics"], c["source"])
+
+
+def _read_files(shard: dict, plan_uri: str, only: set[str] | None, rows: _Rows, storage_options: dict | None,
+                timeout_s: float | None, retries: int) -> Iterator[dict]:
+    members = plan.members(plan_uri, shard, storage_options).to_pylist()
+    if only is not None:
+        members = [m for m in members if m["image_id"] in only]
+    for start in range(0, len(members), rows.size):
+        window = members[start:start + rows.size]
+        uris = [m["uri"] for m in window]
+        side_idx = [i for i, m in enumerate(window) if m["sidecar"]]
+        got = sources.read_many(uris + [window[i]["sidecar"] for i in side_idx], storage_options, timeout_s, retries)
+        sidecars = dict(zip(side_idx, got[len(uris):], strict=True))
+        for i, m in enumerate(window):
+            data, error, cam = got[i], "", None
+            try:
+                cam = _camera_from_lists(m["intrinsics"], m["distortion"], m["extrinsics"], m["camera_source"])
+                if i in sidecars:
+                    side = sidecars[i]
+                    if isinstance(side, Exception):
+                        raise side
+                    cam = decode_mod.camera_from_json(side, "sidecar")
+            except Exception as e:  # noqa: BLE001 - a bad camera is one error row
+                error = _err(BAD_CAMERA, e)
+            if isinstance(data, Exception):
+                error, data = _err(decode_mod.READ_ERROR, data), b""
+            rows.add(m["image_id"], m["uri"], data=data, camera=cam, error=error)
+        if start + rows.size < len(members):
+            yield rows.emit()
+    yield rows.emit(last=True)
+
+
+def _read_tar(shard: dict, only: set[str] | None, rows: _Rows, storage_options: dict | None) -> Iterator[dict]:
+    uri, name = shard["source"], shard["name"] or shard["source"].rsplit("/", 1)[-1]
+    shard_cam = _shard_camera(shard)
+    for key, files in sources.iter_tar_samples(uri, storage_options):
+        ext = next((e for e in files if "." + e in sources.IMAGE_EXTENSIONS), None)
+        if ext is None:
+            continue
+        image_id = f"{name}/{key}"
+        if only is not None and image_id not in only:
+            continue
+        cam, error = shard_cam, ""
+        if "json" in files:
+            try:
+                cam = decode_mod.camera_from_json(files["json"], "sidecar")
+            except Exception as e:  # noqa: BLE001
+                error = _err(BAD_CAMERA, e)
+        rows.add(image_id, f"{uri}#{key}.{ext}", data=files[ext], camera=cam, error=error)
+        if rows.full():
+            yield rows.emit()
+    if rows.count == 0 and only is None:
+        rows.add(f"{name}/", uri, error=_err(EMPTY_SHARD, "no images in this tar"))
+    yield rows.emit(last=True)
+
+
+def _read_video(shard: dict, only: set[str] | None, rows: _Rows, storage_options: dict | None) -> Iterator[dict]:
+    uri, name = shard["source"], shard["name"] or shard["source"].rsplit("/", 1)[-1]
+    cam = _shard_camera(shard)
+    for idx, frame in sources.iter_video_frames(uri, shard["start"], shard["stop"], shard["every"], storage_options):
+        image_id = f"{name}/{idx:06d}"
+        if only is not None and image_id not in only:
+            continue
+        rows.add(image_id, f"{uri}#frame={idx}", raw=frame, camera=cam)
+        if rows.full():
+            yield rows.emit()
+    if rows.count == 0 and only is None:
+        rows.add(f"{name}/{shard['start']:06d}", uri, error=_err(EMPTY_SHARD, "no frames decoded in this range"))
+    yield rows.emit(last=True)
+
+
+def read_shard(shard: dict, plan_uri: str, storage_options: dict | None = None, batch_size: int = 16,
+               timeout_s: float | None = 120.0, retries: int = 2) -> Iterator[dict]:
+    """One shard -> batches of member rows with their bytes. A tar or video that breaks part-way
+    ends in a row whose ``fail`` says why (the shard is then retried as a whole)."""
+    only = set(json.loads(shard["only"])) if shard.get("only") else None
+    rows = _Rows(shard["shard"], batch_size)
+    try:
+        if shard["kind"] == "files":
+            yield from _read_files(shard, plan_uri, only, rows, storage_options, timeout_s, retries)
+        elif shard["kind"] == "tar":
+            yield from _read_tar(shard, only, rows, storage_options)
+        elif shard["kind"] == "video":
+            yield from _read_video(shard, only, rows, storage_options)
+        else:
+            raise ValueError(f"unknown shard kind {shard['kind']!r}")
+    except Exception as e:  # noqa: BLE001 - the shard fails; the job goes on
+        rows.rows = []
+        rows.add("", shard.get("source") or "", fail=_err(SHARD_READ_ERROR, e))
+        yield rows.emit(last=True)
+
+
+def read_shards(batch: dict, plan_uri: str, storage_options: dict | None = None, batch_size: int = 16,
+                timeout_s: float | None = 120.0, retries: int = 2) -> Iterator[dict]:
+    """Ray Data ``map_batches`` form of ``read_shard`` over a batch of shard rows (a generator, so
+    a shard's images stream out ``batch_size`` at a time)."""
+    keys = list(batch)
+    for i in range(len(batch["shard"])):
+        shard = {k: _py(batch[k][i]) for k in keys}
+        yield from read_shard(shard, plan_uri, storage_options, batch_size, timeout_s, retries)
+
+
+def _py(v):
+    return v.item() if isinstance(v, np.generic) else v
+
+
+# ---------------------------------------------------------------------------------------------
+# decode
+
+
+def decode_batch(batch: dict, max_pixels: int = decode_mod.DEFAULT_MAX_PIXELS,
+                 default_fov_degrees: float = decode_mod.DEFAULT_FOV_DEGREES) -> dict:
+    """Bytes (or raw frames) -> RGB images and cameras. Failures become rows with ``error`` set."""
     n = len(batch["image_id"])
     images, widths, heights, errors, cam_src = [], [], [], [], []
     ks = np.full((n, 3, 3), np.nan, np.float32)
     dists = np.zeros((n, MAX_DISTORTION), np.float32)
     exts = np.full((n, 4, 4), np.nan, np.float32)
-    read_s = np.zeros(n, np.float64)
     decode_s = np.zeros(n, np.float64)
     for i in range(n):
-        row = {k: v[i] for k, v in batch.items()}
         t0 = time.perf_counter()
-        try:
-            data = sources.read_bytes(str(row["source_uri"]))
-            err = None
-        except Exception as e:  # noqa: BLE001 - a missing/unreadable object is one error row
-            data, err = None, f"{decode_mod.READ_ERROR}: {type(e).__name__}: {e}"
-        t1 = time.perf_counter()
+        err = str(batch["error"][i]) or str(batch["fail"][i]) or None
+        dec = None
         if err is None:
-            dec = decode_mod.decode(data, _member_camera(row), max_pixels, default_fov_degrees)
+            k = np.asarray(batch["intrinsics"][i], np.float32)
+            given = None
+            if np.isfinite(k).all():
+                ext = np.asarray(batch["extrinsics"][i], np.float32)
+                given = decode_mod.Camera(k.reshape(3, 3), str(batch["camera_source"][i]) or "given",
+                                          _trim_distortion(np.asarray(batch["distortion"][i], np.float32)),
+                                          ext.reshape(4, 4) if np.isfinite(ext).all() else None)
+            h, w = int(batch["raw_h"][i]), int(batch["raw_w"][i])
+            data = batch["data"][i]
+            if h > 0:
+                frame = np.frombuffer(data, np.uint8).reshape(h, w, 3)
+                dec = decode_mod.from_array(frame, given, default_fov_degrees)
+            else:
+                dec = decode_mod.decode(bytes(data), given, max_pixels, default_fov_degrees)
             err = dec.error
-        t2 = time.perf_counter()
-        read_s[i], decode_s[i] = t1 - t0, t2 - t1
+        decode_s[i] = time.perf_counter() - t0
         if err is None:
             images.append(dec.image)
             widths.append(dec.width)
@@ -75,7 +281,7 @@ def read_decode(batch: dict, max_pixels: int = decode_mod.DEFAULT_MAX_PIXELS,
             widths.append(-1)
             heights.append(-1)
             cam_src.append("")
-            errors.append(err)
+            errors.append(str(batch["error"][i]) or (err if not str(batch["fail"][i]) else ""))
     image_col = np.empty(n, dtype=object)
     image_col[:] = images
     return {
@@ -90,8 +296,11 @@ def read_decode(batch: dict, max_pixels: int = decode_mod.DEFAULT_MAX_PIXELS,
         "extrinsics": exts,
         "camera_source": np.asarray(cam_src, dtype=object),
         "error": np.asarray(errors, dtype=object),
-        "read_seconds": read_s,
-        "decode_seconds": decode_s,
+        "shard_rows": np.asarray(batch["shard_rows"], np.int64),
+        "fail": np.asarray(batch["fail"], dtype=object),
+        "read_s": np.asarray(batch["read_s"], np.float64),
+        "decode_s": decode_s,
+        "decode_pid": np.full(n, os.getpid(), np.int64),
     }
 
 
@@ -100,19 +309,54 @@ def _trim_distortion(d: np.ndarray) -> np.ndarray:
     return d[: nz[-1] + 1] if len(nz) else d[:0]
 
 
-class InferEncode:
-    """Callable stage (Ray Data style: load in ``__init__``, map a batch in ``__call__``):
-    decoded batch -> Arrow table of the label schema."""
+# ---------------------------------------------------------------------------------------------
+# infer + encode
 
-    def __init__(self, model_path: str, settings: InferenceSettings):
+
+class BatchTimeout(TimeoutError):
+    pass
+
+
+class InferenceStage:
+    """Callable stage (Ray Data style: load in ``__init__``, map a batch in ``__call__``): decoded
+    batch -> Arrow table of the label schema (+ ``_`` columns for the driver).
+
+    The model is loaded once per actor. Each model call runs under ``batch_timeout_s`` with up to
+    ``batch_retries`` retries; a batch that keeps timing out marks its shards failed (the runner
+    retries and, if need be, names them) instead of hanging the job's tail (img2dataset #289).
+    """
+
+    def __init__(self, model_path: str, settings: InferenceSettings, batch_timeout_s: float | None = None,
+                 batch_retries: int = 1):
         self.inference = PoseInference(model_path, settings)
+        self.batch_timeout_s = batch_timeout_s
+        self.batch_retries = batch_retries
+        self.actor = f"{socket.gethostname()}:{os.getpid()}"
+        self.gpu = os.environ.get("CUDA_VISIBLE_DEVICES", "")
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="annotator-infer")
+
+    def _run(self, inputs: list[ImageInput]):
+        if not self.batch_timeout_s:
+            return self.inference(inputs)
+        last = None
+        for _ in range(self.batch_retries + 1):
+            future = self._pool.submit(self.inference, inputs)
+            try:
+                return future.result(timeout=self.batch_timeout_s)
+            except FutureTimeout:
+                # the stuck call keeps its thread; later calls get a fresh one
+                self._pool.shutdown(wait=False)
+                self._pool = ThreadPoolExecutor(1, thread_name_prefix="annotator-infer")
+                last = BatchTimeout(f"inference on {len(inputs)} image(s) exceeded {self.batch_timeout_s:g} s, "
+                                    f"{self.batch_retries + 1} tries")
+        raise last
 
     def __call__(self, batch: dict) -> pa.Table:
         n = len(batch["image_id"])
-        records = []
-        todo, inputs = [], []
+        records, todo, inputs = [], [], []
+        fails = [str(f) for f in batch["fail"]]
         for i in range(n):
-            err = str(batch["error"][i]) or None
+            err = str(batch["error"][i]) or fails[i] or None
             cam = None
             if err is None:
                 ext = batch["extrinsics"][i]
@@ -129,23 +373,51 @@ class InferEncode:
                 width=int(batch["width"][i]) if err is None else None,
                 height=int(batch["height"][i]) if err is None else None,
                 camera=cam, error=err))
+        infer_s = np.zeros(n, np.float64)
         if inputs:
+            started = time.perf_counter()
             try:
-                preds = self.inference(inputs)
-            except Exception as e:  # noqa: BLE001 - retry one by one so one bad image costs one row
-                preds = self._one_by_one(inputs, e)
-            for i, pred in zip(todo, preds, strict=True):
-                if isinstance(pred, str):
-                    records[i].error = pred
-                else:
-                    records[i].prediction = pred
-        return encode.to_table(records)
+                preds = self._predict(inputs)
+            except BatchTimeout as e:
+                preds = None
+                for i in todo:
+                    fails[i] = _err(TIMEOUT, str(e))
+            if preds is not None:
+                for i, pred in zip(todo, preds, strict=True):
+                    if isinstance(pred, str):
+                        records[i].error = pred
+                    else:
+                        records[i].prediction = pred
+            infer_s[todo] = (time.perf_counter() - started) / len(todo)
+        table = encode.to_table(records)
+        extras = {
+            "_shard_rows": pa.array(np.asarray(batch["shard_rows"], np.int64)),
+            "_fail": pa.array(fails, pa.string()),
+            "_read_s": pa.array(np.asarray(batch["read_s"], np.float64)),
+            "_decode_s": pa.array(np.asarray(batch["decode_s"], np.float64)),
+            "_infer_s": pa.array(infer_s),
+            "_actor": pa.array([self.actor] * n, pa.string()),
+            "_gpu": pa.array([self.gpu] * n, pa.string()),
+            "_model_loads": pa.array(np.full(n, infer.MODEL_LOADS, np.int64)),
+            "_decode_pid": pa.array(np.asarray(batch["decode_pid"], np.int64)),
+        }
+        for name in EXTRA_COLUMNS:
+            table = table.append_column(name, extras[name])
+        return table
 
-    def _one_by_one(self, inputs: list[ImageInput], batch_error: Exception) -> list:
-        out = []
-        for item in inputs:
-            try:
-                out.extend(self.inference([item]))
-            except Exception as e:  # noqa: BLE001
-                out.append(f"inference_error: {type(e).__name__}: {str(e).splitlines()[0][:300]}")
-        return out
+    def _predict(self, inputs: list[ImageInput]) -> list:
+        """Predictions, or per-image error strings; raises ``BatchTimeout`` only."""
+        try:
+            return self._run(inputs)
+        except BatchTimeout:
+            raise
+        except Exception:  # noqa: BLE001 - retry one by one so one bad image costs one row
+            out = []
+            for item in inputs:
+                try:
+                    out.extend(self._run([item]))
+                except BatchTimeout:
+                    raise
+                except Exception as e:  # noqa: BLE001
+                    out.append(_err("inference_error", e))
+            return out

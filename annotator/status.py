@@ -1,48 +1,83 @@
-"""``annotator status OUTPUT``: what a job's output holds, from its commit records and summary."""
+"""``annotator status OUTPUT``: what a job's output holds, for a running or finished job.
+
+Reads only small, known files (never a glob of the data): ``_plan/plan.json`` for the shard count,
+``_manifest.json`` for committed parts (refreshed by a running job every ``manifest_interval_s``),
+``_progress.json`` (every few seconds: rates, ETA, fresher dataset totals), ``_summary.json`` and
+``_lock`` (is a job writing right now?).
+"""
 
 from __future__ import annotations
 
 import json
-from collections import Counter
+import time
 
-import fsspec
+from annotator import sources
+from annotator.lock import LOCK_NAME
+
+TOTALS = ("shards_committed", "rows", "rows_ok", "rows_error", "people", "errors_by_reason")
 
 
-def read(output_uri: str) -> dict:
-    fs, root = fsspec.core.url_to_fs(output_uri)
+def _json(fs, path: str) -> dict | None:
+    try:
+        return json.loads(fs.cat_file(path))
+    except FileNotFoundError:
+        return None
+
+
+def read(output_uri: str, storage_options: dict | None = None, stale_after_s: float = 300.0) -> dict:
+    fs, root = sources.filesystem(output_uri, storage_options)
     root = root.rstrip("/")
     if not fs.exists(root):
         raise FileNotFoundError(f"{output_uri} does not exist")
-    commits = [json.loads(fs.cat_file(p)) for p in fs.glob(f"{root}/_commits/part-*.json")]
-    summary = {}
-    if fs.exists(f"{root}/_summary.json"):
-        summary = json.loads(fs.cat_file(f"{root}/_summary.json"))
-    errors: Counter = Counter()
-    for reason, n in (summary.get("errors_by_reason") or {}).items():
-        errors[reason] += n
+    plan = _json(fs, f"{root}/_plan/plan.json") or {}
+    manifest = _json(fs, f"{root}/_manifest.json") or {}
+    progress = _json(fs, f"{root}/_progress.json") or {}
+    summary = _json(fs, f"{root}/_summary.json") or {}
+    lock = _json(fs, f"{root}/{LOCK_NAME}")
+    totals = {k: manifest.get(k, {} if k == "errors_by_reason" else 0) for k in TOTALS}
+    live = progress.get("dataset")
+    if live and progress.get("updated_at", 0) > manifest.get("updated_at", 0):
+        totals = {k: live[k] for k in TOTALS}
+    running = bool(lock) and time.time() - float(lock.get("heartbeat_at", 0)) < stale_after_s
+    state = progress.get("state") or ("finished" if summary else "not started")
+    if state == "running" and not running:
+        state = "interrupted"
+    finished_run = summary.get("attempt_id") and summary.get("attempt_id") == progress.get("attempt_id")
     return {
         "output": output_uri,
-        "shards_total": summary.get("shards_total"),
-        "shards_committed": len(commits),
-        "rows": sum(c["rows"] for c in commits),
-        "rows_ok": sum(c["rows_ok"] for c in commits),
-        "rows_error": sum(c["rows_error"] for c in commits),
-        "people": sum(c["people"] for c in commits),
-        "errors_by_reason": dict(errors),
-        "finished": bool(summary),
+        "state": state,
+        "shards_total": plan.get("num_shards"),
+        **totals,
+        "images_planned": plan.get("num_members"),
+        "shards_failed": progress.get("shards_failed", 0),
+        "failed_shards": summary.get("failed_shards", {}) if finished_run else {},
+        "progress": {k: progress.get(k) for k in ("images_per_second", "people_per_second", "error_rate",
+                                                  "eta_seconds", "elapsed_seconds", "processed", "updated_at")},
+        "lock": lock,
+        "finished": state in ("finished", "failed"),
         "summary": summary,
     }
 
 
 def format(st: dict) -> str:
     total = st["shards_total"] if st["shards_total"] is not None else "?"
+    p = st["progress"]
     lines = [
         f"output:  {st['output']}",
+        f"state:   {st['state']}" + (f" (host {st['lock'].get('host')}, pid {st['lock'].get('pid')})"
+                                     if st["state"] == "running" and st["lock"] else ""),
         f"shards:  {st['shards_committed']}/{total} committed"
-        + ("" if st["finished"] else " (running or interrupted)"),
+        + (f", {st['shards_failed']} failed" if st["shards_failed"] else ""),
         f"rows:    {st['rows']} ({st['rows_ok']} ok, {st['rows_error']} errors)",
         f"people:  {st['people']}",
     ]
+    if p.get("images_per_second") is not None:
+        eta = p.get("eta_seconds")
+        lines.append(f"speed:   {p['images_per_second']} images/s, {p['people_per_second']} people/s, "
+                     f"error rate {100 * (p['error_rate'] or 0):.1f}%"
+                     + (f", ETA {eta:.0f} s" if st["state"] == "running" and eta is not None else ""))
     if st["errors_by_reason"]:
         lines.append("errors:  " + ", ".join(f"{k}={v}" for k, v in sorted(st["errors_by_reason"].items())))
+    for shard, reason in st["failed_shards"].items():
+        lines.append(f"failed:  shard {shard}: {reason}")
     return "\n".join(lines)

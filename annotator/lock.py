@@ -1,0 +1,172 @@
+"""``OUTPUT/_lock``: one job writes an output at a time (owner + heartbeat).
+
+Why: two drivers committing into one output would each believe they own the shards; reruns that
+race (ray #55043) lose data. The lock is created exclusively (``O_EXCL`` locally,
+``ifGenerationMatch=0`` on GCS, ``If-None-Match: *`` on S3), refreshed by a heartbeat thread, and
+taken over only when stale: no heartbeat for ``stale_after_s`` or, on the same host, the owner
+process is gone (so a rerun right after a crash or SIGKILL does not wait). A job that finds its lock
+taken over stops committing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+
+from annotator import sources
+
+log = logging.getLogger(__name__)
+
+LOCK_NAME = "_lock"
+
+
+class LockedError(RuntimeError):
+    """Another live job holds the output."""
+
+
+class LockLostError(RuntimeError):
+    """Our lock was taken over (we were presumed dead): stop writing."""
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _exclusive_create(fs, path: str, data: bytes) -> bool:
+    """Create ``path`` only if it does not exist; False if it does."""
+    proto = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+    try:
+        if proto in ("file", "local"):
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            return True
+        if proto == "memory":
+            if fs.exists(path):
+                return False
+            fs.pipe_file(path, data)
+            return True
+        fs.pipe_file(path, data, mode="create")
+        return True
+    except FileExistsError:
+        return False
+    except OSError as e:  # stores report a failed precondition (HTTP 412) in different ways
+        if "412" in str(e) or "recondition" in str(e) or "exists" in str(e).lower():
+            return False
+        raise
+
+
+@dataclass
+class OutputLock:
+    output_uri: str
+    storage_options: dict | None = None
+    heartbeat_s: float = 30.0
+    stale_after_s: float = 300.0
+
+    def __post_init__(self):
+        self.fs, root = sources.filesystem(self.output_uri, self.storage_options)
+        self.fs.makedirs(root.rstrip("/"), exist_ok=True)
+        self.path = f"{root.rstrip('/')}/{LOCK_NAME}"
+        self.token = uuid.uuid4().hex
+        self.owner = {"host": socket.gethostname(), "pid": os.getpid(), "token": self.token,
+                      "started_at": time.time()}
+        self.lost = False
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _doc(self) -> bytes:
+        return json.dumps({**self.owner, "heartbeat_at": time.time()}).encode()
+
+    def read(self) -> dict | None:
+        try:
+            return json.loads(self.fs.cat_file(self.path))
+        except FileNotFoundError:
+            return None
+        except (ValueError, OSError):
+            return {}
+
+    def _stale(self, doc: dict) -> str | None:
+        """Why ``doc`` no longer holds the lock, or None if it does."""
+        if not doc:
+            return "unreadable lock file"
+        age = time.time() - float(doc.get("heartbeat_at", 0))
+        if age > self.stale_after_s:
+            return f"no heartbeat for {age:.0f} s"
+        if doc.get("host") == self.owner["host"] and not _pid_alive(int(doc.get("pid", -1))):
+            return f"owner process {doc.get('pid')} on this host is gone"
+        return None
+
+    def acquire(self) -> None:
+        for _ in range(3):
+            if _exclusive_create(self.fs, self.path, self._doc()):
+                break
+            doc = self.read()
+            if doc is None:
+                continue
+            why = self._stale(doc)
+            if why is None:
+                age = time.time() - float(doc.get("heartbeat_at", 0))
+                raise LockedError(
+                    f"{self.output_uri} is being written by another job (host {doc.get('host')}, pid "
+                    f"{doc.get('pid')}, last heartbeat {age:.0f} s ago); wait for it, or write elsewhere. "
+                    f"A crashed job's lock goes stale after {self.stale_after_s:.0f} s.")
+            log.warning("taking over the lock of %s: %s", self.output_uri, why)
+            try:
+                self.fs.rm_file(self.path)
+            except FileNotFoundError:
+                pass
+        else:
+            raise LockedError(f"could not lock {self.output_uri}: another job keeps taking it")
+        if (self.read() or {}).get("token") != self.token:
+            raise LockedError(f"another job locked {self.output_uri} at the same moment")
+        self._thread = threading.Thread(target=self._beat, name="annotator-lock-heartbeat", daemon=True)
+        self._thread.start()
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.heartbeat_s):
+            self.refresh()
+
+    def refresh(self) -> None:
+        doc = self.read()
+        if doc is not None and doc.get("token") != self.token:
+            self.lost = True
+            log.error("lost the lock of %s to host %s pid %s", self.output_uri, doc.get("host"), doc.get("pid"))
+            self._stop.set()
+            return
+        try:
+            self.fs.pipe_file(self.path, self._doc())
+        except OSError as e:  # a missed heartbeat is not fatal; staleness needs many in a row
+            log.warning("lock heartbeat failed: %s", e)
+
+    def check(self) -> None:
+        if self.lost:
+            raise LockLostError(f"the lock of {self.output_uri} was taken over by another job")
+
+    def release(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        if not self.lost and (self.read() or {}).get("token") == self.token:
+            try:
+                self.fs.rm_file(self.path)
+            except FileNotFoundError:
+                pass
+
+    def __enter__(self) -> OutputLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()

@@ -1,0 +1,471 @@
+"""The frozen plan: input -> shards (deterministic ids) -> members, listed once and written to
+``OUTPUT/_plan/`` before any image is read. A rerun reuses it, so shard ids never move and resume
+never depends on a second listing agreeing with the first (img2dataset #438, datatrove's warning).
+
+On disk::
+
+    _plan/members-00000.parquet   members of a contiguous run of shards (<= MEMBERS_PER_CHUNK rows)
+    _plan/shards.parquet          one row per shard: kind, source, where its members are, size, etag
+    _plan/plan.json               written last: options, counts, plan hash (the plan's commit marker)
+
+Shard kinds: ``files`` (folder trees and manifests: members listed here), ``tar`` (one WebDataset
+tar per shard, members found while streaming it), ``video`` (a frame range of one video).
+
+Memory stays bounded by one chunk of members plus the shard table (~100 bytes per shard), so a
+10^8-image manifest is planned in a streaming pass. Never imports Ray or Beam.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import logging
+import posixpath
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.json as pajson
+import pyarrow.parquet as pq
+
+from annotator import decode, sources
+
+log = logging.getLogger(__name__)
+
+PLAN_DIR = "_plan"
+PLAN_VERSION = 1
+MEMBERS_PER_CHUNK = 65_536
+KINDS = ("auto", "folder", "tar", "manifest", "video")
+URI_COLUMNS = ("uri", "url", "path", "source_uri")
+ID_COLUMNS = ("image_id", "id", "key")
+
+_floats = pa.list_(pa.float32())
+MEMBER_SCHEMA = pa.schema([
+    ("shard", pa.string()), ("image_id", pa.string()), ("uri", pa.string()), ("size", pa.int64()),
+    ("etag", pa.string()), ("sidecar", pa.string()), ("intrinsics", _floats), ("distortion", _floats),
+    ("extrinsics", _floats), ("camera_source", pa.string()),
+])
+SHARD_SCHEMA = pa.schema([
+    ("shard", pa.string()), ("kind", pa.string()), ("source", pa.string()), ("name", pa.string()),
+    ("chunk", pa.int32()),
+    ("offset", pa.int64()), ("members", pa.int64()), ("bytes", pa.int64()), ("etag", pa.string()),
+    ("start", pa.int64()), ("stop", pa.int64()), ("every", pa.int32()), ("camera", pa.string()),
+])
+
+
+class PlanError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class PlanOptions:
+    """What a plan is made from; a rerun against an existing plan must ask for the same."""
+
+    input: str
+    kind: str = "auto"
+    shard_size: int = sources.DEFAULT_SHARD_SIZE
+    every: int = 1  # videos: every k-th frame
+
+
+@dataclass
+class Plan:
+    uri: str  # the _plan folder
+    meta: dict
+    shards: pa.Table
+
+    @property
+    def num_shards(self) -> int:
+        return self.shards.num_rows
+
+    @property
+    def num_members(self) -> int | None:
+        return self.meta.get("num_members")
+
+    @property
+    def hash(self) -> str:
+        return self.meta["hash"]
+
+    @property
+    def kind(self) -> str:
+        return self.meta["kind"]
+
+    def shard_ids(self) -> list[str]:
+        return self.shards.column("shard").to_pylist()
+
+    def rows(self, shard_ids: set[str] | None = None) -> list[dict]:
+        """Shard rows (dicts) for the read stage, in plan order."""
+        rows = self.shards.to_pylist()
+        return rows if shard_ids is None else [r for r in rows if r["shard"] in shard_ids]
+
+    def check_options(self, opts: PlanOptions) -> None:
+        """Refuse a rerun that asks for a different plan than the frozen one."""
+        m = self.meta
+        diffs = []
+        if m["input"].rstrip("/") != opts.input.rstrip("/"):
+            diffs.append(f"input {m['input']!r} != {opts.input!r}")
+        if opts.kind != "auto" and opts.kind != m["kind"]:
+            diffs.append(f"kind {m['kind']!r} != {opts.kind!r}")
+        if m["shard_size"] != opts.shard_size:
+            diffs.append(f"shard_size {m['shard_size']} != {opts.shard_size}")
+        if m["kind"] == "video" and m["every"] != opts.every:
+            diffs.append(f"every {m['every']} != {opts.every}")
+        if diffs:
+            raise PlanError("the output's frozen plan was made from other options (" + "; ".join(diffs)
+                            + "); use --overwrite to start over, or write to a new output")
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing
+
+
+def _shard_id(i: int) -> str:
+    return f"{i:06d}"
+
+
+class _Writer:
+    """Writes member chunks (never splitting a shard) and collects shard rows; hashes everything."""
+
+    def __init__(self, fs, plan_dir: str, threads: int = 8):
+        self.fs, self.dir = fs, plan_dir
+        self.pending: list[pa.Table] = []
+        self.pending_rows = 0
+        self.chunk = 0
+        self.shards: list[dict] = []
+        self.hash = hashlib.sha256()
+        self.pool = ThreadPoolExecutor(threads)
+        self.uploads = []
+        self.num_members = 0
+
+    def add_members(self, table: pa.Table) -> None:
+        """Members of whole shards, in shard order (a shard's members all in one call)."""
+        if table.num_rows == 0:
+            return
+        table = table.cast(MEMBER_SCHEMA)
+        if self.pending_rows and self.pending_rows + table.num_rows > MEMBERS_PER_CHUNK:
+            self._flush()
+        offset = self.pending_rows
+        shard_col = table.column("shard")
+        # shard boundaries inside this table (members are grouped by shard)
+        values = shard_col.to_numpy(zero_copy_only=False)
+        starts = np.flatnonzero(np.r_[True, values[1:] != values[:-1]])
+        ends = np.r_[starts[1:], len(values)]
+        sizes = table.column("size").to_numpy(zero_copy_only=False)
+        sizes = np.where(np.equal(sizes, None), 0, sizes).astype(np.int64) if sizes.dtype == object \
+            else np.nan_to_num(sizes).astype(np.int64)
+        for s, e in zip(starts, ends, strict=True):
+            self.shards.append({"shard": str(values[s]), "kind": "files", "source": "", "name": "",
+                                "chunk": self.chunk,
+                                "offset": offset + int(s), "members": int(e - s), "bytes": int(sizes[s:e].sum()),
+                                "etag": None, "start": 0, "stop": 0, "every": 1, "camera": None})
+        self.pending.append(table)
+        self.pending_rows += table.num_rows
+        self.num_members += table.num_rows
+
+    def add_shard(self, row: dict) -> None:
+        self.shards.append({"chunk": -1, "offset": 0, "start": 0, "stop": 0, "every": 1, "camera": None,
+                            "etag": None, **row})
+
+    def _flush(self) -> None:
+        if not self.pending:
+            return
+        table = pa.concat_tables(self.pending)
+        self.pending, self.pending_rows = [], 0
+        self.hash.update(_ipc(table))
+        path = f"{self.dir}/members-{self.chunk:05d}.parquet"
+        buf = pa.BufferOutputStream()
+        pq.write_table(table, buf, compression="zstd", row_group_size=MEMBERS_PER_CHUNK)
+        data = buf.getvalue().to_pybytes()
+        self.uploads.append(self.pool.submit(self.fs.pipe_file, path, data))
+        self.chunk += 1
+
+    def finish(self, meta: dict) -> Plan:
+        self._flush()
+        for f in self.uploads:
+            f.result()
+        self.pool.shutdown()
+        shards = pa.Table.from_pylist(self.shards, schema=SHARD_SCHEMA)
+        self.hash.update(_ipc(shards))
+        buf = pa.BufferOutputStream()
+        pq.write_table(shards, buf, compression="zstd")
+        self.fs.pipe_file(f"{self.dir}/shards.parquet", buf.getvalue().to_pybytes())
+        meta = {**meta, "version": PLAN_VERSION, "num_shards": shards.num_rows, "num_chunks": self.chunk,
+                "hash": self.hash.hexdigest(), "created_at": time.time()}
+        self.fs.pipe_file(f"{self.dir}/plan.json", json.dumps(meta, indent=2, sort_keys=True).encode())
+        return Plan(sources.to_uri(self.fs, self.dir), meta, shards)
+
+
+def _ipc(table: pa.Table) -> bytes:
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as w:
+        w.write_table(table)
+    return sink.getvalue().to_pybytes()
+
+
+def detect_kind(uri: str, entries: list[sources.Entry]) -> str:
+    """Folder of images > tars > videos > manifests, by what the listing holds."""
+    if "{" in uri:
+        return "tar"
+    paths = [e.path for e in entries]
+    for kind, exts in (("folder", sources.IMAGE_EXTENSIONS), ("tar", sources.TAR_EXTENSIONS),
+                       ("video", sources.VIDEO_EXTENSIONS), ("manifest", (".parquet", ".jsonl", ".ndjson"))):
+        if any(sources.has_ext(p, exts) and not p.endswith(sources.CAMERA_SUFFIX) for p in paths):
+            return kind
+    if len(paths) == 1 and paths[0].endswith(".json"):
+        return "manifest"
+    raise PlanError(f"nothing to annotate under {uri}: no images ({', '.join(sources.IMAGE_EXTENSIONS)}), "
+                    f"tars, videos or manifests")
+
+
+def _read_cameras(fs, paths: list[str]) -> dict[str, decode.Camera]:
+    """Calibration files, validated at plan time (a broken one stops the job before it starts)."""
+    out = {}
+    with ThreadPoolExecutor(16) as ex:
+        for path, data in zip(paths, ex.map(fs.cat_file, paths), strict=True):
+            try:
+                out[path] = decode.camera_from_json(data, "calibration")
+            except (ValueError, TypeError) as e:
+                raise PlanError(f"calibration file {sources.to_uri(fs, path)}: {e}") from None
+    return out
+
+
+def _cam_lists(cam: decode.Camera | None) -> tuple:
+    if cam is None:
+        return None, None, None, None
+    return (cam.intrinsics.ravel().tolist(), cam.distortion.ravel().tolist(),
+            None if cam.extrinsics is None else cam.extrinsics.ravel().tolist(), cam.source)
+
+
+def camera_json(cam: decode.Camera | None) -> str | None:
+    if cam is None:
+        return None
+    k, d, e, s = _cam_lists(cam)
+    return json.dumps({"intrinsics": k, "distortion": d, "extrinsics": e, "source": s})
+
+
+def _plan_folder(w: _Writer, fs, base: str, entries: list[sources.Entry], shard_size: int) -> int:
+    files = {e.path for e in entries}
+    images = [e for e in entries if sources.has_ext(e.path, sources.IMAGE_EXTENSIONS)]
+    if not images:
+        raise PlanError("no images found")
+    cams = _read_cameras(fs, sorted(p for p in files if p.rsplit("/", 1)[-1] == sources.CAMERA_FILE))
+    dir_cam = {posixpath.dirname(p): c for p, c in cams.items()}
+    cols: dict[str, list] = {name: [] for name in MEMBER_SCHEMA.names}
+    for i, e in enumerate(images):
+        side = posixpath.splitext(e.path)[0] + ".json"
+        k, d, x, src = _cam_lists(dir_cam.get(posixpath.dirname(e.path)))
+        for name, value in (("shard", _shard_id(i // shard_size)), ("image_id", sources.relative(e.path, base)),
+                            ("uri", sources.to_uri(fs, e.path)), ("size", e.size), ("etag", e.etag),
+                            ("sidecar", sources.to_uri(fs, side) if side in files else None),
+                            ("intrinsics", k), ("distortion", d), ("extrinsics", x), ("camera_source", src)):
+            cols[name].append(value)
+        if (i + 1) % shard_size == 0 or i + 1 == len(images):
+            w.add_members(pa.table(cols, schema=MEMBER_SCHEMA))
+            cols = {name: [] for name in MEMBER_SCHEMA.names}
+    return len(images)
+
+
+def _flatten_floats(col: pa.ChunkedArray) -> pa.Array:
+    """list<float> or list<list<float>> (3x3 / 4x4 given as rows) -> list<float32>."""
+    arr = col.combine_chunks()
+    if pa.types.is_list(arr.type) and pa.types.is_list(arr.type.value_type):
+        offsets = arr.offsets
+        inner = arr.values
+        flat = pa.ListArray.from_arrays(pc.take(inner.offsets, offsets), inner.values, mask=arr.is_null())
+        arr = flat
+    return arr.cast(_floats)
+
+
+def _manifest_tables(fs, paths: list[str]) -> Iterator[tuple[str, pa.Table]]:
+    for path in paths:
+        data = pa.BufferReader(fs.cat_file(path))  # whole file: gcsfs + pq.read_table(filesystem=) aborts at exit
+        if path.endswith(".parquet"):
+            pf = pq.ParquetFile(data)
+            for batch in pf.iter_batches(batch_size=MEMBERS_PER_CHUNK):
+                yield path, pa.Table.from_batches([batch])
+        else:
+            table = pajson.read_json(data, read_options=pajson.ReadOptions(block_size=16 * 2**20))
+            for batch in table.to_batches(MEMBERS_PER_CHUNK):
+                yield path, pa.Table.from_batches([batch])
+
+
+def _plan_manifest(w: _Writer, fs, entries: list[sources.Entry], shard_size: int) -> int:
+    paths = [e.path for e in entries if sources.has_ext(e.path, sources.MANIFEST_EXTENSIONS)
+             and not e.path.endswith(sources.CAMERA_SUFFIX)]
+    if not paths:
+        raise PlanError("no manifest files (.parquet, .jsonl) found")
+    n = 0
+    seen_ids = []
+    buf: list[pa.Table] = []  # members not yet handed to the writer (the unfinished last shard)
+    buf_start = 0  # global row index of buf's first row
+    for path, t in _manifest_tables(fs, paths):
+        uri_col = next((c for c in URI_COLUMNS if c in t.column_names), None)
+        if uri_col is None:
+            raise PlanError(f"manifest {path} has no URI column (one of {', '.join(URI_COLUMNS)})")
+        uris = t.column(uri_col).cast(pa.string())
+        if uris.null_count:
+            raise PlanError(f"manifest {path} has {uris.null_count} rows without a URI")
+        # relative entries are relative to the manifest's folder
+        base = sources.to_uri(fs, posixpath.dirname(path)) + "/"
+        absolute = pc.or_(pc.match_substring(uris, "://"), pc.starts_with(uris, "/"))
+        uris = pc.if_else(absolute, uris, pc.binary_join_element_wise(base, uris, ""))
+        id_col = next((c for c in ID_COLUMNS if c in t.column_names), None)
+        ids = t.column(id_col).cast(pa.string()) if id_col else uris
+        idx = pa.array(np.arange(n, n + t.num_rows) // shard_size)
+        shard = pc.utf8_lpad(pc.cast(idx, pa.string()), 6, "0")
+        null_f = pa.nulls(t.num_rows, _floats)
+
+        def cam(name, t=t, null_f=null_f):
+            return _flatten_floats(t.column(name)) if name in t.column_names else null_f
+        k = cam("intrinsics")
+        src = (t.column("camera_source").cast(pa.string()) if "camera_source" in t.column_names
+               else pc.if_else(pc.is_null(k), pa.scalar(None, pa.string()), pa.scalar("manifest")))
+
+        def opt(name, typ, t=t):
+            return t.column(name).cast(typ) if name in t.column_names else pa.nulls(t.num_rows, typ)
+        members = pa.table({
+            "shard": shard, "image_id": ids, "uri": uris, "size": opt("size", pa.int64()),
+            "etag": opt("etag", pa.string()), "sidecar": pa.nulls(t.num_rows, pa.string()), "intrinsics": k,
+            "distortion": cam("distortion"), "extrinsics": cam("extrinsics"), "camera_source": src},
+            schema=MEMBER_SCHEMA)
+        seen_ids.append(pd.util.hash_array(np.asarray(ids.to_numpy(zero_copy_only=False), dtype=object)))
+        buf.append(members)
+        n += t.num_rows
+        complete_upto = (n // shard_size) * shard_size  # rows before this index form whole shards
+        k_rows = complete_upto - buf_start
+        if k_rows > 0:
+            table = pa.concat_tables(buf)
+            w.add_members(table.slice(0, k_rows))
+            rest = table.slice(k_rows)
+            buf = [rest] if rest.num_rows else []
+            buf_start = complete_upto
+    if buf:
+        w.add_members(pa.concat_tables(buf))
+    if n == 0:
+        raise PlanError("the manifest is empty")
+    hashes = np.concatenate(seen_ids)
+    if len(np.unique(hashes)) != len(hashes):
+        raise PlanError(f"the manifest has {len(hashes) - len(np.unique(hashes))} duplicate image id(s); "
+                        f"ids must be unique (add an 'id' column)")
+    return n
+
+
+def _sibling_cameras(fs, files: set[str], targets: list[str], exts: tuple) -> dict[str, decode.Camera]:
+    wanted = {}
+    for p in targets:
+        stem = p
+        for ext in sorted(exts, key=len, reverse=True):
+            if p.lower().endswith(ext):
+                stem = p[:-len(ext)]
+                break
+        if stem + sources.CAMERA_SUFFIX in files:
+            wanted[p] = stem + sources.CAMERA_SUFFIX
+    cams = _read_cameras(fs, sorted(set(wanted.values())))
+    return {p: cams[c] for p, c in wanted.items()}
+
+
+def _plan_tars(w: _Writer, fs, base: str, entries: list[sources.Entry]) -> None:
+    tars = [e for e in entries if sources.has_ext(e.path, sources.TAR_EXTENSIONS)]
+    if not tars:
+        raise PlanError("no tar shards found")
+    cams = _sibling_cameras(fs, {e.path for e in entries}, [e.path for e in tars], sources.TAR_EXTENSIONS)
+    for i, e in enumerate(tars):
+        w.add_shard({"shard": _shard_id(i), "kind": "tar", "source": sources.to_uri(fs, e.path),
+                     "name": sources.relative(e.path, base), "members": -1,
+                     "bytes": e.size or 0, "etag": e.etag, "camera": camera_json(cams.get(e.path))})
+
+
+def _plan_videos(w: _Writer, fs, base: str, entries: list[sources.Entry], shard_size: int, every: int,
+                 storage_options: dict | None) -> int:
+    videos = [e for e in entries if sources.has_ext(e.path, sources.VIDEO_EXTENSIONS)]
+    if not videos:
+        raise PlanError("no videos found")
+    cams = _sibling_cameras(fs, {e.path for e in entries}, [e.path for e in videos], sources.VIDEO_EXTENSIONS)
+    uris = [sources.to_uri(fs, e.path) for e in videos]
+    with ThreadPoolExecutor(16) as ex:
+        infos = list(ex.map(lambda u: sources.probe_video(u, storage_options), uris))
+    i, total = 0, 0
+    span = shard_size * every
+    for e, uri, info in zip(videos, uris, infos, strict=True):
+        ranges = ([(0, -1)] if info.frames < 0 else
+                  [(s, min(s + span, info.frames)) for s in range(0, info.frames, span)])
+        for start, stop in ranges:
+            n = -1 if stop < 0 else len(range(start, stop, every))  # start is a multiple of every
+            total += max(n, 0)
+            w.add_shard({"shard": _shard_id(i), "kind": "video", "source": uri,
+                         "name": sources.relative(e.path, base), "members": n,
+                         "bytes": e.size or 0, "etag": e.etag, "start": start, "stop": stop, "every": every,
+                         "camera": camera_json(cams.get(e.path))})
+            i += 1
+    return total
+
+
+def create(opts: PlanOptions, plan_dir_uri: str, storage_options: dict | None = None) -> Plan:
+    """List the input once and write the frozen plan under ``plan_dir_uri`` (plan.json last)."""
+    if opts.shard_size < 1:
+        raise PlanError("shard_size must be >= 1")
+    if opts.every < 1:
+        raise PlanError("every must be >= 1")
+    if opts.kind not in KINDS:
+        raise PlanError(f"kind must be one of {', '.join(KINDS)}")
+    started = time.perf_counter()
+    in_fs, base, entries = sources.list_input(opts.input, storage_options)
+    listed = time.perf_counter() - started
+    kind = detect_kind(opts.input, entries) if opts.kind == "auto" else opts.kind
+    out_fs, plan_dir = sources.filesystem(plan_dir_uri, storage_options)
+    plan_dir = plan_dir.rstrip("/")
+    if out_fs.exists(plan_dir):
+        out_fs.rm(plan_dir, recursive=True)  # an unfinished plan (no plan.json): start it again
+    out_fs.makedirs(plan_dir, exist_ok=True)
+    w = _Writer(out_fs, plan_dir)
+    num_members: int | None
+    try:
+        if kind == "folder":
+            num_members = _plan_folder(w, in_fs, base, entries, opts.shard_size)
+        elif kind == "manifest":
+            num_members = _plan_manifest(w, in_fs, entries, opts.shard_size)
+        elif kind == "tar":
+            _plan_tars(w, in_fs, base, entries)
+            num_members = None
+        else:
+            num_members = _plan_videos(w, in_fs, base, entries, opts.shard_size, opts.every, storage_options)
+            if any(s["members"] < 0 for s in w.shards):
+                num_members = None
+    except PlanError as e:
+        raise PlanError(f"planning {opts.input}: {e}") from None
+    meta = {"input": opts.input, "kind": kind, "shard_size": opts.shard_size, "every": opts.every,
+            "num_members": num_members, "listed_objects": len(entries),
+            "listing_seconds": round(listed, 3), "planning_seconds": round(time.perf_counter() - started, 3)}
+    return w.finish(meta)
+
+
+def load(plan_dir_uri: str, storage_options: dict | None = None) -> Plan | None:
+    """The frozen plan, or None when there is none (or only an unfinished one)."""
+    fs, plan_dir = sources.filesystem(plan_dir_uri, storage_options)
+    plan_dir = plan_dir.rstrip("/")
+    if not fs.exists(f"{plan_dir}/plan.json"):
+        return None
+    meta = json.loads(fs.cat_file(f"{plan_dir}/plan.json"))
+    if meta.get("version") != PLAN_VERSION:
+        raise PlanError(f"plan version {meta.get('version')} is not {PLAN_VERSION}; use --overwrite")
+    shards = pq.read_table(pa.BufferReader(fs.cat_file(f"{plan_dir}/shards.parquet")))
+    return Plan(sources.to_uri(fs, plan_dir), meta, shards)
+
+
+@functools.lru_cache(maxsize=4)
+def _chunk(uri: str, options_json: str) -> pa.Table:
+    fs, path = sources.filesystem(uri, json.loads(options_json))
+    return pq.read_table(pa.BufferReader(fs.cat_file(path)))
+
+
+def members(plan_uri: str, shard: dict, storage_options: dict | None = None) -> pa.Table:
+    """Members of a ``files`` shard (the chunk file is cached per process: shards of one chunk are
+    usually read by the same workers in a row)."""
+    chunk = _chunk(f"{plan_uri}/members-{shard['chunk']:05d}.parquet",
+                   json.dumps(storage_options or {}, sort_keys=True))
+    return chunk.slice(shard["offset"], shard["members"])

@@ -1,0 +1,65 @@
+"""Job specs: every jobs/*.toml validates; unknown keys and bad values are clear errors; the
+command line wins over the file."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pytest
+
+from annotator import cli, spec, submit
+
+JOBS = sorted((Path(__file__).resolve().parent.parent / "jobs").glob("*.toml"))
+
+
+def test_there_are_job_specs():
+    assert len(JOBS) >= 4
+
+
+@pytest.mark.parametrize("path", JOBS, ids=lambda p: p.name)
+def test_job_specs_validate(path):
+    s = submit.validate(str(path))
+    assert s.input and s.output and s.compute.batch_size >= 1
+
+
+def test_unknown_keys_name_the_key_and_the_valid_ones():
+    with pytest.raises(spec.SpecError, match=r"unknown key\(s\) in \[compute\]: actros; valid: .*actors"):
+        spec.from_dict({"input": "a", "output": "b", "compute": {"actros": 2}})
+    with pytest.raises(spec.SpecError, match=r"unknown key\(s\) in job spec: shardsize"):
+        spec.from_dict({"input": "a", "output": "b", "shardsize": 3})
+
+
+@pytest.mark.parametrize("data, message", [
+    ({"shard_size": 0}, "shard_size must be >= 1"),
+    ({"shard_size": "12"}, "shard_size must be int"),
+    ({"kind": "zip"}, "kind must be one of"),
+    ({"video_every": 0}, "video_every must be >= 1"),
+    ({"overwrite": True, "retry_errors": True}, "exclude each other"),
+    ({"compute": {"batch_timeout_s": -1}}, "batch_timeout_s must be >= 0"),
+    ({"compute": {"shard_attempts": 0}}, "shard_attempts must be >= 1"),
+    ({"compute": {"gpus_per_actor": True}}, "gpus_per_actor must be float"),
+    ({"settings": {"num_aug": 0}}, "num_aug must be >= 1"),
+    ({"storage_options": {"s3": "endpoint"}}, "storage_options must map a protocol"),
+    ({"lock_stale_s": 10, "lock_heartbeat_s": 30}, "lock_stale_s must be more than twice"),
+])
+def test_bad_values_are_errors(data, message):
+    with pytest.raises(spec.SpecError, match=message):
+        spec.from_dict({"input": "a", "output": "b", **data})
+
+
+def test_command_line_wins_over_the_spec_file(tmp_path):
+    path = tmp_path / "job.toml"
+    path.write_text('input = "in"\noutput = "out"\nshard_size = 64\n[compute]\nbatch_size = 4\nactors = 2\n'
+                    '[settings]\nnum_aug = 3\n')
+    parser = cli.build_parser()
+    args = parser.parse_args(["run", "--spec", str(path), "--batch-size", "16", "--num-aug", "1", "--retry-errors",
+                              "--video-every", "5"])
+    s = spec.from_dict(cli.run_spec_data(args))
+    assert (s.input, s.shard_size, s.compute.batch_size, s.compute.actors) == ("in", 64, 16, 2)
+    assert s.settings.num_aug == 1 and s.retry_errors and not s.overwrite and s.video_every == 5
+    assert isinstance(args, argparse.Namespace)
+
+
+def test_submit_entrypoint_runs_the_shipped_spec():
+    assert submit.entrypoint("job.toml", ["--overwrite"]) == "annotator run --spec job.toml --no-progress --overwrite"
