@@ -220,13 +220,15 @@ def _add_render(sub) -> None:
     p.add_argument("--no-3d", action="store_true", help="overlays only, no 3D views")
     p.add_argument("--no-names", action="store_true", help="do not write joint names on the overlay")
     p.add_argument("--max-side", type=int, help="downscale overlays to this longer side (px)")
+    p.add_argument("--palette", type=int, help="palette PNGs with this many colours (smaller files)")
     p.set_defaults(func=cmd_render)
 
 
 def cmd_render(args) -> int:
     from annotator import render
 
-    config = render.RenderConfig(max_side=args.max_side, joint_names=not args.no_names, view3d=not args.no_3d)
+    config = render.RenderConfig(max_side=args.max_side, joint_names=not args.no_names, view3d=not args.no_3d,
+                                 palette=args.palette)
     result = render.render(args.output, args.out, ids=args.ids, limit=args.limit, config=config)
     for path in result.written:
         print(path)

@@ -42,6 +42,7 @@ class RenderConfig:
         and for people whose box is under ``label_min_box_px`` tall in the output).
     low_confidence: joints with a confidence under this are drawn hollow.
     view3d: also write one 3D view per person.
+    palette: write overlays as palette PNGs with this many colours (about 4x smaller; for docs).
     """
 
     max_side: int | None = None
@@ -49,6 +50,7 @@ class RenderConfig:
     label_min_box_px: int = 160
     low_confidence: float = 0.5
     view3d: bool = True
+    palette: int | None = None
     dpi: int = 100
     figsize: tuple[float, float] = (10.0, 5.0)
 
@@ -135,10 +137,10 @@ def overlay(image: np.ndarray, row: dict, skeleton: dict, config: RenderConfig |
         img = img.resize((max(1, round(img.width * scale)), max(1, round(img.height * scale))), Image.LANCZOS)
     draw = ImageDraw.Draw(img)
     side = max(img.size)
-    lw = max(2, round(side / 400))
+    lw = max(2, round(side / 300))
     radius = max(2, round(lw * 1.4))
-    font = _font(round(side / 70))
-    name_font = _font(round(side / 95))
+    font = _font(max(12, round(side / 70)))
+    name_font = _font(max(10, round(side / 95)))
     names = list(skeleton.get("joint_names", []))
     sides = joint_sides(names)
     colors = edge_colors(skeleton)
@@ -155,6 +157,8 @@ def overlay(image: np.ndarray, row: dict, skeleton: dict, config: RenderConfig |
         box_color = OTHER if dim else value_color(q if q is not None else p["score"])
         draw.rectangle([x, y, x + w, y + h], outline=box_color, width=lw)
         for (a, b), color in zip(skeleton.get("edges", []), colors, strict=False):
+            if not dim:  # a dark outline keeps red/blue limbs visible on red/blue clothes
+                draw.line([tuple(j2d[a]), tuple(j2d[b])], fill=(0, 0, 0), width=lw + 2)
             draw.line([tuple(j2d[a]), tuple(j2d[b])], fill=OTHER if dim else color, width=lw)
         for j, (u, v) in enumerate(j2d):
             color = OTHER if dim else _side_color(sides[j] if j < len(sides) else "C")
@@ -284,8 +288,10 @@ def view3d(row: dict, k: int, skeleton: dict, settings: dict | None = None,
 # Files
 
 
-def png_bytes(img: Image.Image) -> bytes:
+def png_bytes(img: Image.Image, palette: int | None = None) -> bytes:
     buf = io.BytesIO()
+    if palette:
+        img = img.convert("RGB").quantize(colors=palette, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
     img.save(buf, format="PNG", optimize=True)
     return buf.getvalue()
 
@@ -317,7 +323,7 @@ def render(output_uri: str, out_dir: str, ids: list[str] | None = None, limit: i
             continue
         name = dataset.safe_name(row["image_id"])
         path = f"{root}/{name}.overlay.png"
-        fs.pipe_file(path, png_bytes(overlay(image, row, skeleton, config)))
+        fs.pipe_file(path, png_bytes(overlay(image, row, skeleton, config), config.palette))
         result.written.append(path)
         if config.view3d:
             for k in range(len(row["people"] or [])):
