@@ -122,9 +122,17 @@ def image_uri(source_uri: str) -> str:
 
 def load_image(source_uri: str, storage_options: dict | None = None) -> np.ndarray:
     """RGB uint8 [H,W,3] of a row's image, decoded by the same code (and EXIF orientation) as the
-    labelling job, so pixels and labels line up. Raises ``ValueError`` when it no longer decodes."""
+    labelling job, so pixels and labels line up: files, tar members (``TAR#key.ext``) and video
+    frames (``VIDEO#frame=N``). Raises ``ValueError`` when it no longer decodes."""
     from annotator import decode, sources
 
+    base, _, fragment = source_uri.partition("#")
+    if fragment.startswith("frame=") and fragment[len("frame="):].isdigit():
+        index = int(fragment[len("frame="):])
+        for i, frame in sources.iter_video_frames(base, index, index + 1, 1, storage_options):
+            if i == index:
+                return frame
+        raise ValueError(f"{source_uri}: the video has no frame {index}")
     data = sources.read_bytes(image_uri(source_uri), storage_options)
     decoded = decode.decode(data)
     if not decoded.ok:

@@ -308,9 +308,16 @@ def build_html(output_uri: str, config: ReportConfig | None = None) -> str:
     if summ:
         tp = [(k, _fmt(summ[k])) for k in ("images", "people", "elapsed_seconds", "images_per_second",
                                            "shards_total", "shards_committed", "shards_skipped") if k in summ]
-        if summ.get("elapsed_seconds"):
+        if "people_per_second" in summ:
+            tp.append(("people_per_second", _fmt(summ["people_per_second"])))
+        elif summ.get("elapsed_seconds"):
             tp.append(("people_per_second", f"{summ.get('people', 0) / summ['elapsed_seconds']:.4g}"))
         h.append(_table(tp))
+        stages = summ.get("stage_seconds") or {}
+        rates = summ.get("stage_images_per_worker_second") or {}
+        if stages or rates:
+            h.append(_table([(s, _fmt(stages.get(s, "")), _fmt(rates.get(s, ""))) for s in sorted({*stages, *rates})],
+                            ("stage", "seconds", "images per worker-second")))
     else:
         h.append('<p class="note">no _summary.json (the run has not finished, or this output was written by '
                  "<code>annotator filter</code>)</p>")

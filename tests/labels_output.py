@@ -53,6 +53,8 @@ def run_once(base: Path, samples_dir: Path) -> Path:
 
 
 def shared_output(tmp_path_factory, samples_dir) -> Path:
+    """Call from a fixture that also depends on ``default_model_path`` (so the model is built, never
+    downloaded, before the run)."""
     return run_once(tmp_path_factory.getbasetemp() / "shared_labels_run", samples_dir)
 
 

@@ -22,7 +22,7 @@ IMAGE_ID = "pose2sim_cam01_f030.jpg"
 
 
 @pytest.fixture(scope="module")
-def labels(tmp_path_factory, samples_dir) -> Path:
+def labels(tmp_path_factory, samples_dir, default_model_path) -> Path:
     return shared_output(tmp_path_factory, samples_dir)
 
 

@@ -15,7 +15,7 @@ from tests.labels_output import annotator, shared_output, with_quality
 
 
 @pytest.fixture(scope="module")
-def labels(tmp_path_factory, samples_dir) -> Path:
+def labels(tmp_path_factory, samples_dir, default_model_path) -> Path:
     return shared_output(tmp_path_factory, samples_dir)
 
 

@@ -17,7 +17,7 @@ IMAGE_ID = "pose2sim_cam01_f030.jpg"
 
 
 @pytest.fixture(scope="module")
-def labels(tmp_path_factory, samples_dir) -> Path:
+def labels(tmp_path_factory, samples_dir, default_model_path) -> Path:
     return shared_output(tmp_path_factory, samples_dir)
 
 
@@ -129,3 +129,23 @@ def test_missing_ids_and_error_rows(labels, tmp_path):
     result = render.render(str(labels), str(tmp_path), ids=["x_truncated.jpg"])
     assert result.written == [] and result.skipped[0][0] == "x_truncated.jpg"
     assert "truncated" in result.skipped[0][1]
+
+
+def test_images_come_from_files_tar_members_and_video_frames(samples_dir, tmp_path):
+    """Rows point at tar members (``TAR#key.ext``) and video frames (``VIDEO#frame=N``) too; the
+    renderer and the loader read them as the labelling job did."""
+    import tarfile
+
+    from annotator import decode
+
+    ref = decode.decode((samples_dir / "camera.png").read_bytes()).image
+    tar = tmp_path / "shard.tar"
+    with tarfile.open(tar, "w") as t:
+        t.add(samples_dir / "camera.png", arcname="d/k1.png")
+    np.testing.assert_array_equal(dataset.load_image(f"{tar}#d/k1.png"), ref)
+    video = samples_dir.parent / "pose2sim" / "Demo_SinglePerson" / "videos" / "cam01.mp4"
+    still = decode.decode((samples_dir / "pose2sim_cam01_f030.jpg").read_bytes()).image  # frame 30, JPEG q90
+    err = [np.abs(dataset.load_image(f"{video}#frame={i}").astype(int) - still).mean() for i in (29, 30, 31)]
+    assert err[1] < 1.2 and err[1] < min(err[0], err[2]), err
+    with pytest.raises(ValueError, match="no frame"):
+        dataset.load_image(f"{video}#frame=100000")

@@ -30,7 +30,7 @@ window.addEventListener('load', function () {
 
 
 @pytest.fixture(scope="module")
-def labels(tmp_path_factory, samples_dir) -> Path:
+def labels(tmp_path_factory, samples_dir, default_model_path) -> Path:
     return shared_output(tmp_path_factory, samples_dir)
 
 
