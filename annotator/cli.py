@@ -131,7 +131,8 @@ def _add_models(sub) -> None:
     b.add_argument("name", nargs="?", default="default")
     b.add_argument("--force", action="store_true", help="rebuild even if present")
     b.set_defaults(func=cmd_models_build)
-    pth = msub.add_parser("path", help="print the local SavedModel folder of a model (builds it if missing)")
+    pth = msub.add_parser("path", help="print the local SavedModel folder of a model: a built-in name (built if"
+                          " missing) or a folder/archive/gs://, s3://, https:// URI (fetched once into the cache)")
     pth.add_argument("name", nargs="?", default="default")
     pth.set_defaults(func=cmd_models_path)
     ls = msub.add_parser("list", help="list built-in models and whether they are built")
@@ -149,9 +150,14 @@ def cmd_models_build(args) -> int:
 
 
 def cmd_models_path(args) -> int:
-    from annotator.models import registry
+    from annotator.models import loader, registry
 
-    print(registry.path(args.name, build_missing=True, fetch=True))
+    if args.name in registry.VARIANTS or args.name in registry.ALIASES:
+        print(registry.path(args.name, build_missing=True, fetch=True))
+    else:
+        resolved = loader.resolve(args.name)
+        print(resolved.path)
+        print(f"sha256 {resolved.sha256}", file=sys.stderr)
     return 0
 
 
@@ -164,6 +170,30 @@ def cmd_models_list(args) -> int:
         default = " (default)" if name == registry.DEFAULT else ""
         print(f"{name:15s} {mark:10s} {v.description}{default}")
     return 0
+
+
+def _add_eval(sub) -> None:
+    p = sub.add_parser("eval", help="measure label accuracy on data with known geometry")
+    esub = p.add_subparsers(dest="eval_cmd", required=True)
+    m = esub.add_parser("multiview", help="3D error against triangulation of calibrated synchronised views"
+                        " (SCENE_DIR/videos/camNN.mp4 or frame folders + SCENE_DIR/calibration/)")
+    m.add_argument("scene_dir")
+    m.add_argument("--out", required=True, help="folder for metrics.json, people.csv, table.txt")
+    m.add_argument("--frames", type=int, default=10, help="frames evaluated, evenly spaced (default 10)")
+    m.add_argument("--num-aug", type=int, default=1, help="test-time augmentations (default 1)")
+    m.add_argument("--model", default="default", help="built-in name, SavedModel folder, archive or URI")
+    m.add_argument("--skeleton", default="", help="joint set to evaluate ('' = all joints of the model)")
+    m.set_defaults(func=cmd_eval_multiview)
+
+
+def cmd_eval_multiview(args) -> int:
+    from annotator.eval import multiview
+
+    settings = multiview.Settings(frames=args.frames, num_aug=args.num_aug, model=args.model, skeleton=args.skeleton)
+    summary = multiview.run(args.scene_dir, args.out, settings)
+    print(multiview.format_table(summary), end="")
+    print(json.dumps(summary, sort_keys=True))
+    return 0 if summary["people_matched"] > 0 else 1
 
 
 def _add_submit(sub) -> None:
@@ -291,6 +321,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_render(sub)
     _add_report(sub)
     _add_filter(sub)
+    _add_eval(sub)
     return parser
 
 

@@ -1,0 +1,1 @@
+"""Evaluation of label quality against data with known geometry (multi-view)."""

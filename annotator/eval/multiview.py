@@ -1,0 +1,437 @@
+"""3D accuracy against calibrated multi-view video: triangulated pseudo ground truth vs monocular output.
+
+Method (``../shared/reference/models.md`` section 7, extended to several people):
+
+1. Run the model monocularly on every view of the chosen frames, with each camera's true
+   intrinsics, distortion and extrinsics, so ``poses3d`` comes out in the shared world frame (mm).
+2. Associate people across views: two detections in different views are the same person when
+   their 2D joints agree with the epipolar geometry (median symmetric epipolar distance, px).
+   Pairs are merged greedily, best first, never putting two detections of one view together.
+3. Triangulate each associated person from its views' 2D (the model's own 2D detections,
+   ``poses2d_raw``, when it has them, else ``poses2d``), undistorted with the calibration, by
+   confidence-weighted DLT; views that reproject a joint badly are dropped and it is solved again.
+   Joints seen confidently in at least two views form the pseudo ground truth.
+4. Each view's prediction of an associated person is matched to its triangulation and scored:
+   root-relative MPJPE, absolute root (pelvis) error, root depth bias along that view's ray,
+   PA-MPJPE (similarity Procrustes), limb-length scale (prediction / triangulation, median over
+   limbs), PCK@150 mm (root-relative). Summaries are medians over people x frames x views.
+
+Independent 2D makes the reference independent of the monocular depth, which is what is measured.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from annotator.eval import calibration
+
+log = logging.getLogger(__name__)
+
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
+LIMBS = (("left_shoulder", "left_elbow"), ("right_shoulder", "right_elbow"), ("left_elbow", "left_wrist"),
+         ("right_elbow", "right_wrist"), ("left_hip", "left_knee"), ("right_hip", "right_knee"),
+         ("left_knee", "left_ankle"), ("right_knee", "right_ankle"))
+# MeTRAbs-style short names for the same joints
+_SHORT = {"left_shoulder": "lsho", "right_shoulder": "rsho", "left_elbow": "lelb", "right_elbow": "relb",
+          "left_wrist": "lwri", "right_wrist": "rwri", "left_hip": "lhip", "right_hip": "rhip",
+          "left_knee": "lkne", "right_knee": "rkne", "left_ankle": "lank", "right_ankle": "rank"}
+
+
+@dataclass
+class Settings:
+    frames: int = 10
+    num_aug: int = 1
+    model: str = "default"
+    skeleton: str = ""
+    detector_threshold: float = 0.3
+    min_confidence: float = 0.5  # a joint observation counts for triangulation above this
+    association_px: float = 60.0  # max median epipolar distance of one person across two views
+    reprojection_px: float = 40.0  # observations reprojecting worse are dropped
+    pck_mm: float = 150.0
+
+
+@dataclass
+class View:
+    name: str
+    camera: calibration.Camera
+    source: Path
+
+
+@dataclass
+class PersonResult:
+    frame: int
+    view: str
+    person: int  # index of the triangulated person in this frame
+    root_relative_mpjpe_mm: float
+    root_error_mm: float
+    root_depth_bias_mm: float
+    pa_mpjpe_mm: float
+    limb_scale: float
+    pck: float
+    joints: int
+    views_in_triangulation: int
+    extra: dict = field(default_factory=dict)
+
+
+# ------------------------------------------------------------------------------ scene loading
+def find_views(scene_dir: Path, cameras: list[calibration.Camera]) -> list[View]:
+    """Pair ``videos/camNN.mp4`` (or ``videos/camNN/`` frame folders) with calibrated cameras.
+
+    Cameras are matched by name (``cam01`` <-> ``cam01.mp4``) and otherwise by sorted order, which
+    is what Pose2Sim does with Qualisys serials."""
+    vdir = scene_dir / "videos"
+    if not vdir.is_dir():
+        vdir = scene_dir
+    sources = sorted([p for p in vdir.iterdir() if (p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES)
+                      or (p.is_dir() and any(f.suffix.lower() in IMAGE_SUFFIXES for f in p.iterdir()))],
+                     key=lambda p: calibration._natural_key(p.name))
+    if len(sources) < 2:
+        raise FileNotFoundError(f"{vdir}: need at least two views (videos/camNN.mp4 or frame folders)")
+    by_name = {c.name.lower(): c for c in cameras}
+    if all(p.stem.lower() in by_name for p in sources):
+        return [View(p.stem, by_name[p.stem.lower()], p) for p in sources]
+    if len(sources) != len(cameras):
+        raise ValueError(f"{len(sources)} views but {len(cameras)} calibrated cameras, and names do not match")
+    return [View(p.stem, c, p) for p, c in zip(sources, cameras, strict=True)]
+
+
+def count_frames(source: Path) -> int:
+    if source.is_dir():
+        return len([f for f in source.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES])
+    import av
+
+    with av.open(str(source)) as container:
+        stream = container.streams.video[0]
+        if stream.frames:
+            return int(stream.frames)
+        return sum(1 for _ in container.decode(stream))
+
+
+def read_frames(source: Path, indices: list[int]) -> dict[int, np.ndarray]:
+    """RGB uint8 frames at ``indices`` (decoded sequentially; videos are short here)."""
+    wanted = set(indices)
+    if source.is_dir():
+        files = sorted((f for f in source.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES),
+                       key=lambda p: calibration._natural_key(p.name))
+        from PIL import Image
+
+        return {i: np.asarray(Image.open(files[i]).convert("RGB")) for i in wanted}
+    import av
+
+    out: dict[int, np.ndarray] = {}
+    with av.open(str(source)) as container:
+        for i, frame in enumerate(container.decode(video=0)):
+            if i in wanted:
+                out[i] = frame.to_ndarray(format="rgb24")
+            if i >= max(wanted):
+                break
+    return out
+
+
+# ------------------------------------------------------------------------------ geometry (numpy)
+def undistort_points(pixels: np.ndarray, cam: calibration.Camera) -> np.ndarray:
+    """Image pixels [..., 2] -> undistorted normalised coordinates (the estimator's lens model)."""
+    from annotator.estimator import camera as tfcam
+
+    shape = pixels.shape
+    flat = pixels.reshape(1, -1, 2).astype(np.float32)
+    rays = tfcam.pixels_to_rays(flat, cam.intrinsics[None], cam.distortion[None]).numpy()
+    return rays.reshape(shape)
+
+
+def triangulate(rays: np.ndarray, projections: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Weighted DLT of one point from V views: rays [V,2] normalised, projections [V,3,4], weights [V]."""
+    rows = []
+    for (x, y), p, w in zip(rays, projections, weights, strict=True):
+        rows.append(w * (x * p[2] - p[0]))
+        rows.append(w * (y * p[2] - p[1]))
+    _, _, vt = np.linalg.svd(np.asarray(rows))
+    X = vt[-1]
+    return X[:3] / X[3]
+
+
+def reproject(point: np.ndarray, cam: calibration.Camera) -> np.ndarray:
+    """World point (mm) -> image pixels through the full lens model."""
+    from annotator.estimator import camera as tfcam
+
+    pc = cam.rotation @ point + cam.translation
+    return tfcam.project_distorted(pc[None, None].astype(np.float32), cam.intrinsics[None],
+                                   cam.distortion[None]).numpy()[0, 0]
+
+
+def epipolar_distance_px(rays_a: np.ndarray, rays_b: np.ndarray, cam_a: calibration.Camera,
+                         cam_b: calibration.Camera) -> np.ndarray:
+    """Symmetric distance [J] (pixels of the two cameras, averaged) of corresponding rays to each
+    other's epipolar lines."""
+    r = cam_b.rotation @ cam_a.rotation.T
+    t = cam_b.translation - r @ cam_a.translation
+    tx = np.array([[0, -t[2], t[1]], [t[2], 0, -t[0]], [-t[1], t[0], 0]])
+    e = tx @ r  # x_b^T E x_a = 0 in normalised coordinates
+    xa = np.concatenate([rays_a, np.ones_like(rays_a[:, :1])], 1)
+    xb = np.concatenate([rays_b, np.ones_like(rays_b[:, :1])], 1)
+    lb = xa @ e.T  # lines in b
+    la = xb @ e  # lines in a
+    num = np.abs(np.sum(xb * lb, 1))
+    db = num / np.maximum(np.linalg.norm(lb[:, :2], axis=1), 1e-12) * cam_b.intrinsics[0, 0]
+    da = num / np.maximum(np.linalg.norm(la[:, :2], axis=1), 1e-12) * cam_a.intrinsics[0, 0]
+    return (da + db) / 2
+
+
+def procrustes_aligned(pred: np.ndarray, ref: np.ndarray) -> np.ndarray:
+    """Similarity-align pred [J,3] to ref [J,3] (rotation, uniform scale, translation)."""
+    mp, mr = pred.mean(0), ref.mean(0)
+    p, r = pred - mp, ref - mr
+    u, s, vt = np.linalg.svd(p.T @ r)
+    d = np.sign(np.linalg.det(u @ vt))
+    dmat = np.diag([1.0, 1.0, d])
+    rot = u @ dmat @ vt
+    scale = np.trace(np.diag(s) @ dmat) / max(np.sum(p ** 2), 1e-12)
+    return scale * p @ rot + mr
+
+
+# ------------------------------------------------------------------------------ association
+def associate(detections: list[dict], views: list[View], settings: Settings,
+              mirror: list[int] | None = None) -> list[dict[int, int]]:
+    """Clusters {view index: detection index} of one person across views (greedy, best pair first).
+
+    ``mirror`` (left/right counterpart of each joint): the cost of a pair is the better of the
+    labels as given and left/right swapped, since monocular models confuse sides of people seen
+    from behind; triangulation later drops the swapped observations by their reprojection."""
+    pairs = []
+    for va in range(len(views)):
+        for vb in range(va + 1, len(views)):
+            da, db = detections[va], detections[vb]
+            for i in range(len(da["rays"])):
+                for j in range(len(db["rays"])):
+                    ok = (da["conf"][i] > settings.min_confidence) & (db["conf"][j] > settings.min_confidence)
+                    if ok.sum() < 4:
+                        continue
+                    d = epipolar_distance_px(da["rays"][i][ok], db["rays"][j][ok], views[va].camera, views[vb].camera)
+                    cost = float(np.median(d))
+                    if mirror is not None:  # a view that swapped left and right is still the same person
+                        conf_b = db["conf"][j][mirror]
+                        okm = (da["conf"][i] > settings.min_confidence) & (conf_b > settings.min_confidence)
+                        if okm.sum() >= 4:
+                            dm = epipolar_distance_px(da["rays"][i][okm], db["rays"][j][mirror][okm],
+                                                      views[va].camera, views[vb].camera)
+                            cost = min(cost, float(np.median(dm)))
+                    if cost < settings.association_px:
+                        pairs.append((cost, va, i, vb, j))
+    pairs.sort()
+    cluster_of: dict[tuple[int, int], int] = {}
+    clusters: list[dict[int, int]] = []
+    for _, va, i, vb, j in pairs:
+        ca, cb = cluster_of.get((va, i)), cluster_of.get((vb, j))
+        if ca is None and cb is None:
+            clusters.append({va: i, vb: j})
+            cluster_of[(va, i)] = cluster_of[(vb, j)] = len(clusters) - 1
+        elif ca is not None and cb is None:
+            if vb not in clusters[ca]:
+                clusters[ca][vb] = j
+                cluster_of[(vb, j)] = ca
+        elif cb is not None and ca is None:
+            if va not in clusters[cb]:
+                clusters[cb][va] = i
+                cluster_of[(va, i)] = cb
+        elif ca != cb and not set(clusters[ca]) & set(clusters[cb]):
+            for v, det in clusters[cb].items():
+                clusters[ca][v] = det
+                cluster_of[(v, det)] = ca
+            clusters[cb] = {}
+    return [c for c in clusters if len(c) >= 2]
+
+
+def triangulate_person(cluster: dict[int, int], detections: list[dict], views: list[View],
+                       settings: Settings) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Joints [J,3] (mm, world), valid [J], number of views used per joint [J]."""
+    n_joints = detections[next(iter(cluster))]["rays"].shape[1]
+    out = np.full((n_joints, 3), np.nan)
+    used = np.zeros(n_joints, int)
+    for j in range(n_joints):
+        obs = [(v, detections[v]["rays"][d][j], detections[v]["pixels"][d][j], detections[v]["conf"][d][j])
+               for v, d in cluster.items() if detections[v]["conf"][d][j] > settings.min_confidence]
+        for _ in range(len(obs)):
+            if len(obs) < 2:
+                break
+            point = triangulate(np.array([o[1] for o in obs]), np.array([views[o[0]].camera.projection() for o in obs]),
+                                np.array([o[3] for o in obs]))
+            errors = [np.linalg.norm(reproject(point, views[o[0]].camera) - o[2]) for o in obs]
+            worst = int(np.argmax(errors))
+            if errors[worst] <= settings.reprojection_px:
+                out[j], used[j] = point, len(obs)
+                break
+            obs.pop(worst)
+    return out, used >= 2, used
+
+
+# ------------------------------------------------------------------------------ scoring
+def _index(names: list[str]) -> dict[str, int]:
+    idx = {n: i for i, n in enumerate(names)}
+    for long, short in _SHORT.items():
+        if short in idx and long not in idx:
+            idx[long] = idx[short]
+    return idx
+
+
+def root_of(poses: np.ndarray, names: list[str]) -> np.ndarray:
+    idx = _index(names)
+    if "pelv" in idx:
+        return poses[..., idx["pelv"], :]
+    if "pelvis" in idx:
+        return poses[..., idx["pelvis"], :]
+    return (poses[..., idx["left_hip"], :] + poses[..., idx["right_hip"], :]) / 2
+
+
+def score(pred: np.ndarray, ref: np.ndarray, valid: np.ndarray, names: list[str], cam: calibration.Camera,
+          settings: Settings) -> dict | None:
+    """Metrics of one predicted person against its triangulation (both [J,3] world mm)."""
+    idx = _index(names)
+    root_joints = [idx["pelv"]] if "pelv" in idx else [idx["left_hip"], idx["right_hip"]]
+    if not all(valid[j] for j in root_joints) or valid.sum() < 6:
+        return None
+    pr, rr = root_of(pred, names), root_of(np.nan_to_num(ref), names)
+    rel_err = np.linalg.norm((pred[valid] - pr) - (ref[valid] - rr), axis=-1)
+    aligned = procrustes_aligned(pred[valid], ref[valid])
+    ratios = [np.linalg.norm(pred[idx[a]] - pred[idx[b]]) / np.linalg.norm(ref[idx[a]] - ref[idx[b]])
+              for a, b in LIMBS if a in idx and b in idx and valid[idx[a]] and valid[idx[b]]]
+    depth_pred = (cam.rotation @ pr + cam.translation)[2]
+    depth_ref = (cam.rotation @ rr + cam.translation)[2]
+    return {
+        "root_relative_mpjpe_mm": float(rel_err.mean()),
+        "root_error_mm": float(np.linalg.norm(pr - rr)),
+        "root_depth_bias_mm": float(depth_pred - depth_ref),
+        "pa_mpjpe_mm": float(np.linalg.norm(aligned - ref[valid], axis=-1).mean()),
+        "limb_scale": float(np.median(ratios)) if ratios else float("nan"),
+        "pck": float((rel_err < settings.pck_mm).mean()),
+        "joints": int(valid.sum()),
+    }
+
+
+METRICS = ("root_relative_mpjpe_mm", "root_error_mm", "root_depth_bias_mm", "pa_mpjpe_mm", "limb_scale", "pck")
+
+
+def summarize(rows: list[PersonResult]) -> dict:
+    out = {}
+    for m in METRICS:
+        values = np.array([getattr(r, m) for r in rows], np.float64)
+        values = values[np.isfinite(values)]
+        out[m] = round(float(np.median(values)), 4 if m in ("limb_scale", "pck") else 1) if len(values) else None
+        if m == "root_relative_mpjpe_mm" and len(values):
+            out["root_relative_mpjpe_mean_mm"] = round(float(values.mean()), 1)
+    return out
+
+
+# ------------------------------------------------------------------------------ the run
+def run(scene_dir: str | Path, out_dir: str | Path, settings: Settings | None = None, model=None) -> dict:
+    """Evaluate a model on a calibrated multi-view scene; writes ``OUT/metrics.json``,
+    ``OUT/people.csv`` and ``OUT/table.txt`` and returns the summary."""
+    import tensorflow as tf
+
+    from annotator.models import loader
+
+    settings = settings or Settings()
+    scene_dir, out_dir = Path(scene_dir), Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    cameras = calibration.load(scene_dir / "calibration")
+    views = find_views(scene_dir, cameras)
+    resolved = None
+    if model is None:
+        resolved = loader.resolve(settings.model)
+        model = tf.saved_model.load(resolved.path)
+    n_frames = min(count_frames(v.source) for v in views)
+    indices = sorted({int(round(x)) for x in np.linspace(0, n_frames - 1, max(1, min(settings.frames, n_frames)))})
+    frames = {v.name: read_frames(v.source, indices) for v in views}
+    names = _joint_names(model, settings.skeleton)
+    from annotator.estimator import skeletons
+
+    mirror = skeletons.mirror_indices(skeletons.Skeleton("eval", tuple(names), ()))
+
+    rows: list[PersonResult] = []
+    triangulated = matched = 0
+    reproj = []
+    started = time.perf_counter()
+    calls = 0
+    has_raw = False
+    for f in indices:
+        detections = []
+        for v in views:
+            cam = v.camera
+            out = model.detect_poses(
+                frames[v.name][f], intrinsic_matrix=tf.constant(cam.intrinsics, tf.float32),
+                distortion_coeffs=tf.constant(cam.distortion, tf.float32),
+                extrinsic_matrix=tf.constant(cam.extrinsics, tf.float32),
+                # "up" as this camera sees it: upright crops as without extrinsics (the world's own
+                # up axis is lab-specific, e.g. +z for Qualisys)
+                world_up_vector=tf.constant(cam.rotation.T @ np.array([0.0, -1.0, 0.0]), tf.float32),
+                num_aug=settings.num_aug,
+                skeleton=settings.skeleton, detector_threshold=settings.detector_threshold)
+            calls += 1
+            has_raw = "poses2d_raw" in out
+            p2 = out["poses2d_raw"].numpy() if has_raw else out["poses2d"].numpy()
+            conf = (out["joint_confidences"].numpy() if "joint_confidences" in out
+                    else np.ones(p2.shape[:2], np.float32))
+            detections.append({"poses3d": out["poses3d"].numpy().astype(np.float64), "pixels": p2, "conf": conf,
+                               "rays": undistort_points(p2, cam) if len(p2) else p2})
+        for person, cluster in enumerate(associate(detections, views, settings, mirror)):
+            ref, valid, used = triangulate_person(cluster, detections, views, settings)
+            if valid.sum() < 6:
+                continue
+            triangulated += 1
+            for v, d in cluster.items():
+                reproj.extend(np.linalg.norm(reproject(ref[j], views[v].camera) - detections[v]["pixels"][d][j])
+                              for j in np.flatnonzero(valid))
+                s = score(detections[v]["poses3d"][d], ref, valid, names, views[v].camera, settings)
+                if s is None:
+                    continue
+                matched += 1
+                rows.append(PersonResult(f, views[v].name, person, views_in_triangulation=int(used.max()), **s))
+    elapsed = time.perf_counter() - started
+
+    summary = {**summarize(rows), "people_matched": matched, "people_triangulated": triangulated,
+               "frames": len(indices), "views": len(views), "num_aug": settings.num_aug,
+               "skeleton": settings.skeleton or "all",
+               "triangulation_2d": "poses2d_raw" if has_raw else "poses2d",
+               "reprojection_median_px": round(float(np.median(reproj)), 1) if reproj else None,
+               "seconds_per_image": round(elapsed / max(calls, 1), 3)}
+    if resolved is not None:
+        summary["model"] = resolved.to_dict()
+    summary["per_view"] = {v.name: summarize([r for r in rows if r.view == v.name]) for v in views}
+    (out_dir / "metrics.json").write_text(json.dumps(summary, indent=2))
+    with open(out_dir / "people.csv", "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=[k for k in asdict(rows[0]) if k != "extra"] if rows else ["frame"])
+        w.writeheader()
+        for r in rows:
+            d = asdict(r)
+            d.pop("extra")
+            w.writerow(d)
+    (out_dir / "table.txt").write_text(format_table(summary))
+    return summary
+
+
+def _joint_names(model, skeleton: str) -> list[str]:
+    if skeleton:
+        names = model.per_skeleton_joint_names[skeleton].numpy()
+    else:
+        names = model.joint_names.numpy()
+    return [n.decode() for n in names]
+
+
+def format_table(summary: dict) -> str:
+    cols = ("root_relative_mpjpe_mm", "root_error_mm", "root_depth_bias_mm", "pa_mpjpe_mm", "limb_scale", "pck")
+    heads = ("view", "rel. MPJPE", "root err", "depth bias", "PA-MPJPE", "limb scale", "PCK@150")
+    lines = ["  ".join(f"{h:>11s}" for h in heads)]
+    for name, s in [*summary["per_view"].items(), ("overall", summary)]:
+        lines.append("  ".join([f"{name:>11s}"] + [f"{s[c]:>11}" if s.get(c) is not None else f"{'-':>11s}"
+                                                  for c in cols]))
+    lines.append(f"people matched {summary['people_matched']} / triangulated {summary['people_triangulated']}"
+                 f" over {summary['frames']} frames x {summary['views']} views, num_aug {summary['num_aug']}"
+                 " (medians; mm)")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,218 @@
+"""Multi-view evaluation: calibration formats, triangulation and association with synthetic cameras
+(known answers), then the real command on Pose2Sim's calibrated 4-camera demos."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from annotator.eval import calibration, multiview
+
+from .conftest import SAMPLES
+
+SINGLE = SAMPLES / "pose2sim" / "Demo_SinglePerson"
+
+
+# ------------------------------------------------------------------------------ calibration
+def test_qualisys_conversion_matches_the_file():
+    cams = calibration.load(SINGLE / "calibration")
+    assert [c.name for c in cams] == ["cam01", "cam02", "cam03", "cam04"]
+    c = cams[0]
+    # camera position in the file: x, y, z (mm); rotation orthonormal; intrinsics / 64
+    np.testing.assert_allclose(c.position, [1460.2323709212087, -1909.1590482454608, 1896.5058524092062], atol=1e-2)
+    np.testing.assert_allclose(c.rotation @ c.rotation.T, np.eye(3), atol=1e-5)
+    assert np.linalg.det(c.rotation) == pytest.approx(1.0, abs=1e-5)
+    assert c.intrinsics[0, 0] == pytest.approx(107599.671875 / 64)
+    assert c.intrinsics[0, 2] == pytest.approx(34110.316406 / 64)
+    np.testing.assert_allclose(c.distortion, np.array([-0.046183, 0.139983, 0.000608, 0.00069]) / 64, rtol=1e-5)
+    assert c.size == (1088, 1920)
+    # the lab's origin is in front of every camera (they all look at the capture volume)
+    assert all((cam.rotation @ np.zeros(3) + cam.translation)[2] > 1000 for cam in cams)
+
+
+def _cameras(n=3, seed=0):
+    """Synthetic cameras on a circle, 4 m from the origin, looking at it (world z up)."""
+    cams = []
+    for i in range(n):
+        a = 2 * np.pi * i / n + 0.3
+        pos = np.array([4000 * np.cos(a), 4000 * np.sin(a), 1500.0])
+        z = -pos / np.linalg.norm(pos)
+        x = np.cross(z, [0, 0, 1.0])
+        x /= np.linalg.norm(x)
+        y = np.cross(z, x)
+        rot = np.stack([x, y, z])
+        k = np.array([[1400.0, 0, 960 + 10 * i], [0, 1400.0, 540 - 5 * i], [0, 0, 1]], np.float32)
+        dist = np.array([-0.1 + 0.02 * i, 0.03, 1e-3, -1e-3, 0.0], np.float32)
+        cams.append(calibration.Camera(f"cam{i + 1:02d}", k, dist, rot.astype(np.float32),
+                                       (-rot @ pos).astype(np.float32), (1920, 1080)))
+    return cams
+
+
+def test_opencv_yaml_json_toml_round_trip(tmp_path):
+    cams = _cameras()
+    # OpenCV FileStorage YAML, one file per camera, rotation as a Rodrigues vector, metres
+    ydir = tmp_path / "yaml"
+    ydir.mkdir()
+    for c in cams:
+        rvec = _rodrigues_inverse(c.rotation)
+        def mat(m):
+            m = np.atleast_2d(m)
+            return (f"!!opencv-matrix\n   rows: {m.shape[0]}\n   cols: {m.shape[1]}\n   dt: d\n"
+                    f"   data: [{', '.join(repr(float(v)) for v in m.ravel())}]\n")
+        (ydir / f"{c.name}.yml").write_text(
+            "%YAML:1.0\n---\nimage_width: 1920\nimage_height: 1080\n"
+            f"camera_matrix: {mat(c.intrinsics)}distortion_coefficients: {mat(c.distortion)}"
+            f"rvec: {mat(rvec.reshape(3, 1))}tvec: {mat((c.translation / 1000).reshape(3, 1))}")
+    # JSON, one file with all cameras, R as a matrix, millimetres
+    jdir = tmp_path / "json"
+    jdir.mkdir()
+    (jdir / "calib.json").write_text(json.dumps({c.name: {
+        "K": c.intrinsics.tolist(), "dist": c.distortion.tolist(), "R": c.rotation.tolist(),
+        "t": c.translation.tolist(), "units": "mm", "size": [1920, 1080]} for c in cams}))
+    # Pose2Sim TOML
+    tdir = tmp_path / "toml"
+    tdir.mkdir()
+    lines = []
+    for c in cams:
+        lines += [f"[{c.name}]", f'name = "{c.name}"', "size = [1920.0, 1080.0]",
+                  f"matrix = {c.intrinsics.tolist()}", f"distortions = {c.distortion.tolist()}",
+                  f"rotation = {_rodrigues_inverse(c.rotation).tolist()}",
+                  f"translation = {(c.translation / 1000).tolist()}", "fisheye = false", ""]
+    (tdir / "Calib_scene.toml").write_text("\n".join(lines) + "[metadata]\nadjusted = false\n")
+    for folder in (ydir, jdir, tdir):
+        got = calibration.load(folder)
+        assert [g.name for g in got] == [c.name for c in cams]
+        for g, c in zip(got, cams, strict=True):
+            np.testing.assert_allclose(g.intrinsics, c.intrinsics, atol=1e-4)
+            np.testing.assert_allclose(g.distortion, c.distortion, atol=1e-7)
+            np.testing.assert_allclose(g.rotation, c.rotation, atol=1e-5)
+            np.testing.assert_allclose(g.translation, c.translation, atol=1e-2)
+            assert g.size == (1920, 1080)
+
+
+def _rodrigues_inverse(rot: np.ndarray) -> np.ndarray:
+    angle = np.arccos(np.clip((np.trace(rot) - 1) / 2, -1, 1))
+    axis = np.array([rot[2, 1] - rot[1, 2], rot[0, 2] - rot[2, 0], rot[1, 0] - rot[0, 1]]) / (2 * np.sin(angle))
+    return axis * angle
+
+
+# ------------------------------------------------------------------------------ geometry
+def _observe(points, cam):
+    pix = np.stack([multiview.reproject(p, cam) for p in points])
+    return pix, multiview.undistort_points(pix, cam)
+
+
+def test_triangulation_recovers_points_through_distortion():
+    cams = _cameras()
+    rng = np.random.default_rng(0)
+    pts = rng.uniform([-500, -500, 0], [500, 500, 1800], (10, 3))
+    obs = [_observe(pts, c) for c in cams]
+    for j, p in enumerate(pts):
+        got = multiview.triangulate(np.array([o[1][j] for o in obs]), np.array([c.projection() for c in cams]),
+                                    np.ones(len(cams)))
+        assert np.linalg.norm(got - p) < 1.0
+
+
+def _person(offset, seed):
+    rng = np.random.default_rng(seed)
+    return np.asarray(offset) + rng.uniform([-250, -250, 0], [250, 250, 1750], (12, 3))
+
+
+def test_association_separates_two_people_and_triangulates_them():
+    cams = _cameras(4)
+    people = [_person([-800, 0, 0], 1), _person([700, 300, 0], 2)]
+    views = [multiview.View(c.name, c, Path(".")) for c in cams]
+    detections = []
+    for v, c in enumerate(cams):
+        order = [1, 0] if v % 2 else [0, 1]  # detection order differs between views
+        obs = [_observe(people[i], c) for i in order]
+        detections.append({"pixels": np.stack([o[0] for o in obs]), "rays": np.stack([o[1] for o in obs]),
+                           "conf": np.ones((2, 12)), "poses3d": np.stack([people[i] for i in order])})
+    clusters = multiview.associate(detections, views, multiview.Settings())
+    assert len(clusters) == 2
+    for cl in clusters:
+        assert sorted(cl) == [0, 1, 2, 3]
+        ref, valid, used = multiview.triangulate_person(cl, detections, views, multiview.Settings())
+        assert valid.all() and (used == 4).all()
+        truth = detections[0]["poses3d"][cl[0]]
+        assert np.abs(ref - truth).max() < 1.0
+
+
+def test_procrustes_and_scores_know_the_answer():
+    names = ["left_hip", "right_hip", "left_knee", "right_knee", "left_ankle", "right_ankle",
+             "left_shoulder", "right_shoulder"]
+    rng = np.random.default_rng(4)
+    ref = rng.uniform(-500, 500, (8, 3)) + [0, 0, 3000]
+    q, _ = np.linalg.qr(rng.normal(size=(3, 3)))
+    q *= np.sign(np.linalg.det(q))
+    moved = 1.1 * ref @ q.T + [100, 0, 0]
+    np.testing.assert_allclose(multiview.procrustes_aligned(moved, ref), ref, atol=1e-6)
+    cam = _cameras(1)[0]
+    shifted = ref + [0, 0, 200.0]  # the whole person 200 mm off: root error 200, relative error 0
+    s = multiview.score(shifted, ref, np.ones(8, bool), names, cam, multiview.Settings())
+    assert s["root_relative_mpjpe_mm"] == pytest.approx(0, abs=1e-6)
+    assert s["root_error_mm"] == pytest.approx(200, abs=1e-6)
+    assert s["limb_scale"] == pytest.approx(1.0) and s["pck"] == 1.0
+    scaled = (ref - ref[:2].mean(0)) * 0.9 + ref[:2].mean(0)
+    assert multiview.score(scaled, ref, np.ones(8, bool), names, cam, multiview.Settings())["limb_scale"] == \
+        pytest.approx(0.9)
+
+
+# ------------------------------------------------------------------------------ real scenes
+def test_eval_multiview_command_on_pose2sim_single_person(tmp_path, capsys):
+    """The command as a user runs it, on 3 frames x 4 calibrated views of a real person."""
+    from annotator import cli
+
+    rc = cli.main(["eval", "multiview", str(SINGLE), "--out", str(tmp_path / "out"), "--frames", "3",
+                   "--num-aug", "1"])
+    out = capsys.readouterr().out.strip().splitlines()
+    assert rc == 0
+    summary = json.loads(out[-1])
+    for key in ("root_relative_mpjpe_mm", "root_error_mm", "pa_mpjpe_mm", "limb_scale", "people_matched",
+                "people_triangulated"):
+        assert summary[key] is not None and np.isfinite(summary[key]), key
+    assert summary["people_triangulated"] == 3, "one person in each of the 3 frames"
+    assert summary["people_matched"] >= 8, "most of the 12 monocular predictions are scored"
+    assert summary["root_relative_mpjpe_mm"] < 200
+    assert summary["pa_mpjpe_mm"] < summary["root_relative_mpjpe_mm"]
+    assert 0.85 <= summary["limb_scale"] <= 1.1
+    assert summary["root_error_mm"] < 400
+    assert summary["reprojection_median_px"] < 30, "the calibration conversion is right"
+    assert summary["triangulation_2d"] == "poses2d_raw"
+    assert (tmp_path / "out" / "metrics.json").exists() and (tmp_path / "out" / "people.csv").exists()
+    assert "overall" in (tmp_path / "out" / "table.txt").read_text()
+
+
+@pytest.fixture(scope="module")
+def multi_person_scene(tmp_path_factory) -> Path:
+    """Pose2Sim's Demo_MultiPerson (BSD-3), taken from the pose2sim wheel at test time."""
+    cache = tmp_path_factory.mktemp("pose2sim")
+    proc = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "pose2sim==0.10.49", "-d", str(cache),
+                           "-q"], capture_output=True, text=True, timeout=600)
+    wheels = list(cache.glob("pose2sim-*.whl"))
+    if proc.returncode != 0 or not wheels:
+        pytest.skip(f"pose2sim wheel not available: {proc.stderr[-300:]}")
+    scene = cache / "Demo_MultiPerson"
+    with zipfile.ZipFile(wheels[0]) as z:
+        for name in z.namelist():
+            if name.startswith("Pose2Sim/Demo_MultiPerson/") and ("/videos/" in name or "/calibration/" in name):
+                target = scene / name.removeprefix("Pose2Sim/Demo_MultiPerson/")
+                target.parent.mkdir(parents=True, exist_ok=True)
+                with z.open(name) as src, open(target, "wb") as dst:
+                    shutil.copyfileobj(src, dst)
+    return scene
+
+
+def test_eval_multiview_associates_several_people(multi_person_scene, estimator, tmp_path):
+    summary = multiview.run(multi_person_scene, tmp_path, multiview.Settings(frames=2), model=estimator)
+    assert summary["people_triangulated"] == 4, "two people in each of the 2 frames"
+    assert summary["people_matched"] >= 12
+    assert summary["reprojection_median_px"] < 30
+    assert summary["root_relative_mpjpe_mm"] < 250
