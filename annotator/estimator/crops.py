@@ -50,8 +50,9 @@ def virtual_camera(boxes, intrinsics, up, resolution, box_scale=1.0, roll=0.0,
     model's output must then be un-mirrored, see ``augment``). ``distortion`` [K,D] (optional):
     the box is in distorted pixels, so its points are undistorted before the geometry.
     """
-    boxes = tf.convert_to_tensor(boxes, tf.float32)
-    k = tf.convert_to_tensor(intrinsics, tf.float32)
+    boxes = tf.cast(boxes, tf.float32)
+    k = tf.cast(intrinsics, tf.float32)
+    up = tf.cast(up, tf.float32)
     x, y, w, h = tf.unstack(boxes, axis=-1)
     cx, cy = x + w / 2, y + h / 2
     # centre, top, bottom, left, right midpoints
