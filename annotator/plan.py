@@ -209,8 +209,6 @@ def _ipc(table: pa.Table) -> bytes:
 
 def detect_kind(uri: str, entries: list[sources.Entry]) -> str:
     """Folder of images > tars > videos > manifests, by what the listing holds."""
-    if "{" in uri:
-        return "tar"
     paths = [e.path for e in entries]
     for kind, exts in (("folder", sources.IMAGE_EXTENSIONS), ("tar", sources.TAR_EXTENSIONS),
                        ("video", sources.VIDEO_EXTENSIONS), ("manifest", (".parquet", ".jsonl", ".ndjson"))):

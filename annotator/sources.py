@@ -161,12 +161,20 @@ def list_tree(fs, root: str, min_prefixes: int = 16, max_depth: int = 3, threads
 def list_input(uri: str, storage_options: dict | None = None) -> tuple[object, str, list[Entry]]:
     """``(fs, base, entries)``: a file, a folder tree, or a brace pattern of files."""
     if "{" in uri:
+        # one listing per parent folder (not one request per object); calibration files beside the
+        # listed objects come along
         fs, _ = filesystem(expand_braces(uri)[0], storage_options)
-        paths = [filesystem(u, storage_options)[1] for u in expand_braces(uri)]
+        paths = {filesystem(u, storage_options)[1] for u in expand_braces(uri)}
+        parents = sorted({posixpath.dirname(p) for p in paths})
         with ThreadPoolExecutor(16) as ex:
-            infos = list(ex.map(fs.info, paths))
-        entries = sorted((_entry(p, i) for p, i in zip(paths, infos, strict=True)), key=lambda e: e.path)
-        base = posixpath.dirname(paths[0])
+            listings = list(ex.map(lambda d: fs.ls(d, detail=True), parents))
+        found = {info["name"].rstrip("/"): info for listing in listings for info in listing}
+        missing = sorted(paths - set(found))
+        if missing:
+            raise FileNotFoundError(f"{len(missing)} object(s) of {uri} do not exist, e.g. {missing[:3]}")
+        keep = [p for p in found if p in paths or p.endswith(CAMERA_SUFFIX)]
+        entries = [_entry(p, found[p]) for p in sorted(keep)]
+        base = posixpath.commonpath(parents) if len(parents) > 1 else parents[0]
         return fs, base, entries
     fs, root = filesystem(uri, storage_options)
     root = root.rstrip("/") or "/"

@@ -375,10 +375,12 @@ class _Job:
         known = [len(only) if only is not None else sizes[s] for s, only in work.items()]
         bar = ProgressBar(None if any(n < 0 for n in known) else sum(known), enabled=self.spec.progress)
         failures: dict[str, str] = {}
+        rounds = 0
         try:
             for attempt in range(1, self.spec.compute.shard_attempts + 1):
                 if not work:
                     break
+                rounds += 1
                 failures = self.run_round(plan, work, attempt, bar)
                 work = {s: work[s] for s in failures}
                 if work:
@@ -392,7 +394,7 @@ class _Job:
             output=self.output, input=self.input, model=self.model.to_dict(), shards_total=plan.num_shards,
             rows_in_dataset=manifest["rows"], dataset={k: manifest[k] for k in (
                 "shards_committed", "rows", "rows_ok", "rows_error", "people", "errors_by_reason")},
-            fingerprint=self.fp, attempt_id=self.sink.attempt,
+            fingerprint=self.fp, attempt_id=self.sink.attempt, rounds=rounds,
             plan={"kind": plan.kind, "reused": reused, "num_shards": plan.num_shards,
                   "num_members": plan.num_members, "planning_seconds": plan.meta.get("planning_seconds")})
         self.sink.write_json("_summary.json", summary)
