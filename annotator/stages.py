@@ -36,6 +36,7 @@ import pyarrow as pa
 from annotator import decode as decode_mod
 from annotator import encode, infer, plan, sources
 from annotator.infer import ImageInput, InferenceSettings, PoseInference
+from annotator.models import loader
 
 MAX_DISTORTION = 12
 EMPTY_SHARD = "empty_shard"
@@ -326,9 +327,16 @@ class InferenceStage:
     retries and, if need be, names them) instead of hanging the job's tail (img2dataset #289).
     """
 
-    def __init__(self, model_path: str, settings: InferenceSettings, batch_timeout_s: float | None = None,
-                 batch_retries: int = 1):
-        self.inference = PoseInference(model_path, settings)
+    def __init__(self, model: str, settings: InferenceSettings, batch_timeout_s: float | None = None,
+                 batch_retries: int = 1, expected_sha256: str | None = None, storage_options: dict | None = None):
+        # Resolve the model on this node (a remote model is fetched once per node into its cache;
+        # a built-in one must be built into the node's image) and make sure it is the very model the
+        # driver fingerprinted: a different copy would silently mix two models in one output.
+        resolved = loader.resolve(model, build_missing=False, storage_options=storage_options)
+        if expected_sha256 and resolved.sha256 != expected_sha256:
+            raise RuntimeError(f"model {model!r} on {socket.gethostname()} has sha256 {resolved.sha256[:12]}, "
+                               f"the job was planned with {expected_sha256[:12]}")
+        self.inference = PoseInference(resolved.path, settings)
         self.batch_timeout_s = batch_timeout_s
         self.batch_retries = batch_retries
         self.actor = f"{socket.gethostname()}:{os.getpid()}"

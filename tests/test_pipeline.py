@@ -25,7 +25,7 @@ pytestmark = pytest.mark.slow
 
 
 def test_video_frames_with_calibration_on_two_pinned_gpu_actors(ray_cluster, default_model_path, tmp_path):
-    """Every 25th frame of a video, its calibration file applied to every frame; two inference actors,
+    """Every 50th frame of a video, its calibration file applied to every frame; two inference actors,
     each pinned to its own (logical) GPU, each loading the model once; decoding outside them."""
     src = tmp_path / "videos"
     src.mkdir()
@@ -36,11 +36,11 @@ def test_video_frames_with_calibration_on_two_pinned_gpu_actors(ray_cluster, def
     k = [[1400.0, 0, 539.5], [0, 1400.0, 959.5], [0, 0, 1]]
     (src / "cam01.camera.json").write_text(json.dumps({"intrinsics": k, "extrinsics": ext.tolist()}))
     out = tmp_path / "out"
-    summary = ray_data.run(test_spec(str(src), str(out), video_every=25, shard_size=2, kind="video",
+    summary = ray_data.run(test_spec(str(src), str(out), video_every=50, shard_size=1, kind="video",
                                      compute={"actors": 2, "gpus_per_actor": 1.0, "batch_size": 1}))
     assert summary["shards_total"] == 2 and summary["shards_committed"] == 2 and summary["shards_failed"] == 0
     rows = by_id(sink.read_dataset(str(out)))
-    assert sorted(rows) == ["cam01.mp4/000000", "cam01.mp4/000025", "cam01.mp4/000050", "cam01.mp4/000075"]
+    assert sorted(rows) == ["cam01.mp4/000000", "cam01.mp4/000050"]  # the second shard seeks to frame 50
     for image_id, r in rows.items():
         assert r["status"] == "ok" and (r["width"], r["height"]) == (1080, 1920)
         assert r["source_uri"].endswith(f"cam01.mp4#frame={int(image_id[-6:])}")
@@ -48,7 +48,7 @@ def test_video_frames_with_calibration_on_two_pinned_gpu_actors(ray_cluster, def
         np.testing.assert_allclose(np.reshape(r["intrinsics"], (3, 3)), k)
         np.testing.assert_allclose(np.reshape(r["extrinsics"], (4, 4)), ext, atol=1e-5)
     people = [p for r in rows.values() for p in r["people"]]
-    assert len(people) >= 3  # one person walks through the scene
+    assert len(people) >= 1  # one person walks through the scene
     for p in people:
         world, cam = np.asarray(p["joints3d_world"]), np.asarray(p["joints3d_cam"])
         np.testing.assert_allclose(world @ ext[:3, :3].T + ext[:3, 3], cam, atol=0.5)
@@ -57,7 +57,7 @@ def test_video_frames_with_calibration_on_two_pinned_gpu_actors(ray_cluster, def
     assert len(actors) == 2
     assert sorted(a["gpu"] for a in actors.values()) == ["0", "1"]  # CUDA_VISIBLE_DEVICES per actor
     assert all(a["model_loads"] == 1 for a in actors.values())
-    assert all(a["images"] >= 1 for a in actors.values()) and sum(a["images"] for a in actors.values()) == 4
+    assert all(a["images"] >= 1 for a in actors.values()) and sum(a["images"] for a in actors.values()) == 2
     actor_pids = {int(a.rsplit(":", 1)[1]) for a in actors}
     assert summary["decode_pids"] and not actor_pids & set(summary["decode_pids"])  # decode is not fused
 

@@ -69,8 +69,10 @@ def init_ray(address: str | None, num_cpus: int | None = None, num_gpus: int | N
         ray.init(num_cpus=num_cpus, num_gpus=num_gpus, **kwargs)
 
 
-def _describe(model_path: str, skeleton: str) -> dict:
-    """Joint names/edges of the requested skeleton, without loading the model where possible."""
+def _describe(model_path: str, skeleton: str, reference: str | None = None,
+              storage_options: dict | None = None) -> dict:
+    """Joint names/edges of the requested skeleton, without loading the model where possible (else
+    in a Ray task, so the driver never imports TensorFlow)."""
     info = registry.info(model_path)
     skels = info.get("skeletons")
     if skels is not None:
@@ -84,7 +86,9 @@ def _describe(model_path: str, skeleton: str) -> dict:
     def describe() -> dict:
         import tensorflow as tf
 
-        return skeleton_of(tf.saved_model.load(model_path), skeleton)
+        path = loader.resolve(reference, build_missing=False, storage_options=storage_options).path \
+            if reference else model_path
+        return skeleton_of(tf.saved_model.load(path), skeleton)
 
     return ray.get(describe.remote())
 
@@ -195,6 +199,11 @@ class _Job:
         self.output = _absolute(spec.output)
         self.input = _absolute(spec.input)
         self.sink = DatasetSink(self.output, storage_options=self.so)
+        # what the actors resolve on their own node: a remote URI or built-in name as given, a local
+        # folder as the absolute path the driver found
+        given = spec.model
+        self.actor_model = given if loader.is_remote(given) or given == model.reference and \
+            not os.path.exists(os.path.expanduser(given)) else model.path
         self.stats = RunStats()
         self.pool = ThreadPoolExecutor(spec.compute.commit_threads, thread_name_prefix="annotator-commit")
         self.committed: dict[str, dict] = {}
@@ -304,9 +313,10 @@ class _Job:
             warnings.filterwarnings("ignore", message=".*ray_remote_args.*deprecated")
             ds = ds.map_batches(
                 stages.InferenceStage, batch_size=c.batch_size, batch_format="numpy",
-                fn_constructor_kwargs={"model_path": self.model.path, "settings": self.spec.settings,
+                fn_constructor_kwargs={"model": self.actor_model, "settings": self.spec.settings,
                                        "batch_timeout_s": c.batch_timeout_s or None,
-                                       "batch_retries": c.batch_retries},
+                                       "batch_retries": c.batch_retries, "expected_sha256": self.model.sha256,
+                                       "storage_options": self.so},
                 compute=ray.data.ActorPoolStrategy(min_size=c.actors, max_size=c.max_actors or c.actors),
                 num_cpus=c.cpus_per_actor, num_gpus=c.gpus_per_actor or None,
                 max_restarts=c.actor_max_restarts, max_task_retries=c.actor_task_retries)
@@ -364,7 +374,7 @@ class _Job:
         # the first batch, and a cluster without the requested GPUs fails fast instead of hanging
         ctx.wait_for_min_actors_s = int(self.spec.compute.actor_start_timeout_s)
 
-        skeleton = _describe(self.model.path, self.spec.settings.skeleton)
+        skeleton = _describe(self.model.path, self.spec.settings.skeleton, self.actor_model, self.so)
         self.sink.file_metadata = schema.file_metadata(self.model.to_dict(), skeleton, self.spec.settings.to_dict())
         work: dict[str, list[str] | None] = {s: None for s in plan.shard_ids() if s not in self.committed}
         if self.spec.retry_errors:
@@ -407,7 +417,7 @@ class _Job:
 def run(spec: RunSpec) -> dict:
     """Run a job; returns the run summary (also written to ``OUTPUT/_summary.json``)."""
     spec.validate()
-    model = loader.resolve(spec.model)
+    model = loader.resolve(spec.model, storage_options=spec.storage_options)
     lock = OutputLock(_absolute(spec.output), spec.storage_options, spec.lock_heartbeat_s, spec.lock_stale_s)
     with lock:
         job = _Job(spec, model, lock)
