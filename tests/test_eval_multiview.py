@@ -211,8 +211,8 @@ def multi_person_scene(tmp_path_factory) -> Path:
 
 
 def test_eval_multiview_associates_several_people(multi_person_scene, estimator, tmp_path):
-    summary = multiview.run(multi_person_scene, tmp_path, multiview.Settings(frames=2), model=estimator)
-    assert summary["people_triangulated"] == 4, "two people in each of the 2 frames"
-    assert summary["people_matched"] >= 12
+    summary = multiview.run(multi_person_scene, tmp_path, multiview.Settings(frames=1), model=estimator)
+    assert summary["people_triangulated"] == 2, "both people of the frame"
+    assert summary["people_matched"] >= 6, "most of the 8 monocular predictions are scored"
     assert summary["reprojection_median_px"] < 30
     assert summary["root_relative_mpjpe_mm"] < 250
