@@ -89,7 +89,7 @@ def cmd_run(args) -> int:
 
     try:
         summary = ray_data.run(spec)
-    except (LockedError, PlanError, ray_data.FingerprintError) as e:
+    except (LockedError, PlanError, ray_data.FingerprintError, ray_data.ClusterError) as e:
         print(f"annotator run: {e}", file=sys.stderr)
         return 2
     print(format_summary(summary))

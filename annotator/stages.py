@@ -57,22 +57,27 @@ def _err(code: str, e: BaseException | str) -> str:
 
 
 class _Rows:
-    """Accumulates read rows and emits them as batches of ``size``."""
+    """Accumulates read rows and emits them as batches of ``size``.
+
+    A full buffer is emitted only when the next row arrives, so the shard's last batch (the one
+    that carries ``shard_rows``) is never empty."""
 
     def __init__(self, shard: str, size: int):
         self.shard, self.size = shard, size
         self.rows: list[dict] = []
         self.count = 0
+        self.ids: set[str] = set()
         self.started = time.perf_counter()
 
     def add(self, image_id: str, uri: str, data: bytes = b"", raw: np.ndarray | None = None,
-            camera: decode_mod.Camera | None = None, error: str = "", fail: str = "") -> None:
+            camera: decode_mod.Camera | None = None, error: str = "", fail: str = "") -> dict | None:
+        """Add a row; returns a batch to yield when the buffer was full."""
+        out = self.emit() if len(self.rows) >= self.size else None
         self.rows.append({"image_id": image_id, "source_uri": uri, "data": data, "raw": raw, "camera": camera,
                           "error": error, "fail": fail})
         self.count += 1
-
-    def full(self) -> bool:
-        return len(self.rows) >= self.size
+        self.ids.add(image_id)
+        return out
 
     def emit(self, last: bool = False) -> dict:
         rows, self.rows = self.rows, []
@@ -151,14 +156,13 @@ def _read_files(shard: dict, plan_uri: str, only: set[str] | None, rows: _Rows, 
                 error = _err(BAD_CAMERA, e)
             if isinstance(data, Exception):
                 error, data = _err(decode_mod.READ_ERROR, data), b""
-            rows.add(m["image_id"], m["uri"], data=data, camera=cam, error=error)
-        if start + rows.size < len(members):
-            yield rows.emit()
-    yield rows.emit(last=True)
+            if (out := rows.add(m["image_id"], m["uri"], data=data, camera=cam, error=error)) is not None:
+                yield out
 
 
-def _read_tar(shard: dict, only: set[str] | None, rows: _Rows, storage_options: dict | None) -> Iterator[dict]:
-    uri, name = shard["source"], shard["name"] or shard["source"].rsplit("/", 1)[-1]
+def _read_tar(shard: dict, name: str, only: set[str] | None, rows: _Rows,
+              storage_options: dict | None) -> Iterator[dict]:
+    uri = shard["source"]
     shard_cam = _shard_camera(shard)
     for key, files in sources.iter_tar_samples(uri, storage_options):
         ext = next((e for e in files if "." + e in sources.IMAGE_EXTENSIONS), None)
@@ -173,48 +177,58 @@ def _read_tar(shard: dict, only: set[str] | None, rows: _Rows, storage_options: 
                 cam = decode_mod.camera_from_json(files["json"], "sidecar")
             except Exception as e:  # noqa: BLE001
                 error = _err(BAD_CAMERA, e)
-        rows.add(image_id, f"{uri}#{key}.{ext}", data=files[ext], camera=cam, error=error)
-        if rows.full():
-            yield rows.emit()
-    if rows.count == 0 and only is None:
-        rows.add(f"{name}/", uri, error=_err(EMPTY_SHARD, "no images in this tar"))
-    yield rows.emit(last=True)
+        if (out := rows.add(image_id, f"{uri}#{key}.{ext}", data=files[ext], camera=cam, error=error)) is not None:
+            yield out
 
 
-def _read_video(shard: dict, only: set[str] | None, rows: _Rows, storage_options: dict | None) -> Iterator[dict]:
-    uri, name = shard["source"], shard["name"] or shard["source"].rsplit("/", 1)[-1]
+def _read_video(shard: dict, name: str, only: set[str] | None, rows: _Rows,
+                storage_options: dict | None) -> Iterator[dict]:
+    uri = shard["source"]
     cam = _shard_camera(shard)
     for idx, frame in sources.iter_video_frames(uri, shard["start"], shard["stop"], shard["every"], storage_options):
         image_id = f"{name}/{idx:06d}"
         if only is not None and image_id not in only:
             continue
-        rows.add(image_id, f"{uri}#frame={idx}", raw=frame, camera=cam)
-        if rows.full():
-            yield rows.emit()
-    if rows.count == 0 and only is None:
-        rows.add(f"{name}/{shard['start']:06d}", uri, error=_err(EMPTY_SHARD, "no frames decoded in this range"))
-    yield rows.emit(last=True)
+        if (out := rows.add(image_id, f"{uri}#frame={idx}", raw=frame, camera=cam)) is not None:
+            yield out
 
 
 def read_shard(shard: dict, plan_uri: str, storage_options: dict | None = None, batch_size: int = 16,
                timeout_s: float | None = 120.0, retries: int = 2) -> Iterator[dict]:
-    """One shard -> batches of member rows with their bytes. A tar or video that breaks part-way
-    ends in a row whose ``fail`` says why (the shard is then retried as a whole)."""
+    """One shard -> batches of member rows with their bytes; the last batch carries the shard's row
+    count. A tar or video that breaks part-way ends in a row whose ``fail`` says why (the shard is
+    then retried as a whole). With ``only`` (``--retry-errors``), every requested id gets a row."""
     only = set(json.loads(shard["only"])) if shard.get("only") else None
     rows = _Rows(shard["shard"], batch_size)
+    name = shard.get("name") or str(shard.get("source") or "").rsplit("/", 1)[-1]
+    empty = {"tar": (f"{name}/", "no images in this tar"),
+             "video": (f"{name}/{shard.get('start', 0):06d}", "no frames decoded in this range")}
     try:
         if shard["kind"] == "files":
             yield from _read_files(shard, plan_uri, only, rows, storage_options, timeout_s, retries)
         elif shard["kind"] == "tar":
-            yield from _read_tar(shard, only, rows, storage_options)
+            yield from _read_tar(shard, name, only, rows, storage_options)
         elif shard["kind"] == "video":
-            yield from _read_video(shard, only, rows, storage_options)
+            yield from _read_video(shard, name, only, rows, storage_options)
         else:
             raise ValueError(f"unknown shard kind {shard['kind']!r}")
     except Exception as e:  # noqa: BLE001 - the shard fails; the job goes on
         rows.rows = []
         rows.add("", shard.get("source") or "", fail=_err(SHARD_READ_ERROR, e))
         yield rows.emit(last=True)
+        return
+    placeholder = empty.get(shard["kind"])
+    if only is None and rows.count == 0 and placeholder:
+        rows.add(placeholder[0], shard.get("source") or "", error=_err(EMPTY_SHARD, placeholder[1]))
+    for image_id in sorted((only or set()) - rows.ids):
+        # an error row that cannot be redone: the same reason again, or the member is gone
+        if placeholder and image_id == placeholder[0]:
+            error = _err(EMPTY_SHARD, placeholder[1])
+        else:
+            error = _err(decode_mod.READ_ERROR, "not found in the input any more")
+        if (out := rows.add(image_id, shard.get("source") or "", error=error)) is not None:
+            yield out
+    yield rows.emit(last=True)
 
 
 def read_shards(batch: dict, plan_uri: str, storage_options: dict | None = None, batch_size: int = 16,

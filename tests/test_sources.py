@@ -177,3 +177,40 @@ def test_memory_protocol_plan_and_read():
     batches = list(stages.read_shard({**p.rows()[0], "only": ""}, p.uri))
     assert [bytes(d) for d in batches[-1]["data"]] == [photo_bytes(0), photo_bytes(1)]
     assert sources.read_many(["memory://memsrc/nope.jpg"])[0].__class__ is FileNotFoundError
+
+
+def _read_all(shard: dict, plan_uri: str = "", batch_size: int = 16) -> list[dict]:
+    batches = list(stages.read_shard(shard, plan_uri, batch_size=batch_size))
+    assert all(len(b["image_id"]) for b in batches)  # never an empty batch
+    assert all(n == -1 for b in batches[:-1] for n in b["shard_rows"])
+    return batches
+
+
+def test_last_batch_carries_the_row_count_even_when_batches_divide_evenly(tmp_path):
+    _tar(tmp_path / "four.tar", [(f"k{i}", {"jpg": b"x"}) for i in range(4)])
+    tar_shard = {"shard": "000000", "kind": "tar", "source": str(tmp_path / "four.tar"), "name": "four.tar",
+                 "camera": "", "only": ""}
+    batches = _read_all(tar_shard, batch_size=2)
+    assert [len(b["image_id"]) for b in batches] == [2, 2] and set(batches[-1]["shard_rows"]) == {4}
+    _tar(tmp_path / "none.tar", [("k", {"txt": b"x"})])
+    empty = _read_all({**tar_shard, "source": str(tmp_path / "none.tar"), "name": "none.tar"})
+    assert list(empty[-1]["image_id"]) == ["none.tar/"] and empty[-1]["error"][0].startswith("empty_shard")
+    # --retry-errors on that placeholder gives the same row again; a vanished member gets a row too
+    again = _read_all({**tar_shard, "source": str(tmp_path / "none.tar"), "name": "none.tar",
+                       "only": '["none.tar/", "none.tar/gone"]'})
+    rows = dict(zip(again[-1]["image_id"], again[-1]["error"], strict=True))
+    assert rows["none.tar/"].startswith("empty_shard") and rows["none.tar/gone"].startswith("read_error")
+    assert list(again[-1]["shard_rows"]) == [2, 2]
+
+
+def test_retry_only_rereads_the_requested_members(tmp_path):
+    src = tmp_path / "in"
+    src.mkdir()
+    for i in range(4):
+        (src / f"i{i}.jpg").write_bytes(photo_bytes(i))
+    p = plan.create(plan.PlanOptions(str(src)), str(tmp_path / "_plan"))
+    (src / "i2.jpg").unlink()
+    batches = _read_all({**p.rows()[0], "only": '["i1.jpg", "i2.jpg"]'}, p.uri, batch_size=1)
+    got = {b["image_id"][0]: b["error"][0] for b in batches}
+    assert got.keys() == {"i1.jpg", "i2.jpg"} and got["i1.jpg"] == "" and got["i2.jpg"].startswith("read_error")
+    assert list(batches[-1]["shard_rows"]) == [2]

@@ -53,6 +53,10 @@ class FingerprintError(RuntimeError):
     """The output holds shards made with another model, settings, schema or plan."""
 
 
+class ClusterError(RuntimeError):
+    """The cluster cannot run the job as specified (e.g. not enough GPUs for the actor pool)."""
+
+
 def init_ray(address: str | None, num_cpus: int | None = None, num_gpus: int | None = None) -> None:
     """Connect to ``address`` or start an embedded local Ray that stays on loopback."""
     import ray
@@ -103,7 +107,8 @@ def fingerprint(doc: dict) -> str:
 
 
 def _absolute(uri: str) -> str:
-    if sources.protocol_of(uri) == "file" and "{" not in uri and "://" not in uri:
+    """Local paths become absolute (workers have another working directory); URIs stay as given."""
+    if sources.protocol_of(uri) == "file" and "://" not in uri:
         return os.path.abspath(os.path.expanduser(uri))
     return uri
 
@@ -331,6 +336,11 @@ class _Job:
                 self.tick()
         except LockLostError:
             raise
+        except ray.exceptions.GetTimeoutError as e:
+            # the minimum actor pool never came up: retrying would wait again for the same resources
+            raise ClusterError(f"the inference actors did not start within {c.actor_start_timeout_s:g} s: does "
+                               f"the cluster have {c.actors} x (CPU {c.cpus_per_actor:g}, GPU "
+                               f"{c.gpus_per_actor:g}) free? ({e})") from None
         except Exception as e:  # noqa: BLE001 - e.g. Ray's no-progress guard: retry what is left
             round_error = f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}"
             log.error("round %d ended early: %s", attempt, round_error)
