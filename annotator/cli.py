@@ -203,6 +203,8 @@ def _add_submit(sub) -> None:
     p.add_argument("--job-id", help="submission id (default: Ray picks one)")
     p.add_argument("--env", action="append", default=[], metavar="KEY=VALUE", help="environment for the job")
     p.add_argument("--wait", action="store_true", help="follow the logs until the job ends; exit 1 if it failed")
+    p.add_argument("--executable", default="annotator",
+                   help="how the cluster runs annotator (default: `annotator` on the image's PATH)")
     p.add_argument("run_args", nargs="*", help="extra `annotator run` options, after --")
     p.set_defaults(func=cmd_submit)
 
@@ -213,7 +215,8 @@ def cmd_submit(args) -> int:
 
     env = dict(kv.split("=", 1) for kv in args.env)
     try:
-        job_id = submit.submit(submit.Submission(args.address, args.spec, args.run_args, env, args.job_id))
+        job_id = submit.submit(submit.Submission(args.address, args.spec, args.run_args, env, args.job_id,
+                                                     args.executable))
     except spec_mod.SpecError as e:
         print(f"annotator submit: {e}", file=sys.stderr)
         return 2

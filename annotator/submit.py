@@ -28,12 +28,13 @@ class Submission:
     extra_args: list[str] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
     job_id: str | None = None
+    executable: str = "annotator"  # the command on the cluster (the image has it on PATH)
 
 
-def entrypoint(spec_name: str, extra_args: list[str]) -> str:
+def entrypoint(spec_name: str, extra_args: list[str], executable: str = "annotator") -> str:
     import shlex
 
-    return " ".join(["annotator", "run", "--spec", shlex.quote(spec_name), "--no-progress",
+    return " ".join([shlex.quote(executable), "run", "--spec", shlex.quote(spec_name), "--no-progress",
                      *map(shlex.quote, extra_args)])
 
 
@@ -47,15 +48,15 @@ def validate(spec_path: str) -> spec_mod.RunSpec:
 
 def submit(sub: Submission) -> str:
     """Submit; returns the Ray job id."""
+    validate(sub.spec_path)
+    os.environ.setdefault("RAY_AUTH_MODE", "token")  # read when Ray is imported
     from ray.job_submission import JobSubmissionClient
 
-    validate(sub.spec_path)
-    os.environ.setdefault("RAY_AUTH_MODE", "token")
     client = JobSubmissionClient(sub.address)
     with tempfile.TemporaryDirectory(prefix="annotator-job-") as wd:
         name = Path(sub.spec_path).name
         shutil.copy(sub.spec_path, Path(wd) / name)
-        return client.submit_job(entrypoint=entrypoint(name, sub.extra_args), submission_id=sub.job_id,
+        return client.submit_job(entrypoint=entrypoint(name, sub.extra_args, sub.executable), submission_id=sub.job_id,
                                  runtime_env={"working_dir": wd, "env_vars": sub.env},
                                  metadata={"annotator_spec": name})
 

@@ -63,3 +63,5 @@ def test_command_line_wins_over_the_spec_file(tmp_path):
 
 def test_submit_entrypoint_runs_the_shipped_spec():
     assert submit.entrypoint("job.toml", ["--overwrite"]) == "annotator run --spec job.toml --no-progress --overwrite"
+    assert submit.entrypoint("my job.toml", [], "/opt/venv/bin/annotator").startswith(
+        "/opt/venv/bin/annotator run --spec 'my job.toml'")
