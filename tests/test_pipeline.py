@@ -117,13 +117,13 @@ def test_manifest_with_cameras_then_retry_errors_repairs_in_place(ray_cluster, d
 def test_a_batch_that_keeps_timing_out_fails_its_shard_and_the_job(ray_cluster, default_model_path, tmp_path,
                                                                    capsys):
     src = tmp_path / "in"
-    write_photos(src, 2)
+    write_photos(src, 1)
     out = tmp_path / "out"
     rc = cli.main(["run", str(src), str(out), "--batch-size", "2", "--batch-timeout", "0.001",
                    "--shard-attempts", "2", "--no-progress"])
     captured = capsys.readouterr()
     assert rc == 1
-    assert "shard 000000: timeout: inference on 2 image(s) exceeded 0.001 s, 2 tries" in captured.err
+    assert "shard 000000: timeout: inference on 1 image(s) exceeded 0.001 s, 2 tries" in captured.err
     assert "FAILED:   1 shard(s): 000000" in captured.out
     assert list((out / "_commits").iterdir()) == []
     summary = json.loads((out / "_summary.json").read_text())

@@ -54,9 +54,13 @@ def test_sigkill_mid_run_then_rerun(ray_cluster, default_model_path, tmp_path):
     assert 2 <= len(before) < N_IMAGES // SHARD
     assert json.loads((out / "_lock").read_text())["pid"] == proc.pid  # left behind by the dead driver
 
-    rerun = subprocess.run(_run_args(src, out, address), capture_output=True, text=True, timeout=900)
-    assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
-    assert f"{len(before)} shard(s) already committed" in rerun.stdout
+    # rerun; meanwhile the same input runs uninterrupted into another output (both on the test's Ray)
+    rerun = subprocess.Popen(_run_args(src, out, address), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    ref_out = tmp_path / "ref"
+    ray_data.run(test_spec(str(src), str(ref_out), shard_size=SHARD))
+    stdout, stderr = rerun.communicate(timeout=900)
+    assert rerun.returncode == 0, stdout[-3000:] + stderr[-3000:]
+    assert f"{len(before)} shard(s) already committed" in stdout
     summary = json.loads((out / "_summary.json").read_text())
     assert summary["shards_skipped"] == len(before)
     assert summary["images"] == N_IMAGES - SHARD * len(before)  # only the rest was computed
@@ -69,9 +73,8 @@ def test_sigkill_mid_run_then_rerun(ray_cluster, default_model_path, tmp_path):
     got = table.column("image_id").to_pylist()
     assert sorted(got) == sorted(ids) and len(set(got)) == len(got)
 
-    # the same input, uninterrupted
-    ref_out = tmp_path / "ref"
-    ray_data.run(test_spec(str(src), str(ref_out), shard_size=SHARD))
+    # identical to the uninterrupted run (coordinates to 0.1 mm / 0.1 px: batches are composed differently,
+    # which changes the last bits of the model's float arithmetic)
     ref = sink.read_dataset(str(ref_out))
     got_rows = {r["image_id"]: r for r in table.to_pylist()}
     ref_rows = {r["image_id"]: r for r in ref.to_pylist()}
@@ -83,4 +86,4 @@ def test_sigkill_mid_run_then_rerun(ray_cluster, default_model_path, tmp_path):
             assert g[key] == r[key], (image_id, key)
         for pg, pr in zip(g["people"], r["people"], strict=True):
             for key in ("box", "joints2d", "joints3d_cam"):
-                np.testing.assert_allclose(pg[key], pr[key], rtol=1e-4, atol=1e-2)
+                np.testing.assert_allclose(pg[key], pr[key], rtol=1e-5, atol=0.1)
