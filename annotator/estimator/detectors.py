@@ -35,28 +35,35 @@ class MoveNetMultiPose(tf.Module):
 
     def _detect_one(self, image):
         """image: float32 [H,W,3] in 0..255. Returns [6 x views, 5] boxes (x,y,w,h,score) in pixels."""
-        return tf.concat([self._detect_view(image, size, pad) for size, pad in self.views], axis=0)
+        hw = tf.cast(tf.shape(image)[:2], tf.float32)
+        # shrink the full-resolution image once, to the largest size any view needs
+        largest = max(size / (1.0 + 2.0 * pad) for size, pad in self.views)
+        base_scale = tf.minimum(largest / tf.reduce_max(hw), 1.0)
+        base = tf.image.resize(image, tf.maximum(tf.cast(tf.round(hw * base_scale), tf.int32), 1), antialias=True)
+        return tf.concat([self._detect_view(base, hw, size, pad) for size, pad in self.views], axis=0)
 
-    def _detect_view(self, image, input_size, pad_fraction):
-        hw = tf.shape(image)[:2]
-        pad = tf.cast(tf.round(tf.cast(hw, tf.float32) * pad_fraction), tf.int32)
-        if pad_fraction > 0:
-            image = tf.pad(image, [[pad[0], pad[0]], [pad[1], pad[1]], [0, 0]])
-        shape = tf.cast(tf.shape(image)[:2], tf.float32)
-        scale = float(input_size) / tf.reduce_max(shape)
-        new_hw = tf.cast(tf.round(shape * scale), tf.int32)
-        resized = tf.image.resize(image, new_hw, antialias=True)
-        padded_hw = (new_hw + 31) // 32 * 32
-        padded = tf.image.pad_to_bounding_box(resized, 0, 0, padded_hw[0], padded_hw[1])
+    def _detect_view(self, base, hw, input_size, pad_fraction):
+        """One view of an image of size ``hw`` (``base`` is it shrunk): shrunk so that, with
+        ``pad_fraction`` of zero border on each side, its long side is ``input_size``; resized before
+        padding, so the cost follows the output size."""
+        scale = float(input_size) / (tf.reduce_max(hw) * (1.0 + 2.0 * pad_fraction))
+        new_hw = tf.maximum(tf.cast(tf.round(hw * scale), tf.int32), 1)
+        resized = tf.image.resize(base, new_hw, antialias=True)
+        pad = tf.cast(tf.round(hw * scale * pad_fraction), tf.int32)
+        content_hw = new_hw + 2 * pad
+        padded_hw = (content_hw + 31) // 32 * 32
+        padded = tf.image.pad_to_bounding_box(resized, pad[0], pad[1], padded_hw[0], padded_hw[1])
         net_in = tf.cast(tf.round(tf.clip_by_value(padded, 0.0, 255.0)), tf.int32)[tf.newaxis]
         out = self.model.signatures["serving_default"](input=net_in)["output_0"][0]
-        # normalised to the padded network input: back to source pixels (centre convention)
-        hw_in = tf.cast(padded_hw, tf.float32) / scale
+        # normalised to the padded network input -> network pixels (edges) -> source pixels (centres)
+        net_hw = tf.cast(padded_hw, tf.float32)
+        pad_f = tf.cast(pad, tf.float32)
+        s_hw = tf.cast(new_hw, tf.float32) / hw  # per-axis scale actually applied
         ymin, xmin, ymax, xmax, score = tf.unstack(out[:, 51:56], axis=-1)
-        x0 = xmin * hw_in[1] - 0.5 - tf.cast(pad[1], tf.float32)
-        y0 = ymin * hw_in[0] - 0.5 - tf.cast(pad[0], tf.float32)
-        w = (xmax - xmin) * hw_in[1]
-        h = (ymax - ymin) * hw_in[0]
+        x0 = (xmin * net_hw[1] - pad_f[1]) / s_hw[1] - 0.5
+        y0 = (ymin * net_hw[0] - pad_f[0]) / s_hw[0] - 0.5
+        w = (xmax - xmin) * net_hw[1] / s_hw[1]
+        h = (ymax - ymin) * net_hw[0] / s_hw[0]
         return tf.stack([x0, y0, w, h, score], axis=-1)
 
     def detect(self, images, threshold, nms_iou_threshold, max_detections, flip_aug):

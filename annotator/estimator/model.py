@@ -264,7 +264,7 @@ class PoseEstimator(tf.Module):
         per_chunk = tf.where(per_chunk <= 0, tf.maximum(n_boxes, 1), per_chunk)
         n_chunks = (n_boxes + per_chunk - 1) // per_chunk
         # linear light: resampling and pyramid averaging are only physically right there
-        pyramid = crops.build_pyramid(crops.to_linear(images))
+        pixels = crops.pixel_table(crops.build_pyramid(crops.to_linear(images)))
 
         def ta(shape):
             return tf.TensorArray(tf.float32, size=n_chunks, infer_shape=False, element_shape=tf.TensorShape(shape))
@@ -273,7 +273,7 @@ class PoseEstimator(tf.Module):
         conf_ta, score_ta = ta([None, None, n_joints]), ta([None])
         for i in tf.range(n_chunks):
             sl = slice(i * per_chunk, (i + 1) * per_chunk)
-            p, r, c, s = self._predict_chunk(pyramid, boxes[sl], box_image[sl], box_k[sl], box_dist[sl],
+            p, r, c, s = self._predict_chunk(pixels, boxes[sl], box_image[sl], box_k[sl], box_dist[sl],
                                              box_up[sl], num_aug, antialias_factor)
             poses_ta, raw_ta = poses_ta.write(i, p), raw_ta.write(i, r)
             conf_ta, score_ta = conf_ta.write(i, c), score_ta.write(i, s)
@@ -284,12 +284,12 @@ class PoseEstimator(tf.Module):
         scores = tf.cond(empty, lambda: tf.zeros([0]), score_ta.concat)
         return poses, raw, conf, scores
 
-    def _render(self, pyramid, box_image, box_k, box_dist, rot, crop_k, gamma, antialias_factor):
-        lin = crops.warp(pyramid[0], box_k, rot, crop_k, self.crop_model.input_resolution, box_image,
-                         distortion=box_dist, antialias_factor=antialias_factor, pyramid=pyramid)
+    def _render(self, pixels, box_image, box_k, box_dist, rot, crop_k, gamma, antialias_factor):
+        lin = crops.warp(pixels.table, box_k, rot, crop_k, self.crop_model.input_resolution, box_image,
+                         distortion=box_dist, antialias_factor=antialias_factor, pixels=pixels)
         return crops.to_display(lin, gamma[:, tf.newaxis, tf.newaxis, tf.newaxis])
 
-    def _predict_chunk(self, pyramid, boxes, box_image, box_k, box_dist, box_up, num_aug, antialias_factor):
+    def _predict_chunk(self, pixels, boxes, box_image, box_k, box_dist, box_up, num_aug, antialias_factor):
         """Boxes [k,5] of one chunk -> (poses3d [k,A,J,3] camera mm, raw 2D [k,A,J,2] image px,
         conf [k,A,J], scores [k])."""
         cm = self.crop_model
@@ -301,7 +301,7 @@ class PoseEstimator(tf.Module):
         if self.refine_crops:
             rot1, crop_k1 = crops.virtual_camera(xywh, box_k, box_up, res, box_scale=cm.box_scale,
                                                  distortion=box_dist)
-            crop1 = self._render(pyramid, box_image, box_k, box_dist, rot1, crop_k1, tf.ones([k]),
+            crop1 = self._render(pixels, box_image, box_k, box_dist, rot1, crop_k1, tf.ones([k]),
                                  antialias_factor)
             centre, side, roll, ok = cm.alignment(crop1)
             centre_img, _ = crops.crop_to_image_points(centre[:, tf.newaxis], box_k, rot1, crop_k1, box_dist)
@@ -329,7 +329,7 @@ class PoseEstimator(tf.Module):
             tile(xywh), tile(box_k), tile(box_up), res, box_scale=tile(box_scale),
             roll=tile(roll0) + per_aug(rolls), aug_scale=per_aug(scales), flip=per_aug(flips),
             distortion=tile(box_dist))
-        crop_images = self._render(pyramid, tile(box_image), tile(box_k), tile(box_dist), rot, crop_k,
+        crop_images = self._render(pixels, tile(box_image), tile(box_k), tile(box_dist), rot, crop_k,
                                    per_aug(gammas), antialias_factor)
         pred = cm.predict(crop_images, crop_k)
         # crop camera -> source camera: P = R^T P' (row vectors: P' R)
