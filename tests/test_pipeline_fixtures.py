@@ -11,7 +11,6 @@ import io
 from pathlib import Path
 
 import numpy as np
-import pytest
 from PIL import Image, ImageOps
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
@@ -71,10 +70,3 @@ def camera_json(f: float, cx: float, cy: float, ext: np.ndarray | None = None) -
     if ext is not None:
         doc["extrinsics"] = ext.tolist()
     return json.dumps(doc).encode()
-
-
-@pytest.fixture(scope="session")
-def photos_dir(tmp_path_factory) -> Path:
-    d = tmp_path_factory.mktemp("photos")
-    write_photos(d, 8)
-    return d
