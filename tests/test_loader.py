@@ -178,7 +178,9 @@ def test_gcs_archive_and_folder(cache, archives, model_dir, model_sha, gcs):
         if f.is_file():
             fs.pipe_file(f"models/folder/{f.relative_to(model_dir).as_posix()}", f.read_bytes())
     fs.invalidate_cache()
-    from_archive = loader.resolve("gs://models/releases/annotator-default.tar.gz", storage_options=options)
+    # per-protocol options, as job specs give them
+    from_archive = loader.resolve("gs://models/releases/annotator-default.tar.gz",
+                                  storage_options={"gs": options, "s3": {"endpoint_url": "http://127.0.0.1:9"}})
     _assert_is_our_model(from_archive, model_sha)
     from_folder = loader.resolve("gs://models/folder/", storage_options=options)
     _assert_is_our_model(from_folder, model_sha)
@@ -208,6 +210,17 @@ def test_s3_archive_via_moto_server(cache, archives, model_sha, monkeypatch):
         _assert_is_our_model(loader.resolve("s3://bucket/m/model.tgz"), model_sha)
     finally:
         server.stop()
+
+
+def test_storage_options_flat_or_per_protocol():
+    flat = {"token": "anon", "endpoint_url": "http://x"}
+    assert loader.options_for("gs", flat) == flat
+    per = {"gcs": {"token": "anon"}, "s3": {"endpoint_url": "http://y"}}
+    assert loader.options_for("gs", per) == {"token": "anon"}
+    assert loader.options_for("s3", per) == {"endpoint_url": "http://y"}
+    assert loader.options_for("https", per) == {}
+    nested_flat = {"client_kwargs": {"region_name": "eu"}}  # not protocol names: a flat dict
+    assert loader.options_for("s3", nested_flat) == nested_flat
 
 
 def test_missing_and_unsafe_archives_are_errors(cache, tmp_path, http_server):

@@ -123,6 +123,26 @@ def env_storage_options(protocol: str) -> dict:
     return {}
 
 
+_ALIASES = {"gs": ("gs", "gcs"), "gcs": ("gcs", "gs"), "s3": ("s3", "s3a"), "s3a": ("s3a", "s3"),
+            "http": ("http", "https"), "https": ("https", "http")}
+
+
+def options_for(protocol: str, storage_options: dict | None) -> dict:
+    """fsspec options for ``protocol``: ``storage_options`` is either flat (used as is) or per protocol,
+    ``{"gs": {...}, "s3": {...}}`` as in job specs (the matching entry, aliases included)."""
+    if not storage_options:
+        return {}
+    import fsspec
+
+    known = set(fsspec.available_protocols())
+    if all(isinstance(v, dict) for v in storage_options.values()) and set(storage_options) <= known:
+        for key in _ALIASES.get(protocol, (protocol,)):
+            if key in storage_options:
+                return dict(storage_options[key])
+        return {}
+    return dict(storage_options)
+
+
 def _stamp(info: dict) -> dict:
     """What identifies a remote object's version without reading it."""
     keys = ("type", "size", "etag", "ETag", "md5Hash", "crc32c", "generation", "LastModified", "mtime", "updated")
@@ -130,11 +150,13 @@ def _stamp(info: dict) -> dict:
 
 
 def fetch(uri: str, storage_options: dict | None = None) -> Path:
-    """Local SavedModel folder for a remote (or local archive) ``uri``; downloads at most once."""
+    """Local SavedModel folder for a remote (or local archive) ``uri``; downloads at most once.
+
+    ``storage_options``: flat fsspec options, or per protocol (``{"gs": {...}}``, see ``options_for``)."""
     import fsspec
 
     protocol = uri.split("://", 1)[0] if "://" in uri else "file"
-    options = {**env_storage_options(protocol), **(storage_options or {})}
+    options = {**env_storage_options(protocol), **options_for(protocol, storage_options)}
     fs, path = fsspec.core.url_to_fs(uri, **options)
     key = hashlib.sha256(uri.encode()).hexdigest()
     ref_file = remote_root() / "refs" / f"{key}.json"
