@@ -23,6 +23,8 @@ def _add_run(sub) -> None:
     p.add_argument("--shard-size", type=int, help="images per output part (default 256)")
     p.add_argument("--detector-threshold", type=float)
     p.add_argument("--max-detections", type=int)
+    p.add_argument("--min-quality", type=float,
+                   help="drop people whose quality score (0-1, people[].quality) is below this (default 0)")
     p.add_argument("--fov", type=float, dest="default_fov_degrees",
                    help="field of view (degrees) assumed when EXIF has no focal length (default 55)")
     p.add_argument("--actors", type=int, help="inference actors (default 1)")
@@ -58,7 +60,8 @@ def run_spec_data(args) -> dict:
         if getattr(args, key, False):
             data[key] = True
     settings = data.setdefault("settings", {})
-    for key in ("skeleton", "num_aug", "detector_threshold", "max_detections", "default_fov_degrees"):
+    for key in ("skeleton", "num_aug", "detector_threshold", "max_detections", "default_fov_degrees",
+                "min_quality"):
         if getattr(args, key, None) is not None:
             settings[key] = getattr(args, key)
     compute = data.setdefault("compute", {})

@@ -21,6 +21,7 @@ class Prediction:
     poses3d: np.ndarray  # [K,J,3] mm, world frame if extrinsics were given, else camera frame
     joint_confidences: np.ndarray | None = None  # [K,J]
     pose_scores: np.ndarray | None = None  # [K]
+    quality: np.ndarray | None = None  # [K], annotator.quality
 
     @staticmethod
     def empty(num_joints: int) -> Prediction:
@@ -61,6 +62,8 @@ def _people(pred: Prediction, camera: Camera | None) -> list[dict]:
             "joints3d_world": pred.poses3d[i].tolist() if world else None,
             "joint_confidences": (None if pred.joint_confidences is None
                                   else pred.joint_confidences[i].tolist()),
+            "quality": (None if pred.quality is None or not np.isfinite(pred.quality[i])
+                        else float(pred.quality[i])),
         })
     return people
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from annotator import quality
 from annotator.encode import Prediction
 
 log = logging.getLogger(__name__)
@@ -24,10 +25,19 @@ log = logging.getLogger(__name__)
 MODEL_LOADS = 0
 
 
+# Settings that shape the output but are not arguments of the model.
+_NOT_MODEL_ARGS = ("average_aug", "min_quality")
+
+
 @dataclass(frozen=True)
 class InferenceSettings:
     """Arguments of ``detect_poses_batched`` that a job may set (official names and defaults,
-    except ``num_aug``: 1 is the throughput-friendly default for pseudo-labelling at scale)."""
+    except ``num_aug``: 1 is the throughput-friendly default for pseudo-labelling at scale), plus
+    ``min_quality``: people whose ``quality`` is below it are not written (0 keeps everyone).
+
+    ``average_aug`` must stay True: the dataset stores the mean over augmentations. The stage always
+    asks the model for the per-augmentation poses and averages them itself, because their spread
+    is what ``people[].quality`` is made of."""
 
     skeleton: str = ""
     num_aug: int = 1
@@ -41,6 +51,7 @@ class InferenceSettings:
     internal_batch_size: int = 64
     default_fov_degrees: float = 55.0
     world_up_vector: tuple[float, float, float] = (0.0, -1.0, 0.0)
+    min_quality: float = 0.0
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -48,8 +59,9 @@ class InferenceSettings:
     def model_kwargs(self) -> dict:
         import tensorflow as tf
 
-        d = self.to_dict()
+        d = {k: v for k, v in self.to_dict().items() if k not in _NOT_MODEL_ARGS}
         d["world_up_vector"] = tf.constant(self.world_up_vector, tf.float32)
+        d["average_aug"] = False
         return d
 
 
@@ -117,15 +129,27 @@ class PoseInference:
             self.infer_seconds += time.perf_counter() - started
             self.calls += 1
             for j, i in enumerate(idx):
-                out[i] = Prediction(
-                    boxes=res["boxes"][j].numpy(),
-                    poses2d=res["poses2d"][j].numpy(),
-                    poses3d=res["poses3d"][j].numpy(),
-                    joint_confidences=(res["joint_confidences"][j].numpy()
-                                       if "joint_confidences" in res else None),
-                    pose_scores=res["pose_scores"][j].numpy() if "pose_scores" in res else None,
-                )
+                out[i] = self._prediction(res, j, inputs[i])
         return out  # type: ignore[return-value]
+
+    def _prediction(self, res: dict, j: int, item: ImageInput) -> Prediction:
+        """Image j's people: TTA means, quality from the per-augmentation spread, ``min_quality``."""
+        boxes = res["boxes"][j].numpy()
+        poses3d = res["poses3d"][j].numpy()
+        poses2d = res["poses2d"][j].numpy()
+        if poses3d.ndim == 3:  # a model that ignores average_aug=False: one "augmentation"
+            poses3d, poses2d = poses3d[:, None], poses2d[:, None]
+        conf = res["joint_confidences"][j].numpy() if "joint_confidences" in res else None
+        pose_scores = res["pose_scores"][j].numpy() if "pose_scores" in res else None
+        height, width = item.image.shape[:2]
+        q = quality.score(poses3d, boxes, conf, poses2d, pose_scores=pose_scores,
+                          joint_names=self.skeleton["joint_names"], extrinsics=item.extrinsics,
+                          image_size=(width, height))
+        keep = ~(q < self.settings.min_quality)  # NaN (no evidence at all) is kept
+        return Prediction(boxes=boxes[keep], poses2d=poses2d.mean(axis=1)[keep],
+                          poses3d=poses3d.mean(axis=1)[keep],
+                          joint_confidences=None if conf is None else conf[keep],
+                          pose_scores=None if pose_scores is None else pose_scores[keep], quality=q[keep])
 
 
 def skeleton_of(model, name: str) -> dict:

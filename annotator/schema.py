@@ -86,3 +86,49 @@ def read_metadata(schema: pa.Schema) -> dict:
             name = k[len("annotator."):]
             out[name] = json.loads(value) if name in _JSON_KEYS else value.decode()
     return out
+
+
+def _type_name(spec) -> str:
+    if isinstance(spec, str):
+        return spec
+    if "list" in spec:
+        return f"list<{_type_name(spec['list'])}>"
+    return "struct"
+
+
+def markdown(major: int = SCHEMA_MAJOR) -> str:
+    """``schemas/README.md``, generated from the JSON so the two never drift
+    (regenerate: ``python -m annotator.schema > schemas/README.md``)."""
+    d = definition(major)
+    lines = [f"# Label schema v{d['version']} (`pose_labels_v{major}.json`)", "",
+             "The JSON file is the machine-readable definition (`annotator.schema.arrow_schema()` builds the Arrow",
+             "schema from it). One row per input image, errors included; plain Arrow types only, so pandas, polars,",
+             "DuckDB and Hugging Face `datasets` read it without annotator. This page is generated from the JSON:",
+             "`python -m annotator.schema > schemas/README.md`.", "", d["doc"], "",
+             "| field | type | nullable | meaning |", "|---|---|---|---|"]
+
+    def row(name, f):
+        nullable = "yes" if f.get("nullable", True) else "no"
+        lines.append(f"| `{name}` | {_type_name(f['type'])} | {nullable} | {f['doc']} |")
+
+    for f in d["fields"]:
+        row(f["name"], f)
+        item = f["type"].get("list") if isinstance(f["type"], dict) else None
+        if isinstance(item, dict) and "struct" in item:
+            for g in item["struct"]:
+                row(f"{f['name']}[].{g['name']}", g)
+    lines += ["", "Parquet key-value metadata of every file:", ""]
+    lines += [f"- `{k}`: {v}" for k, v in d["metadata"].items()]
+    lines += ["", "## Versioning", "",
+              "`annotator.schema_version` is `MAJOR.MINOR`. A minor version only adds nullable fields or metadata",
+              "keys, so readers of an older minor version keep working; a major version gets a new file",
+              "(`pose_labels_v2.json`). Readers should check the major version before trusting field meanings.",
+              "",
+              "- 1.1: `people[].quality` (per-person label quality in [0, 1]).",
+              "- 1.0: first version.", ""]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(markdown(), end="")
+

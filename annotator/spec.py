@@ -71,6 +71,9 @@ class RunSpec:
             (self.shard_size >= 1, "shard_size must be >= 1"),
             (self.max_pixels >= 1, "max_pixels must be >= 1"),
             (s.num_aug >= 1, "settings.num_aug must be >= 1"),
+            (s.average_aug, "settings.average_aug must be true: the dataset stores the mean over augmentations "
+                            "(their spread goes into people[].quality)"),
+            (0.0 <= s.min_quality <= 1.0, "settings.min_quality must be in [0, 1]"),
             (0.0 <= s.detector_threshold <= 1.0, "settings.detector_threshold must be in [0, 1]"),
             (0.0 < s.detector_nms_iou_threshold <= 1.0, "settings.detector_nms_iou_threshold must be in (0, 1]"),
             (s.antialias_factor >= 1, "settings.antialias_factor must be >= 1"),

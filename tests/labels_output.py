@@ -2,9 +2,8 @@
 
 The run happens once per test session (the first module that asks runs it; the others find its
 ``_manifest.json`` under pytest's session temp folder), on a few sample photos plus two broken
-files, in parts of two images. ``with_quality`` derives a schema-1.1-style copy whose
-``people[].quality`` is computed from the stored columns, for the code paths that read the field
-before the pipeline writes it.
+files, in parts of two images; its people carry the pipeline's ``quality`` (schema 1.1).
+``without_quality`` derives a schema-1.0-style copy for the code paths that must compute the score.
 """
 
 from __future__ import annotations
@@ -15,14 +14,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 GOOD = ("pose2sim_cam01_f030.jpg", "astronaut.png", "camera.png")
-QUALITY_DOC = ("Quality of this label in [0, 1] (annotator.quality): weighted geometric mean of TTA spread, "
-               "bone-length plausibility, 2D/box agreement, detector/presence score and joint confidences; "
-               "null if not computed.")
 
 
 def annotator(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
@@ -58,26 +53,23 @@ def shared_output(tmp_path_factory, samples_dir) -> Path:
     return run_once(tmp_path_factory.getbasetemp() / "shared_labels_run", samples_dir)
 
 
-def add_quality_column(table: pa.Table, values: np.ndarray) -> pa.Table:
-    """``table`` with ``people[].quality`` (float32, nullable; NaN -> null) appended to the struct."""
+def drop_quality_column(table: pa.Table) -> pa.Table:
+    """``table`` without ``people[].quality``: what a schema-1.0 output looks like."""
     people = table.column("people").combine_chunks()
     flat = pc.list_flatten(people)
     struct_type = people.type.value_type
-    fields = [struct_type.field(i) for i in range(struct_type.num_fields)]
-    q_field = pa.field("quality", pa.float32(), nullable=True, metadata={"doc": QUALITY_DOC})
-    q = pa.array([None if not np.isfinite(v) else float(v) for v in values], pa.float32())
-    struct = pa.StructArray.from_arrays([flat.field(i) for i in range(len(fields))] + [q],
-                                        fields=[*fields, q_field])
+    keep = [i for i in range(struct_type.num_fields) if struct_type.field(i).name != "quality"]
+    struct = pa.StructArray.from_arrays([flat.field(i) for i in keep], fields=[struct_type.field(i) for i in keep])
     list_field = people.type.value_field.with_type(struct.type)
     new_people = pa.ListArray.from_arrays(people.offsets, struct, type=pa.list_(list_field))
     i = table.schema.get_field_index("people")
     return table.set_column(i, table.schema.field("people").with_type(new_people.type), new_people)
 
 
-def with_quality(src: Path, dest: Path) -> Path:
-    """A copy of ``src`` whose people carry a stored ``quality`` (computed from the stored columns),
-    written and committed by ``annotator.sink`` like a job's output."""
-    from annotator import dataset, quality, sink
+def without_quality(src: Path, dest: Path) -> Path:
+    """A copy of ``src`` as a schema-1.0 output (no stored ``quality``), written and committed by
+    ``annotator.sink`` like a job's output, for the code paths that must compute the score."""
+    from annotator import dataset, sink
 
     if (dest / "_manifest.json").exists():
         return dest
@@ -85,16 +77,11 @@ def with_quality(src: Path, dest: Path) -> Path:
     out.makedirs()
     records = {}
     for entry in dataset.manifest(str(src))["parts"]:
-        table = dataset.read_part(f"{src}/{dataset.part_path(entry)}")
-        names = dataset.schema.read_metadata(table.schema)["skeleton"]["joint_names"]
-        values = []
-        for row in table.to_pylist():
-            for person in row["people"]:
-                values.append(quality.score_stored_person(person, names, (row["width"], row["height"])))
-        table = add_quality_column(table, np.asarray(values, np.float64))
-        out.file_metadata = dict(table.schema.metadata or {})
+        table = drop_quality_column(dataset.read_part(f"{src}/{dataset.part_path(entry)}"))
+        md = dict(table.schema.metadata or {})
+        md[b"annotator.schema_version"] = b"1.0"
+        out.file_metadata = md
         shard = entry["shard"] if isinstance(entry, dict) else entry.rsplit("part-", 1)[1][:-len(".parquet")]
         records[shard] = out.write_shard(shard, table)
     out.write_manifest(records, final=True)
-    shutil.copy(src / "_summary.json", dest / "_summary.json")
     return dest

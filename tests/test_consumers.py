@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from annotator import dataset
-from tests.labels_output import shared_output, with_quality
+from tests.labels_output import shared_output
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "consumers.md"
 IMAGE_ID = "pose2sim_cam01_f030.jpg"
@@ -104,7 +104,7 @@ def test_loader_images_labels_and_worker_split(labels, truth):
         k, j = len(lab["scores"]), len(ds.joint_names)
         assert lab["joints3d_cam"].shape == (k, j, 3) and lab["joints2d"].shape == (k, j, 2)
         assert lab["boxes"].shape == (k, 4) and lab["intrinsics"].shape == (3, 3)
-        assert np.all(np.isnan(lab["quality"]))  # schema 1.0 output: no stored quality
+        assert np.all((lab["quality"] >= 0) & (lab["quality"] <= 1))  # the job stored each person's quality
         ids.append(lab["image_id"])
     assert IMAGE_ID in ids
     lab = ds.labels(ids.index(IMAGE_ID))
@@ -120,8 +120,8 @@ def test_loader_images_labels_and_worker_split(labels, truth):
     assert {lab["error"].split(":")[0] for img, lab in pairs if img is None} == {"truncated", "not_an_image"}
 
 
-def test_loader_min_quality_drops_people(labels, tmp_path):
-    q = with_quality(labels, tmp_path / "with_quality")
+def test_loader_min_quality_drops_people(labels):
+    q = labels  # the job stored each person's quality
     table = dataset.read_table(str(q))
     values = sorted(p["quality"] for r in table.to_pylist() for p in r["people"])
     cut = values[len(values) // 2]

@@ -11,7 +11,7 @@ import pytest
 
 from annotator import dataset, quality, schema
 from annotator import filter as filter_mod
-from tests.labels_output import annotator, shared_output, with_quality
+from tests.labels_output import annotator, shared_output, without_quality
 
 
 @pytest.fixture(scope="module")
@@ -20,8 +20,14 @@ def labels(tmp_path_factory, samples_dir, default_model_path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def labels_q(labels, tmp_path_factory) -> Path:
-    return with_quality(labels, tmp_path_factory.mktemp("q") / "labels_q")
+def labels_q(labels) -> Path:
+    """The job's own output: its people carry the quality the pipeline computed."""
+    return labels
+
+
+@pytest.fixture(scope="module")
+def labels_v10(labels, tmp_path_factory) -> Path:
+    return without_quality(labels, tmp_path_factory.mktemp("v10") / "labels_v10")
 
 
 def people(out: Path) -> list[tuple[str, dict]]:
@@ -86,10 +92,12 @@ def test_min_score_and_emptied_rows(labels, tmp_path):
     assert sorted(t.column("num_people").to_pylist()) == [0, 0, 0, 0, 1]
 
 
-def test_min_quality_without_stored_quality_computes_it(labels, tmp_path):
+def test_min_quality_without_stored_quality_computes_it(labels_v10, tmp_path):
+    labels = labels_v10
     meta = dataset.metadata(str(labels))
     names = meta["skeleton"]["joint_names"]
     rows = dataset.read_table(str(labels)).to_pylist()
+    assert all("quality" not in p for r in rows for p in r["people"])
     computed = sorted(quality.score_stored_person(p, names, (r["width"], r["height"]))
                       for r in rows for p in r["people"])
     cut = computed[len(computed) // 2]

@@ -63,9 +63,10 @@ def test_overlay_draws_the_stored_labels_where_they_are(row, skeleton):
         matched += want in {tuple(c) for c in patch}
     # a later joint or edge may cover a crowded joint (face, fingers); most show their own colour
     assert total >= 10 and matched >= 0.7 * total, (matched, total)
-    # the box outline at the middle of its top edge has the score colour
+    # the box outline at the middle of its top edge has the quality colour (the job stored it)
     x, y, w, h = person["box"]
-    assert tuple(drawn[int(round(y)), int(round(x + w / 2))]) == render.value_color(person["score"])
+    assert person["quality"] is not None
+    assert tuple(drawn[int(round(y)), int(round(x + w / 2))]) == render.value_color(person["quality"])
     # far from the person nothing changed
     far = (slice(0, 40), slice(row["width"] - 40, row["width"]))
     np.testing.assert_array_equal(drawn[far], image[far])

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from annotator import dataset, report
-from tests.labels_output import annotator, shared_output, with_quality
+from tests.labels_output import annotator, shared_output, without_quality
 
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -35,8 +35,9 @@ def labels(tmp_path_factory, samples_dir, default_model_path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def labels_q(labels, tmp_path_factory) -> Path:
-    return with_quality(labels, tmp_path_factory.mktemp("q") / "labels_q")
+def labels_q(labels) -> Path:
+    """The job's own output: its people carry the quality the pipeline computed."""
+    return labels
 
 
 def chromium() -> str:
@@ -89,7 +90,7 @@ def test_report_numbers_are_the_datasets(labels, tmp_path):
     meta = dataset.metadata(str(labels))
     assert meta["model"]["sha256"] in text
     assert "<td>settings.num_aug</td><td>1</td>" in text
-    assert "Detector score</h2>" in text and "no <code>people[].quality</code>" in text
+    assert "Quality</h2>" in text and "no <code>people[].quality</code>" not in text
     summ = dataset.summary(str(labels))
     assert f"<td>images_per_second</td><td>{report._fmt(summ['images_per_second'])}</td>" in text
 
@@ -125,3 +126,10 @@ def test_unreadable_image_is_a_caption_not_a_broken_image(labels_q, tmp_path):
     assert text.count("image not readable") == 3
     states = loaded_images(page, tmp_path)
     assert len(states) == 3 and all(w > 0 for _, w, _ in states)  # the charts only
+
+
+def test_output_without_quality_gets_the_detector_score_histogram(labels, tmp_path):
+    old = without_quality(labels, tmp_path / "v10")
+    text = Path(report.write_report(str(old), str(tmp_path / "r.html"))).read_text()
+    assert "Detector score</h2>" in text and "no <code>people[].quality</code>" in text
+

@@ -55,7 +55,7 @@ def test_round_trip_through_parquet(tmp_path):
     np.testing.assert_allclose(np.reshape(rows[0]["extrinsics"], (4, 4)), ext)
     assert p["box"] == [10.0, 20.0, 100.0, 200.0] and abs(p["score"] - 0.9) < 1e-6
     meta = schema.read_metadata(back.schema)
-    assert meta["schema_version"] == schema.version() == "1.0"
+    assert meta["schema_version"] == schema.version() == "1.1"
     assert meta["model"]["sha256"] == "ab" and meta["settings"]["num_aug"] == 1
     assert len(meta["skeleton"]["joint_names"]) == 33
     # pandas reads the nested columns without annotator
@@ -75,6 +75,10 @@ def test_only_plain_arrow_types():
             assert t in (pa.string(), pa.int32(), pa.float32()), t
     for field in schema.arrow_schema():
         walk(field.type)
+
+
+def test_schema_doc_is_generated_from_the_json():
+    assert (REPO_SCHEMA_DIR / "README.md").read_text() == schema.markdown()
 
 
 def test_schema_doc_lists_every_field():

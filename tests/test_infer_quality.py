@@ -1,0 +1,51 @@
+"""The inference stage: per-augmentation poses -> TTA means equal to the model's own averaging,
+a quality score per person, and ``min_quality`` dropping exactly the people below it."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from annotator.decode import default_intrinsics
+from annotator.infer import ImageInput, InferenceSettings, PoseInference
+
+from .conftest import load_rgb
+
+
+@pytest.fixture(scope="module")
+def stage(default_model_path):
+    return PoseInference(str(default_model_path), InferenceSettings(num_aug=3))
+
+
+def _input(samples_dir, name):
+    image = load_rgb(samples_dir / name)
+    h, w = image.shape[:2]
+    return ImageInput(image, default_intrinsics(w, h), np.zeros(0, np.float32), None)
+
+
+def test_means_match_the_models_averaging_and_quality_is_a_score(stage, samples_dir):
+    item = _input(samples_dir, "pose2sim_cam02_f030.jpg")
+    (pred,) = stage([item])
+    assert len(pred.boxes) >= 1
+    assert pred.quality is not None and np.all((pred.quality > 0) & (pred.quality <= 1))
+    ref = stage.model.detect_poses(item.image, intrinsic_matrix=item.intrinsics, num_aug=3, average_aug=True)
+    np.testing.assert_allclose(pred.poses3d, ref["poses3d"].numpy(), atol=0.5)
+    np.testing.assert_allclose(pred.poses2d, ref["poses2d"].numpy(), atol=0.05)
+    np.testing.assert_allclose(pred.boxes, ref["boxes"].numpy(), atol=1e-4)
+
+
+def test_min_quality_drops_exactly_the_people_below(stage, samples_dir):
+    items = [_input(samples_dir, n) for n in ("pose2sim_cam01_f030.jpg", "pose2sim_cam04_f030.jpg", "camera.png")]
+    preds = stage(items)
+    values = np.concatenate([p.quality for p in preds])
+    assert len(values) >= 3 and len(np.unique(values)) >= 2
+    cut = float(np.median(values))
+    strict = PoseInference.__new__(PoseInference)
+    strict.__dict__.update(stage.__dict__)
+    strict.settings = dataclasses.replace(stage.settings, min_quality=cut)
+    kept = strict(items)
+    for before, after in zip(preds, kept, strict=True):
+        np.testing.assert_array_equal(after.quality, before.quality[before.quality >= cut])
+        assert len(after.boxes) == len(after.poses3d) == len(after.quality)
