@@ -67,10 +67,26 @@ def init_ray(address: str | None, num_cpus: int | None = None, num_gpus: int | N
     env = {k: os.environ[k] for k in PROPAGATED_ENV if k in os.environ}
     kwargs = {"include_dashboard": False, "log_to_driver": True, "logging_level": logging.WARNING,
               "configure_logging": True, "runtime_env": {"env_vars": env} if env else None}
+    quiet = not logging.getLogger().isEnabledFor(logging.INFO)
+    if quiet:  # Ray's notice that token authentication is on (its default) is not news to our users
+        logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
     if address:
         ray.init(address=address, **kwargs)
     else:
         ray.init(num_cpus=num_cpus, num_gpus=num_gpus, **kwargs)
+    quiet_ray_logs()
+
+
+def quiet_ray_logs() -> None:
+    """Keep Ray's start-up chatter (token-auth notice, "progress bars disabled", per-dataset INFO)
+    out of the user's terminal: annotator prints its own progress and summary. ``-v`` restores it."""
+    if logging.getLogger().isEnabledFor(logging.INFO):
+        return
+    import ray.data  # noqa: F401 - configures the "ray.data" logger, whose console handler we quieten
+
+    for handler in logging.getLogger("ray.data").handlers:
+        if not hasattr(handler, "baseFilename"):  # console only; Ray's session log files keep everything
+            handler.setLevel(logging.ERROR)
 
 
 def _describe(model_path: str, skeleton: str, reference: str | None = None,
