@@ -1,0 +1,137 @@
+"""Pipeline vs bare model vs a naive loop, on the same images, batch size and num_aug, in one run.
+
+(a) bare: the exported SavedModel in a tight loop on pre-decoded batches (the physical limit);
+(b) pipeline: ``annotator run`` end to end on the embedded local Ray (read, decode, infer, commit);
+(c) Beam: annotator has no Beam runner yet, so this row is reported as not available;
+(d) naive: what a user would write: for each file, Pillow decode, one ``detect_poses`` call,
+    collect rows, pandas to Parquet.
+
+The pipeline's fixed cost (Ray start, model load, graph warm-up) is paid once per job, so its
+steady-state rate comes from two runs of different sizes: (N_big - N_small) / (t_big - t_small).
+End-to-end rates (fixed costs included) are printed too.
+
+    .venv/bin/python bench/pipeline.py [--images 48] [--small 16] [--batch-size 8] [--num-aug 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common as c  # noqa: E402
+
+
+def naive(model_path: str, paths: list[Path], num_aug: int, out: Path) -> dict:
+    """The loop a user writes without annotator (model already loaded: its load is reported apart)."""
+    import numpy as np
+    import pandas as pd
+    import tensorflow as tf
+    from PIL import Image
+
+    started = time.perf_counter()
+    model = tf.saved_model.load(model_path)
+    load_s = time.perf_counter() - started
+    first = time.perf_counter()
+    model.detect_poses(np.asarray(Image.open(paths[0]).convert("RGB")), num_aug=num_aug)
+    warmup_s = time.perf_counter() - first
+    loop_started = time.perf_counter()
+    rows = []
+    for p in paths:
+        image = np.asarray(Image.open(p).convert("RGB"))
+        pred = model.detect_poses(image, num_aug=num_aug)
+        rows.append({"file": p.name, "boxes": pred["boxes"].numpy().tolist(),
+                     "poses2d": pred["poses2d"].numpy().tolist(), "poses3d": pred["poses3d"].numpy().tolist()})
+    pd.DataFrame(rows).to_parquet(out)
+    loop_s = time.perf_counter() - loop_started
+    n = len(paths)
+    return {"images": n, "load_seconds": round(load_s, 2), "warmup_seconds": round(warmup_s, 2),
+            "loop_seconds": round(loop_s, 2), "images_per_second": round(n / loop_s, 3),
+            "end_to_end_images_per_second": round(n / (load_s + warmup_s + loop_s), 3)}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--images", type=int, default=48, help="images of the big pipeline run and the loops")
+    ap.add_argument("--small", type=int, default=16, help="images of the small pipeline run")
+    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--num-aug", type=int, default=1)
+    ap.add_argument("--max-side", type=int, default=None, help="downsize the 1088x1920 frames")
+    ap.add_argument("--model", default="default")
+    ap.add_argument("--gpus-per-actor", type=float, default=0.0)
+    ap.add_argument("--out", type=Path, default=None, help="result JSON (default bench/results/pipeline.json)")
+    args = ap.parse_args()
+
+    from annotator.models import loader
+
+    model = loader.resolve(args.model)
+    work = Path(tempfile.mkdtemp(prefix="bench-pipeline-"))
+    try:
+        paths = c.frames(work / "frames", args.images, max_side=args.max_side)
+        big, small = work / "big", work / "small"
+        big.mkdir()
+        small.mkdir()
+        for i, p in enumerate(paths):
+            shutil.copy(p, big / p.name)
+            if i < args.small:
+                shutil.copy(p, small / p.name)
+        run_args = ["--batch-size", str(args.batch_size), "--num-aug", str(args.num_aug), "--shard-size",
+                    str(max(args.batch_size, 16)), "--model", args.model]
+        if args.gpus_per_actor:
+            run_args += ["--gpus-per-actor", str(args.gpus_per_actor)]
+        result: dict = {"machine": c.machine(), "images": args.images, "small_images": args.small,
+                        "batch_size": args.batch_size, "num_aug": args.num_aug, "model": model.to_dict(),
+                        "image_size": list(c.decode_all(paths[:1])[0].shape[:2])}
+        print(f"pipeline: {args.small} then {args.images} images ...", flush=True)
+        run_small = c.annotator_run(small, work / "out_small", *run_args)
+        run_big = c.annotator_run(big, work / "out_big", *run_args)
+        steady = (args.images - args.small) / (run_big["wall_seconds"] - run_small["wall_seconds"])
+        result["pipeline"] = {
+            "small_wall_seconds": run_small["wall_seconds"], "big_wall_seconds": run_big["wall_seconds"],
+            "images_per_second": round(steady, 3),
+            "end_to_end_images_per_second": round(args.images / run_big["wall_seconds"], 3),
+            "fixed_seconds": round(run_big["wall_seconds"] - args.images / steady, 1),
+            "stage_seconds": run_big["summary"].get("stage_seconds"),
+            "people": run_big["summary"].get("people")}
+
+        import tensorflow as tf
+
+        print("bare model ...", flush=True)
+        loaded = tf.saved_model.load(model.path)
+        images = c.decode_all(paths)
+        result["bare"] = c.bare_batched(loaded, images, args.batch_size, args.num_aug)
+        del loaded, images
+        print("naive loop ...", flush=True)
+        result["naive"] = naive(model.path, paths, args.num_aug, work / "naive.parquet")
+        result["beam"] = {"available": False, "why": "annotator has no Beam runner yet"}
+
+        p, b, n = (result[k]["images_per_second"] for k in ("pipeline", "bare", "naive"))
+        result["ratios"] = {"pipeline_over_bare": round(p / b, 3), "pipeline_over_naive": round(p / n, 3),
+                            "pipeline_e2e_over_naive_e2e": round(
+                                result["pipeline"]["end_to_end_images_per_second"]
+                                / result["naive"]["end_to_end_images_per_second"], 3)}
+        path = c.save("pipeline", result, args.out)
+        rows = [
+            ("bare model (batched, pre-decoded)", b, "-"),
+            ("pipeline, steady state", p, result["pipeline"]["end_to_end_images_per_second"]),
+            ("Beam runner", "n/a", "n/a"),
+            ("naive loop", n, result["naive"]["end_to_end_images_per_second"]),
+        ]
+        print(c.table(rows, ("method", "images/s", "end-to-end images/s")))
+        r = result["ratios"]
+        print(f"\nefficiency pipeline/bare = {r['pipeline_over_bare']}   pipeline/naive = {r['pipeline_over_naive']}"
+              f"   (end to end: {r['pipeline_e2e_over_naive_e2e']})   pipeline fixed cost "
+              f"{result['pipeline']['fixed_seconds']} s\n{result['images']} images "
+              f"{result['image_size'][1]}x{result['image_size'][0]}, batch {args.batch_size}, num_aug "
+              f"{args.num_aug}, {result['machine']['cores']} cores -> {path}")
+        return 0
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

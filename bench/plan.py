@@ -1,0 +1,80 @@
+"""Planning cost vs input size: a synthetic Parquet manifest of 10^4, 10^5, 10^6 URIs -> frozen plan.
+
+Each size is planned in a fresh subprocess that reports its wall time and peak RSS (ru_maxrss), next
+to the RSS it had before planning (Python + pyarrow imports), so the growth is the plan's own.
+Target: 10^6 URIs in under 30 s and 1 GiB.
+
+    .venv/bin/python bench/plan.py [--sizes 10000,100000,1000000] [--shard-size 256]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common as c  # noqa: E402
+
+CHILD = r"""
+import json, resource, sys, time
+from annotator import plan
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+manifest, out, shard_size = sys.argv[1], sys.argv[2], int(sys.argv[3])
+t = time.perf_counter()
+p = plan.create(plan.PlanOptions(manifest, kind="manifest", shard_size=shard_size), out)
+planned = time.perf_counter() - t
+t = time.perf_counter()
+again = plan.load(out)
+reload_s = time.perf_counter() - t
+assert again.num_members == p.num_members
+print(json.dumps({"seconds": planned, "reload_seconds": reload_s, "shards": p.num_shards,
+                  "members": p.num_members, "rss_before_mib": before / 1024,
+                  "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+
+def write_manifest(path: Path, n: int) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    uris = pa.array([f"gs://bucket/photos/{i // 1000:05d}/img_{i:09d}.jpg" for i in range(n)])
+    pq.write_table(pa.table({"uri": uris}), path)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", default="10000,100000,1000000")
+    ap.add_argument("--shard-size", type=int, default=256)
+    ap.add_argument("--out", type=Path, default=None)
+    args = ap.parse_args()
+    result = {"machine": c.machine(), "shard_size": args.shard_size, "runs": []}
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="bench-plan-") as tmp:
+        for n in (int(s) for s in args.sizes.split(",")):
+            manifest = Path(tmp) / f"manifest_{n}.parquet"
+            write_manifest(manifest, n)
+            proc = subprocess.run([sys.executable, "-c", CHILD, str(manifest), f"{tmp}/plan_{n}",
+                                   str(args.shard_size)], capture_output=True, text=True, timeout=900)
+            if proc.returncode != 0:
+                raise RuntimeError(proc.stderr[-3000:])
+            r = json.loads(proc.stdout.strip().splitlines()[-1])
+            plan_bytes = sum(f.stat().st_size for f in Path(tmp, f"plan_{n}").rglob("*") if f.is_file())
+            run = {"uris": n, **{k: round(v, 3) if isinstance(v, float) else v for k, v in r.items()},
+                   "growth_mib": round(r["peak_rss_mib"] - r["rss_before_mib"], 1),
+                   "plan_mib_on_disk": round(plan_bytes / 2**20, 2)}
+            result["runs"].append(run)
+            rows.append((n, run["seconds"], run["peak_rss_mib"], run["growth_mib"], run["shards"],
+                         run["plan_mib_on_disk"], run["reload_seconds"]))
+            print(rows[-1], flush=True)
+    path = c.save("plan", result, args.out)
+    print(c.table(rows, ("URIs", "seconds", "peak RSS MiB", "growth MiB", "shards", "plan MiB", "reload s")))
+    print(f"-> {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
