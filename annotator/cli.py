@@ -121,7 +121,8 @@ def format_summary(s: dict) -> str:
     if s.get("shards_failed"):
         lines.append(f"FAILED:   {s['shards_failed']} shard(s): {', '.join(s['failed_shards'])} "
                      f"(rerun the same command to retry them)")
-    lines.append(f"open it:  python -c \"import pandas as pd; print(pd.read_parquet('{s['output']}/parts'))\"")
+    lines.append(f"open it:  {sys.executable} -c \"from annotator import dataset; "
+                 f"print(dataset.read_table('{s['output']}').to_pandas())\"   (or see docs/consumers.md)")
     return "\n".join(lines)
 
 
