@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import shutil
 import subprocess
@@ -188,6 +189,12 @@ def test_eval_multiview_command_on_pose2sim_single_person(tmp_path, capsys):
     assert summary["triangulation_2d"] == "poses2d_raw"
     assert (tmp_path / "out" / "metrics.json").exists() and (tmp_path / "out" / "people.csv").exists()
     assert "overall" in (tmp_path / "out" / "table.txt").read_text()
+    # every scored prediction carries the pipeline's quality score, and the summary relates the two
+    with open(tmp_path / "out" / "people.csv") as fh:
+        qualities = [float(r["quality"]) for r in csv.DictReader(fh)]
+    assert len(qualities) == summary["people_matched"] and all(0 < q <= 1 for q in qualities)
+    qe = summary["quality_vs_error"]
+    assert qe["n"] == summary["people_matched"] and -1 <= qe["spearman_root_relative_mpjpe_mm"] <= 1
 
 
 @pytest.fixture(scope="module")

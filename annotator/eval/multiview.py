@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from annotator import quality
 from annotator.eval import calibration
 
 log = logging.getLogger(__name__)
@@ -78,6 +79,7 @@ class PersonResult:
     pck: float
     joints: int
     views_in_triangulation: int
+    quality: float = float("nan")  # annotator.quality of this prediction (the pipeline's people[].quality)
     extra: dict = field(default_factory=dict)
 
 
@@ -371,15 +373,22 @@ def run(scene_dir: str | Path, out_dir: str | Path, settings: Settings | None = 
                 # "up" as this camera sees it: upright crops as without extrinsics (the world's own
                 # up axis is lab-specific, e.g. +z for Qualisys)
                 world_up_vector=tf.constant(cam.rotation.T @ np.array([0.0, -1.0, 0.0]), tf.float32),
-                num_aug=settings.num_aug,
+                num_aug=settings.num_aug, average_aug=False,
                 skeleton=settings.skeleton, detector_threshold=settings.detector_threshold)
             calls += 1
             has_raw = "poses2d_raw" in out
-            p2 = out["poses2d_raw"].numpy() if has_raw else out["poses2d"].numpy()
+            per_aug3d = _per_aug(out["poses3d"].numpy())
+            per_aug2d = _per_aug(out["poses2d"].numpy())
+            p2 = _per_aug(out["poses2d_raw"].numpy()).mean(axis=1) if has_raw else per_aug2d.mean(axis=1)
             conf = (out["joint_confidences"].numpy() if "joint_confidences" in out
                     else np.ones(p2.shape[:2], np.float32))
-            detections.append({"poses3d": out["poses3d"].numpy().astype(np.float64), "pixels": p2, "conf": conf,
-                               "rays": undistort_points(p2, cam) if len(p2) else p2})
+            height, width = frames[v.name][f].shape[:2]
+            q = quality.score(per_aug3d, out["boxes"].numpy(), out["joint_confidences"].numpy()
+                              if "joint_confidences" in out else None, per_aug2d,
+                              pose_scores=out["pose_scores"].numpy() if "pose_scores" in out else None,
+                              joint_names=names, extrinsics=cam.extrinsics, image_size=(width, height))
+            detections.append({"poses3d": per_aug3d.mean(axis=1).astype(np.float64), "pixels": p2, "conf": conf,
+                               "quality": q, "rays": undistort_points(p2, cam) if len(p2) else p2})
         for person, cluster in enumerate(associate(detections, views, settings, mirror)):
             ref, valid, used = triangulate_person(cluster, detections, views, settings)
             if valid.sum() < 6:
@@ -392,7 +401,8 @@ def run(scene_dir: str | Path, out_dir: str | Path, settings: Settings | None = 
                 if s is None:
                     continue
                 matched += 1
-                rows.append(PersonResult(f, views[v].name, person, views_in_triangulation=int(used.max()), **s))
+                rows.append(PersonResult(f, views[v].name, person, views_in_triangulation=int(used.max()),
+                                         quality=float(detections[v]["quality"][d]), **s))
     elapsed = time.perf_counter() - started
 
     summary = {**summarize(rows), "people_matched": matched, "people_triangulated": triangulated,
@@ -403,6 +413,7 @@ def run(scene_dir: str | Path, out_dir: str | Path, settings: Settings | None = 
                "seconds_per_image": round(elapsed / max(calls, 1), 3)}
     if resolved is not None:
         summary["model"] = resolved.to_dict()
+    summary["quality_vs_error"] = quality_vs_error(rows)
     summary["per_view"] = {v.name: summarize([r for r in rows if r.view == v.name]) for v in views}
     (out_dir / "metrics.json").write_text(json.dumps(summary, indent=2))
     with open(out_dir / "people.csv", "w", newline="") as fh:
@@ -414,6 +425,34 @@ def run(scene_dir: str | Path, out_dir: str | Path, settings: Settings | None = 
             w.writerow(d)
     (out_dir / "table.txt").write_text(format_table(summary))
     return summary
+
+
+def _per_aug(values: np.ndarray) -> np.ndarray:
+    """[K,A,J,C] as ``average_aug=False`` returns it; a model that ignores the flag gives [K,J,C]."""
+    return values[:, np.newaxis] if values.ndim == 3 else values
+
+
+def _spearman(x: np.ndarray, y: np.ndarray) -> float:
+    rx, ry = np.argsort(np.argsort(x)), np.argsort(np.argsort(y))
+    return float(np.corrcoef(rx, ry)[0, 1])
+
+
+def quality_vs_error(rows: list[PersonResult]) -> dict:
+    """Does the quality score rank labels by their error? Spearman correlation between each
+    prediction's quality and its errors (negative = higher quality, lower error), and the median
+    error of the better and the worse half by quality."""
+    q = np.array([r.quality for r in rows], np.float64)
+    out: dict = {"n": int(np.isfinite(q).sum())}
+    if out["n"] < 4:
+        return out
+    for m in ("root_relative_mpjpe_mm", "pa_mpjpe_mm", "root_error_mm"):
+        e = np.array([getattr(r, m) for r in rows], np.float64)
+        ok = np.isfinite(q) & np.isfinite(e)
+        out[f"spearman_{m}"] = round(_spearman(q[ok], e[ok]), 3)
+        cut = np.median(q[ok])
+        out[f"{m}_median_top_half"] = round(float(np.median(e[ok][q[ok] > cut])), 1)
+        out[f"{m}_median_bottom_half"] = round(float(np.median(e[ok][q[ok] <= cut])), 1)
+    return out
 
 
 def _joint_names(model, skeleton: str) -> list[str]:
@@ -434,4 +473,10 @@ def format_table(summary: dict) -> str:
     lines.append(f"people matched {summary['people_matched']} / triangulated {summary['people_triangulated']}"
                  f" over {summary['frames']} frames x {summary['views']} views, num_aug {summary['num_aug']}"
                  " (medians; mm)")
+    qe = summary.get("quality_vs_error", {})
+    if "spearman_root_relative_mpjpe_mm" in qe:
+        lines.append(f"quality vs error over {qe['n']} predictions: Spearman {qe['spearman_root_relative_mpjpe_mm']}"
+                     f" (rel. MPJPE), {qe['spearman_pa_mpjpe_mm']} (PA-MPJPE); rel. MPJPE median "
+                     f"{qe['root_relative_mpjpe_mm_median_top_half']} mm in the better half by quality, "
+                     f"{qe['root_relative_mpjpe_mm_median_bottom_half']} mm in the worse half")
     return "\n".join(lines) + "\n"
