@@ -112,7 +112,9 @@ def format_summary(s: dict) -> str:
         f"people:   {s['people']}",
         f"dataset:  {s['rows_in_dataset']} rows in {s['shards_total']} shard(s)",
         f"output:   {s['output']}",
-        f"time:     {s['elapsed_seconds']} s ({s['images_per_second']} images/s)",
+        f"time:     {s['elapsed_seconds']} s ({s['images_per_second']} images/s)"
+        + (f"; first labels after {s['seconds_to_first_rows']} s (start-up, model load, warm-up), "
+           f"then {s['steady_images_per_second']} images/s" if s.get("steady_images_per_second") else ""),
     ]
     if s.get("shards_repaired"):
         lines.append(f"repaired: {s['shards_repaired']} shard(s) (--retry-errors)")

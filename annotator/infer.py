@@ -104,6 +104,21 @@ class PoseInference:
         self.num_joints = len(self.skeleton["joint_names"])
         self.calls = 0
         self.infer_seconds = 0.0
+        self.warmup_seconds: float | None = None
+
+    def warm_up(self) -> float:
+        """One call on a small black image, so the graph's one-off instantiation and optimisation
+        (about 10 s on a CPU, most of a first call) happens while the job's first images are still
+        being read and decoded, not on them. Returns the seconds it took."""
+        import tensorflow as tf
+
+        started = time.perf_counter()
+        k = np.array([[[64.0, 0, 32], [0, 64.0, 32], [0, 0, 1]]], np.float32)
+        self.model.detect_poses_batched(
+            tf.zeros([1, 64, 64, 3], tf.uint8), intrinsic_matrix=tf.constant(k),
+            distortion_coeffs=tf.zeros([1, 5]), extrinsic_matrix=tf.eye(4, batch_shape=[1]), **self._kwargs)
+        self.warmup_seconds = time.perf_counter() - started
+        return self.warmup_seconds
 
     def __call__(self, inputs: list[ImageInput]) -> list[Prediction]:
         import tensorflow as tf

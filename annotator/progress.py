@@ -59,10 +59,30 @@ class RunStats:
     decode_pids: set = field(default_factory=set)
     failed_shards: dict = field(default_factory=dict)
     started: float = field(default_factory=time.time)
+    # when labelled rows first reached the driver: the job's fixed cost as a user sees it
+    first_rows_at: float | None = None
+    # per actor: [first batch done at, its rows, last batch done at, all rows]; rows after an
+    # actor's first batch over the time after it is its steady rate (its warm-up and any wait for
+    # its first input excluded; waits for input later on included). Each actor's own clock: clock
+    # offsets between nodes cancel
+    actor_batches: dict = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def add_processed(self, table: pa.Table) -> None:
         with self.lock:
+            if self.first_rows_at is None:
+                self.first_rows_at = time.time()
+            if "_done_at" in table.column_names:
+                pairs = Counter(zip(table.column("_actor").to_pylist(), table.column("_done_at").to_pylist(),
+                                    strict=True))
+                for (actor, done), rows in pairs.items():
+                    a = self.actor_batches.setdefault(actor, [done, 0, done, 0])
+                    if done < a[0]:
+                        a[0], a[1] = done, 0
+                    if done == a[0]:
+                        a[1] += rows
+                    a[2] = max(a[2], done)
+                    a[3] += rows
             self.processed += table.num_rows
             self.processed_people += int(pc.sum(table.column("num_people")).as_py() or 0)
             self.processed_errors += int(pc.sum(pc.not_equal(table.column("status"), "ok")).as_py() or 0)
@@ -85,6 +105,15 @@ class RunStats:
             self.shards_committed += 1
             self.shards_repaired += int(repaired)
 
+    def add_actors(self, started: dict[str, dict]) -> None:
+        """Fold in the actors that checked in at start-up (``ActorRegistry``): one that got no batch
+        still shows, with 0 images, and each shows its model load and warm-up seconds."""
+        with self.lock:
+            for actor, info in started.items():
+                cur = self.actors.setdefault(actor, {"images": 0, "gpu": info.get("gpu", ""), "model_loads": 0})
+                cur["model_loads"] = max(cur["model_loads"], int(info.get("model_loads") or 0))
+                cur.update({k: info[k] for k in ("load_seconds", "warmup_seconds") if k in info})
+
     def rates(self) -> dict:
         elapsed = max(time.time() - self.started, 1e-6)
         done = self.shards_committed
@@ -103,8 +132,21 @@ class RunStats:
                     "shards_todo": self.shards_todo, "shards_failed": len(self.failed_shards),
                     "updated_at": time.time(), **self.rates(), **extra}
 
+    def steady(self) -> dict:
+        """When the driver first got labelled rows, and the pipeline's steady rate: the sum over
+        actors of their rates after their first batch (None until some actor finished two batches).
+
+        Measured at the actors because rows reach the driver in bursts (Ray Data's output queues),
+        which would make a driver-side rate over a short run meaningless."""
+        rates = [(total - first) / (last - t0) for t0, first, last, total in self.actor_batches.values()
+                 if last > t0 and total > first]
+        return {"seconds_to_first_rows": None if self.first_rows_at is None
+                else round(self.first_rows_at - self.started, 2),
+                "steady_images_per_second": round(sum(rates), 3) if rates else None}
+
     def summary(self, **extra) -> dict:
         r = self.rates()
+        elapsed = max(time.time() - self.started, 1e-6)
         per_stage = {s: round(self.images / sec, 3) if sec > 0 else None
                      for s, sec in ((s, self.stage_seconds.get(s, 0.0)) for s in STAGES)}
         return {
@@ -115,8 +157,9 @@ class RunStats:
             "errors_by_reason": dict(sorted(self.errors_by_reason.items())),
             "people_per_image": dict(sorted(self.people_per_image.items(), key=lambda kv: int(kv[0]))),
             "elapsed_seconds": r["elapsed_seconds"],
-            "images_per_second": round(self.images / r["elapsed_seconds"], 3),
-            "people_per_second": round(self.people / r["elapsed_seconds"], 3),
+            "images_per_second": round(self.images / elapsed, 3),
+            "people_per_second": round(self.people / elapsed, 3),
+            **self.steady(),
             "stage_seconds": {s: round(self.stage_seconds.get(s, 0.0), 3) for s in STAGES},
             "stage_images_per_worker_second": per_stage,
             "actors": self.actors, "decode_pids": sorted(self.decode_pids),

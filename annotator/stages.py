@@ -23,6 +23,7 @@ bounded number of times and names it if it keeps failing.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 import time
@@ -38,13 +39,15 @@ from annotator import encode, infer, plan, sources
 from annotator.infer import ImageInput, InferenceSettings, PoseInference
 from annotator.models import loader
 
+log = logging.getLogger(__name__)
+
 MAX_DISTORTION = 12
 EMPTY_SHARD = "empty_shard"
 BAD_CAMERA = "bad_camera"
 SHARD_READ_ERROR = "shard_read_error"
 TIMEOUT = "timeout"
 EXTRA_COLUMNS = ("_shard_rows", "_fail", "_read_s", "_decode_s", "_infer_s", "_actor", "_gpu",
-                 "_model_loads", "_decode_pid")
+                 "_model_loads", "_decode_pid", "_done_at")
 
 
 def _err(code: str, e: BaseException | str) -> str:
@@ -342,7 +345,8 @@ class InferenceStage:
     """
 
     def __init__(self, model: str, settings: InferenceSettings, batch_timeout_s: float | None = None,
-                 batch_retries: int = 1, expected_sha256: str | None = None, storage_options: dict | None = None):
+                 batch_retries: int = 1, expected_sha256: str | None = None, storage_options: dict | None = None,
+                 registry=None):
         # Resolve the model on this node (a remote model is fetched once per node into its cache;
         # a built-in one must be built into the node's image) and make sure it is the very model the
         # driver fingerprinted: a different copy would silently mix two models in one output.
@@ -351,11 +355,21 @@ class InferenceStage:
             raise RuntimeError(f"model {model!r} on {socket.gethostname()} has sha256 {resolved.sha256[:12]}, "
                                f"the job was planned with {expected_sha256[:12]}")
         self.inference = PoseInference(resolved.path, settings)
+        try:  # Ray Data keeps reading and decoding while actors construct: warm up now
+            self.inference.warm_up()
+        except Exception as e:  # noqa: BLE001 - a model that rejects the dummy call still serves real ones
+            log.warning("model warm-up call failed (%s); the first batch will pay for it", e)
         self.batch_timeout_s = batch_timeout_s
         self.batch_retries = batch_retries
         self.actor = f"{socket.gethostname()}:{os.getpid()}"
         self.gpu = os.environ.get("CUDA_VISIBLE_DEVICES", "")
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="annotator-infer")
+        if registry is not None:  # a Ray actor handle (runners.ray_data.ActorRegistry): check in
+            registry.register.remote(self.actor, {
+                "gpu": self.gpu, "model_loads": infer.MODEL_LOADS,
+                "load_seconds": round(self.inference.load_seconds, 2),
+                "warmup_seconds": None if self.inference.warmup_seconds is None
+                else round(self.inference.warmup_seconds, 2)})
 
     def _run(self, inputs: list[ImageInput]):
         if not self.batch_timeout_s:
@@ -422,6 +436,8 @@ class InferenceStage:
             "_gpu": pa.array([self.gpu] * n, pa.string()),
             "_model_loads": pa.array(np.full(n, infer.MODEL_LOADS, np.int64)),
             "_decode_pid": pa.array(np.asarray(batch["decode_pid"], np.int64)),
+            # when this actor finished the batch: the driver derives each actor's steady rate from it
+            "_done_at": pa.array(np.full(n, time.time()), pa.float64()),
         }
         for name in EXTRA_COLUMNS:
             table = table.append_column(name, extras[name])

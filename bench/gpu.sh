@@ -34,7 +34,7 @@ echo "batching_start $(date +%s.%N)" >> "$marks"
   --out bench/results/batching_gpu.json
 echo "batching_end $(date +%s.%N)" >> "$marks"
 echo "pipeline_start $(date +%s.%N)" >> "$marks"
-.venv/bin/python bench/pipeline.py --images 256 --small 64 --batch-size 16 --gpus-per-actor 1 \
+.venv/bin/python bench/pipeline.py --images 256 --batch-size 16 --gpus-per-actor 1 \
   --out bench/results/pipeline_gpu.json
 echo "pipeline_end $(date +%s.%N)" >> "$marks"
 kill $smi 2>/dev/null || true

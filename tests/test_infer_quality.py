@@ -49,3 +49,15 @@ def test_min_quality_drops_exactly_the_people_below(stage, samples_dir):
     for before, after in zip(preds, kept, strict=True):
         np.testing.assert_array_equal(after.quality, before.quality[before.quality >= cut])
         assert len(after.boxes) == len(after.poses3d) == len(after.quality)
+
+
+def test_warm_up_takes_the_job_call_path_and_changes_no_result(stage, samples_dir):
+    """The actor's warm-up call uses the job's own arguments (a model that rejected them would fail
+    here, not on the first real batch) and leaves later predictions as they were."""
+    item = _input(samples_dir, "pose2sim_cam02_f030.jpg")
+    (before,) = stage([item])
+    seconds = stage.warm_up()
+    assert seconds > 0 and stage.warmup_seconds == seconds
+    (after,) = stage([item])
+    np.testing.assert_array_equal(after.poses3d, before.poses3d)
+    np.testing.assert_array_equal(after.quality, before.quality)

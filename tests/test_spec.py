@@ -65,3 +65,15 @@ def test_submit_entrypoint_runs_the_shipped_spec():
     assert submit.entrypoint("job.toml", ["--overwrite"]) == "annotator run --spec job.toml --no-progress --overwrite"
     assert submit.entrypoint("my job.toml", [], "/opt/venv/bin/annotator").startswith(
         "/opt/venv/bin/annotator run --spec 'my job.toml'")
+
+
+def test_an_actor_pool_that_takes_every_local_cpu_fails_fast_with_the_fix():
+    from annotator.runners.ray_data import ClusterError, check_cpus
+
+    check_cpus(spec.ComputeSpec(actors=1, cpus_per_actor=1.5), 2.0, fixed=True)  # room for a decode task
+    check_cpus(spec.ComputeSpec(actors=2, cpus_per_actor=0.75), 2.0, fixed=True)
+    with pytest.raises(ClusterError, match="--cpus-per-actor"):
+        check_cpus(spec.ComputeSpec(actors=1, cpus_per_actor=2.0), 2.0, fixed=True)
+    with pytest.raises(ClusterError, match="never"):
+        check_cpus(spec.ComputeSpec(actors=2, cpus_per_actor=1.0), 2.0, fixed=True)
+    check_cpus(spec.ComputeSpec(actors=2, cpus_per_actor=1.0), 2.0, fixed=False)  # a cluster may grow

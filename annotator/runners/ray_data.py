@@ -39,7 +39,7 @@ from annotator.lock import LockLostError, OutputLock
 from annotator.models import loader, registry
 from annotator.progress import ProgressBar, RunStats, shard_stats
 from annotator.sink import DatasetSink
-from annotator.spec import RunSpec
+from annotator.spec import ComputeSpec, RunSpec
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +75,33 @@ def init_ray(address: str | None, num_cpus: int | None = None, num_gpus: int | N
     else:
         ray.init(num_cpus=num_cpus, num_gpus=num_gpus, **kwargs)
     quiet_ray_logs()
+
+
+class ActorRegistry:
+    """Where each inference actor checks in once its model is loaded and warmed up (a Ray actor with
+    no CPU). The run summary then lists every actor the pool started, with its GPU and start-up
+    times, including one that never got a batch: rows alone would hide it."""
+
+    def __init__(self) -> None:
+        self.actors: dict[str, dict] = {}
+
+    def register(self, actor: str, info: dict) -> None:
+        self.actors[actor] = info
+
+    def all(self) -> dict[str, dict]:
+        return self.actors
+
+
+def check_cpus(c: ComputeSpec, cluster_cpus: float, fixed: bool) -> None:
+    """Fail fast where the actor pool would take every CPU: Ray would then never schedule a read
+    or decode task and the job would wait, silently, until the no-progress timeout. Only for a
+    cluster that cannot grow (the embedded local Ray); an autoscaling one may add nodes."""
+    need = c.actors * c.cpus_per_actor + max(c.read_cpus, c.decode_cpus)
+    if fixed and need > cluster_cpus + 1e-9:
+        raise ClusterError(
+            f"{c.actors} actor(s) x {c.cpus_per_actor:g} CPU leave no room for read ({c.read_cpus:g} CPU) and "
+            f"decode ({c.decode_cpus:g} CPU) tasks on this Ray's {cluster_cpus:g} CPUs: the job would never "
+            f"start. Lower --cpus-per-actor (the actor uses all cores whatever it reserves) or --actors.")
 
 
 def quiet_ray_logs() -> None:
@@ -337,7 +364,7 @@ class _Job:
                 fn_constructor_kwargs={"model": self.actor_model, "settings": self.spec.settings,
                                        "batch_timeout_s": c.batch_timeout_s or None,
                                        "batch_retries": c.batch_retries, "expected_sha256": self.model.sha256,
-                                       "storage_options": self.so},
+                                       "storage_options": self.so, "registry": self.registry},
                 compute=ray.data.ActorPoolStrategy(min_size=c.actors, max_size=c.max_actors or c.actors),
                 num_cpus=c.cpus_per_actor, num_gpus=c.gpus_per_actor or None,
                 max_restarts=c.actor_max_restarts, max_task_retries=c.actor_task_retries)
@@ -390,6 +417,8 @@ class _Job:
         plan, reused = self.prepare()
         self.shards_total = plan.num_shards
         init_ray(self.spec.compute.ray_address)
+        check_cpus(self.spec.compute, float(ray.cluster_resources().get("CPU", 0)),
+                   fixed=not self.spec.compute.ray_address)
         ctx = ray.data.DataContext.get_current()
         ctx.enable_progress_bars = False
         ctx.print_on_execution_start = False
@@ -400,6 +429,7 @@ class _Job:
         # the first batch, and a cluster without the requested GPUs fails fast instead of hanging
         ctx.wait_for_min_actors_s = int(self.spec.compute.actor_start_timeout_s)
 
+        self.registry = ray.remote(num_cpus=0)(ActorRegistry).remote()
         skeleton = _describe(self.model.path, self.spec.settings.skeleton, self.actor_model, self.so)
         self.sink.file_metadata = schema.file_metadata(self.model.to_dict(), skeleton, self.spec.settings.to_dict())
         work: dict[str, list[str] | None] = {s: None for s in plan.shard_ids() if s not in self.committed}
@@ -425,6 +455,7 @@ class _Job:
         finally:
             bar.close()
         self.stats.failed_shards = dict(failures) if work else {}
+        self.stats.add_actors(ray.get(self.registry.all.remote(), timeout=60))
         manifest = self.sink.write_manifest(self.committed, final=True, shards_total=plan.num_shards)
         summary = self.stats.summary(
             output=self.output, input=self.input, model=self.model.to_dict(), shards_total=plan.num_shards,
