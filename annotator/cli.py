@@ -30,6 +30,9 @@ def _add_run(sub) -> None:
     p.add_argument("--actors", type=int, help="inference actors (default 1)")
     p.add_argument("--gpus-per-actor", type=float)
     p.add_argument("--cpus-per-actor", type=float)
+    p.add_argument("--runner", choices=["ray", "beam"],
+                   help="ray (default: Ray Data, an embedded local Ray unless --ray-address) or beam (Apache Beam, "
+                        "DirectRunner unless [compute.beam_options] in --spec says otherwise)")
     p.add_argument("--ray-address", help="connect to this Ray cluster instead of starting a local one")
     p.add_argument("--kind", choices=["auto", "folder", "tar", "manifest", "video"],
                    help="input kind (default: detected from what INPUT holds)")
@@ -53,7 +56,7 @@ def run_spec_data(args) -> dict:
 
         with open(args.spec, "rb") as f:
             data = tomllib.load(f)
-    for key in ("input", "output", "model", "shard_size", "kind", "video_every"):
+    for key in ("input", "output", "runner", "model", "shard_size", "kind", "video_every"):
         if getattr(args, key, None) is not None:
             data[key] = getattr(args, key)
     for key in ("overwrite", "retry_errors"):
@@ -88,11 +91,18 @@ def cmd_run(args) -> int:
         return 2
     from annotator.lock import LockedError
     from annotator.plan import PlanError
-    from annotator.runners import ray_data
+    from annotator.runners import job
 
     try:
-        summary = ray_data.run(spec)
-    except (LockedError, PlanError, ray_data.FingerprintError, ray_data.ClusterError) as e:
+        if spec.runner == "beam":
+            from annotator.runners import beam
+
+            summary = beam.run(spec)
+        else:
+            from annotator.runners import ray_data
+
+            summary = ray_data.run(spec)
+    except (LockedError, PlanError, job.FingerprintError, job.ClusterError) as e:
         print(f"annotator run: {e}", file=sys.stderr)
         return 2
     print(format_summary(summary))

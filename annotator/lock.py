@@ -68,6 +68,18 @@ def _exclusive_create(fs, path: str, data: bytes) -> bool:
         raise
 
 
+def read_lock(output_uri: str, storage_options: dict | None = None) -> dict | None:
+    """The lock document of ``output_uri`` (None without one): a worker that commits for a job
+    checks the token in it, as the driver's heartbeat thread is not in its process."""
+    fs, root = sources.filesystem(output_uri, storage_options)
+    try:
+        return json.loads(fs.cat_file(f"{root.rstrip('/')}/{LOCK_NAME}"))
+    except FileNotFoundError:
+        return None
+    except (ValueError, OSError):
+        return {}
+
+
 @dataclass
 class OutputLock:
     output_uri: str

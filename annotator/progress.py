@@ -39,6 +39,11 @@ def shard_stats(table: pa.Table, extras: pa.Table | None, attempt: int) -> dict:
     return out
 
 
+def batch_times(table: pa.Table) -> Counter:
+    """Rows per (actor, batch done at): each inference batch, as the steady rate needs it."""
+    return Counter(zip(table.column("_actor").to_pylist(), table.column("_done_at").to_pylist(), strict=True))
+
+
 @dataclass
 class RunStats:
     images: int = 0  # rows committed by this run
@@ -73,19 +78,34 @@ class RunStats:
             if self.first_rows_at is None:
                 self.first_rows_at = time.time()
             if "_done_at" in table.column_names:
-                pairs = Counter(zip(table.column("_actor").to_pylist(), table.column("_done_at").to_pylist(),
-                                    strict=True))
-                for (actor, done), rows in pairs.items():
-                    a = self.actor_batches.setdefault(actor, [done, 0, done, 0])
-                    if done < a[0]:
-                        a[0], a[1] = done, 0
-                    if done == a[0]:
-                        a[1] += rows
-                    a[2] = max(a[2], done)
-                    a[3] += rows
+                self._add_batches(batch_times(table).items())
             self.processed += table.num_rows
             self.processed_people += int(pc.sum(table.column("num_people")).as_py() or 0)
             self.processed_errors += int(pc.sum(pc.not_equal(table.column("status"), "ok")).as_py() or 0)
+
+    def add_batches(self, batches: list[tuple[str, float, int]]) -> None:
+        """(actor, batch done at, rows) seen without their rows (``batch_times`` on the workers)."""
+        with self.lock:
+            self._add_batches(((a, t), n) for a, t, n in batches)
+
+    def _add_batches(self, pairs) -> None:
+        for (actor, done), rows in pairs:
+            a = self.actor_batches.setdefault(actor, [done, 0, done, 0])
+            if done < a[0]:
+                a[0], a[1] = done, 0
+            if done == a[0]:
+                a[1] += rows
+            a[2] = max(a[2], done)
+            a[3] += rows
+
+    def add_counts(self, rows: int, people: int, errors: int) -> None:
+        """Rows seen without their table (a runner that learns of them from commit records)."""
+        with self.lock:
+            if self.first_rows_at is None:
+                self.first_rows_at = time.time()
+            self.processed += rows
+            self.processed_people += people
+            self.processed_errors += errors
 
     def add_shard(self, stats: dict, commit_seconds: float, repaired: bool) -> None:
         with self.lock:

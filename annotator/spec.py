@@ -16,6 +16,8 @@ from annotator.infer import InferenceSettings
 from annotator.plan import KINDS
 from annotator.sources import DEFAULT_SHARD_SIZE
 
+RUNNERS = ("ray", "beam")
+
 
 class SpecError(ValueError):
     pass
@@ -44,12 +46,14 @@ class ComputeSpec:
     actor_start_timeout_s: float = 900.0  # the minimum actor pool must be up within this (GPU nodes boot)
     ray_address: str | None = None  # None: start an embedded local Ray
     no_progress_timeout_s: float = 600.0  # Ray Data aborts a round that moves nothing for this long
+    beam_options: dict = field(default_factory=dict)  # runner = "beam": PipelineOptions (runner, project, ...)
 
 
 @dataclass
 class RunSpec:
     input: str
     output: str
+    runner: str = "ray"  # ray (Ray Data; embedded local Ray by default) | beam (Apache Beam, DirectRunner by default)
     model: str = "default"
     kind: str = "auto"  # auto | folder | tar | manifest | video
     shard_size: int = DEFAULT_SHARD_SIZE
@@ -94,6 +98,7 @@ class RunSpec:
             (c.no_progress_timeout_s > 0 or c.no_progress_timeout_s == -1,
              "compute.no_progress_timeout_s must be > 0 (or -1: never)"),
             (self.kind in KINDS, f"kind must be one of {', '.join(KINDS)}"),
+            (self.runner in RUNNERS, f"runner must be one of {', '.join(RUNNERS)}"),
             (self.video_every >= 1, "video_every must be >= 1"),
             (self.lock_heartbeat_s > 0 and self.lock_stale_s > 2 * self.lock_heartbeat_s,
              "lock_stale_s must be more than twice lock_heartbeat_s"),

@@ -2,14 +2,15 @@
 
 (a) bare: the exported SavedModel in a tight loop on pre-decoded batches (the physical limit);
 (b) pipeline: ``annotator run`` end to end on the embedded local Ray (read, decode, infer, commit);
-(c) Beam: annotator has no Beam runner yet, so this row is reported as not available;
+(c) Beam: ``annotator run --runner beam`` end to end (DirectRunner, in one process: read, decode and
+    infer share one thread, so it shows the cost of giving up Ray's parallel decode on this machine);
 (d) naive: what a user would write: for each file, Pillow decode, one ``detect_poses`` call,
     collect rows, pandas to Parquet.
 
 The pipeline's fixed cost (Ray start, model load, graph warm-up) is paid once per job, so its
 steady-state rate is the one the run summary measures (``steady_images_per_second``): each actor's
-images after its first batch over the time after it (waits for input included), summed over
-actors. The bare model and the naive loop exclude their model load and first-call warm-up the same
+(or Beam worker's) images after its first batch over the time after it (waits for input included),
+summed over actors. The bare model and the naive loop exclude their model load and first-call warm-up the same
 way. End-to-end rates (every fixed
 cost included) are printed next to them.
 
@@ -65,6 +66,7 @@ def main() -> int:
     ap.add_argument("--max-side", type=int, default=None, help="downsize the 1088x1920 frames")
     ap.add_argument("--model", default="default")
     ap.add_argument("--gpus-per-actor", type=float, default=0.0)
+    ap.add_argument("--no-beam", action="store_true", help="skip the Beam runner row")
     ap.add_argument("--out", type=Path, default=None, help="result JSON (default bench/results/pipeline.json)")
     args = ap.parse_args()
 
@@ -100,23 +102,38 @@ def main() -> int:
         del loaded, images
         print("naive loop ...", flush=True)
         result["naive"] = naive(model.path, paths, args.num_aug, work / "naive.parquet")
-        result["beam"] = {"available": False, "why": "annotator has no Beam runner yet"}
+        if args.no_beam:
+            result["beam"] = {"available": False, "why": "--no-beam"}
+        else:
+            print(f"Beam runner: {args.images} images ...", flush=True)
+            brun = c.annotator_run(work / "frames", work / "out-beam", *run_args, "--runner", "beam")
+            bs = brun["summary"]
+            result["beam"] = {
+                "available": True, "wall_seconds": brun["wall_seconds"],
+                "images_per_second": bs["steady_images_per_second"],
+                "end_to_end_images_per_second": round(args.images / brun["wall_seconds"], 3),
+                "stage_seconds": bs.get("stage_seconds"), "people": bs.get("people")}
 
         p, b, n = (result[k]["images_per_second"] for k in ("pipeline", "bare", "naive"))
         result["ratios"] = {"pipeline_over_bare": round(p / b, 3), "pipeline_over_naive": round(p / n, 3),
                             "pipeline_e2e_over_naive_e2e": round(
                                 result["pipeline"]["end_to_end_images_per_second"]
                                 / result["naive"]["end_to_end_images_per_second"], 3)}
+        if result["beam"]["available"]:
+            result["ratios"]["beam_over_bare"] = round(result["beam"]["images_per_second"] / b, 3)
+            result["ratios"]["beam_over_pipeline"] = round(result["beam"]["images_per_second"] / p, 3)
         path = c.save("pipeline", result, args.out)
         rows = [
             ("bare model (batched, pre-decoded)", b, "-"),
             ("pipeline, steady state", p, result["pipeline"]["end_to_end_images_per_second"]),
-            ("Beam runner", "n/a", "n/a"),
+            ("Beam runner (DirectRunner), steady state", result["beam"].get("images_per_second", "n/a"),
+             result["beam"].get("end_to_end_images_per_second", "n/a")),
             ("naive loop", n, result["naive"]["end_to_end_images_per_second"]),
         ]
         print(c.table(rows, ("method", "images/s", "end-to-end images/s")))
         r = result["ratios"]
         print(f"\nefficiency pipeline/bare = {r['pipeline_over_bare']}   pipeline/naive = {r['pipeline_over_naive']}"
+              f"   Beam/bare = {r.get('beam_over_bare', 'n/a')}"
               f"   (end to end: {r['pipeline_e2e_over_naive_e2e']})   pipeline's first labels after "
               f"{result['pipeline']['seconds_to_first_rows']} s\n{result['images']} images "
               f"{result['image_size'][1]}x{result['image_size'][0]}, batch {args.batch_size}, num_aug "

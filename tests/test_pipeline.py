@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from annotator import cli, lock, plan, sink
+from annotator.models import loader
 from annotator.runners import ray_data
 
 from .test_pipeline_fixtures import VIDEO, by_id, photo_bytes, test_spec, write_photos
@@ -112,7 +113,7 @@ def test_manifest_with_cameras_then_retry_errors_repairs_in_place(ray_cluster, d
     (out / "_lock").unlink()
     # --overwrite starts over: a new plan (here with another shard size), old commits gone
     job = ray_data._Job(test_spec(str(tmp_path / "manifest.parquet"), str(out), shard_size=3, overwrite=True),
-                        ray_data.loader.resolve("default"), lock.OutputLock(str(out)))
+                        loader.resolve("default"), lock.OutputLock(str(out)))
     fresh, reused = job.prepare()
     assert not reused and fresh.num_shards == 3 and job.committed == {}
 

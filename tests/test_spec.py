@@ -34,6 +34,8 @@ def test_unknown_keys_name_the_key_and_the_valid_ones():
     ({"shard_size": 0}, "shard_size must be >= 1"),
     ({"shard_size": "12"}, "shard_size must be int"),
     ({"kind": "zip"}, "kind must be one of"),
+    ({"runner": "spark"}, "runner must be one of ray, beam"),
+    ({"compute": {"beam_options": "DirectRunner"}}, "beam_options must be dict"),
     ({"video_every": 0}, "video_every must be >= 1"),
     ({"overwrite": True, "retry_errors": True}, "exclude each other"),
     ({"compute": {"batch_timeout_s": -1}}, "batch_timeout_s must be >= 0"),

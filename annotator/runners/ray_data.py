@@ -20,25 +20,21 @@ Why these choices:
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
-import time
 import warnings
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from annotator import plan as plan_mod
-from annotator import schema, sources, stages
-from annotator.infer import skeleton_of
-from annotator.lock import LockLostError, OutputLock
-from annotator.models import loader, registry
-from annotator.progress import ProgressBar, RunStats, shard_stats
-from annotator.sink import DatasetSink
+from annotator import sources, stages
+from annotator.lock import LockLostError
+from annotator.progress import ProgressBar
+from annotator.runners import job as job_mod
+from annotator.runners.job import ClusterError, FingerprintError, Job  # noqa: F401 - re-exported
 from annotator.spec import ComputeSpec, RunSpec
 
 log = logging.getLogger(__name__)
@@ -47,14 +43,6 @@ log = logging.getLogger(__name__)
 PROPAGATED_ENV = ("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "STORAGE_EMULATOR_HOST", "AWS_ENDPOINT_URL",
                   "AWS_ENDPOINT_URL_S3", "AWS_DEFAULT_REGION", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
                   "GOOGLE_APPLICATION_CREDENTIALS", "TF_CPP_MIN_LOG_LEVEL")
-
-
-class FingerprintError(RuntimeError):
-    """The output holds shards made with another model, settings, schema or plan."""
-
-
-class ClusterError(RuntimeError):
-    """The cluster cannot run the job as specified (e.g. not enough GPUs for the actor pool)."""
 
 
 def init_ray(address: str | None, num_cpus: int | None = None, num_gpus: int | None = None) -> None:
@@ -114,46 +102,6 @@ def quiet_ray_logs() -> None:
     for handler in logging.getLogger("ray.data").handlers:
         if not hasattr(handler, "baseFilename"):  # console only; Ray's session log files keep everything
             handler.setLevel(logging.ERROR)
-
-
-def _describe(model_path: str, skeleton: str, reference: str | None = None,
-              storage_options: dict | None = None) -> dict:
-    """Joint names/edges of the requested skeleton, without loading the model where possible (else
-    in a Ray task, so the driver never imports TensorFlow)."""
-    info = registry.info(model_path)
-    skels = info.get("skeletons")
-    if skels is not None:
-        key = skeleton or info["native_skeleton"]
-        if key not in skels:
-            raise ValueError(f"unknown skeleton {skeleton!r}; this model has: {', '.join(sorted(skels))}")
-        return {"name": skeleton or "all", **skels[key]}
-    import ray
-
-    @ray.remote(num_cpus=0)
-    def describe() -> dict:
-        import tensorflow as tf
-
-        path = loader.resolve(reference, build_missing=False, storage_options=storage_options).path \
-            if reference else model_path
-        return skeleton_of(tf.saved_model.load(path), skeleton)
-
-    return ray.get(describe.remote())
-
-
-def fingerprint_doc(model: loader.ResolvedModel, spec: RunSpec, plan_hash: str) -> dict:
-    return {"model_sha256": model.sha256, "settings": spec.settings.to_dict(),
-            "schema_version": schema.version(), "plan_hash": plan_hash, "max_pixels": spec.max_pixels}
-
-
-def fingerprint(doc: dict) -> str:
-    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
-
-
-def _absolute(uri: str) -> str:
-    """Local paths become absolute (workers have another working directory); URIs stay as given."""
-    if sources.protocol_of(uri) == "file" and "://" not in uri:
-        return os.path.abspath(os.path.expanduser(uri))
-    return uri
 
 
 # ---------------------------------------------------------------------------------------------
@@ -240,106 +188,51 @@ class _Collector:
         return self.failures
 
 
-class _Job:
-    def __init__(self, spec: RunSpec, model: loader.ResolvedModel, lock: OutputLock):
-        self.spec, self.model, self.lock = spec, model, lock
-        self.so = spec.storage_options
-        self.output = _absolute(spec.output)
-        self.input = _absolute(spec.input)
-        self.sink = DatasetSink(self.output, storage_options=self.so)
-        # what the actors resolve on their own node: a remote URI or built-in name as given, a local
-        # folder as the absolute path the driver found
-        given = spec.model
-        self.actor_model = given if loader.is_remote(given) or given == model.reference and \
-            not os.path.exists(os.path.expanduser(given)) else model.path
-        self.stats = RunStats()
-        self.pool = ThreadPoolExecutor(spec.compute.commit_threads, thread_name_prefix="annotator-commit")
-        self.committed: dict[str, dict] = {}
-        self.committed_now: set[str] = set()
-        self.last_manifest = 0.0
-        self.last_progress = 0.0
+class _Job(Job):
+    """The Ray Data runner: an embedded or remote Ray, a streaming graph per round, commits on
+    driver threads as each shard's last row arrives."""
 
-    # -- setup ---------------------------------------------------------------------------------
+    runner = "ray"
 
-    def prepare(self) -> tuple[plan_mod.Plan, bool]:
-        if self.spec.overwrite:
-            self.sink.reset()
-        self.sink.makedirs()
-        plan_uri = sources.join(self.output, plan_mod.PLAN_DIR)
-        opts = plan_mod.PlanOptions(self.input, self.spec.kind, self.spec.shard_size, self.spec.video_every)
-        plan = plan_mod.load(plan_uri, self.so)
-        reused = plan is not None
-        if plan is None:
-            plan = plan_mod.create(opts, plan_uri, self.so)
-        else:
-            plan.check_options(opts)
-        doc = fingerprint_doc(self.model, self.spec, plan.hash)
-        fp = fingerprint(doc)
-        self.committed = self.sink.committed()
-        other = {s: r for s, r in self.committed.items() if r.get("fingerprint") != fp}
-        if other:
-            prev = (self.sink.read_json("_fingerprint.json") or {}).get("components", {})
-            diff = sorted(k for k in set(doc) | set(prev) if doc.get(k) != prev.get(k)) or ["unknown"]
-            raise FingerprintError(
-                f"{self.output} holds {len(other)} committed shard(s) made with a different "
-                f"{', '.join(diff)}; rerun with --overwrite to replace them, or write to a new output")
-        self.sink.write_json("_fingerprint.json", {"fingerprint": fp, "components": doc})
-        self.sink.fingerprint = fp
-        self.fp = fp
-        return plan, reused
+    def start(self) -> None:
+        import ray
 
-    def error_ids(self, records: dict[str, dict]) -> dict[str, list[str]]:
-        """``--retry-errors``: the image ids of the error rows of committed shards."""
-        todo = [r for r in records.values() if r["rows_error"] > 0]
+        init_ray(self.spec.compute.ray_address)
+        check_cpus(self.spec.compute, float(ray.cluster_resources().get("CPU", 0)),
+                   fixed=not self.spec.compute.ray_address)
+        ctx = ray.data.DataContext.get_current()
+        ctx.enable_progress_bars = False
+        ctx.print_on_execution_start = False
+        ctx.execution_options.verbose_progress = False
+        ctx.execution_no_progress_timeout_s = self.spec.compute.no_progress_timeout_s
+        ctx.max_errored_blocks = -1  # a block that fails after retries costs its shards this round only
+        # start reading once the minimum actor pool is up: work is then spread over all actors from
+        # the first batch, and a cluster without the requested GPUs fails fast instead of hanging
+        ctx.wait_for_min_actors_s = int(self.spec.compute.actor_start_timeout_s)
+        self.registry = ray.remote(num_cpus=0)(ActorRegistry).remote()
 
-        def ids(rec: dict) -> tuple[str, list[str]]:
-            t = self.sink.read_part(rec)
-            t = t.filter(pc.not_equal(t.column("status"), "ok"))
-            return rec["shard"], t.column("image_id").to_pylist()
-        with ThreadPoolExecutor(16) as ex:
-            return dict(ex.map(ids, todo))
+    def describe_skeleton(self) -> dict:
+        """From the model's build info, else loaded in a Ray task: the driver never imports TensorFlow."""
+        known = job_mod.known_skeleton(self.model.path, self.spec.settings.skeleton)
+        if known is not None:
+            return known
+        import ray
 
-    # -- commit (runs on the pool) ----------------------------------------------------------------
+        describe = ray.remote(num_cpus=0)(job_mod.load_skeleton)
+        return ray.get(describe.remote(self.model.path, self.spec.settings.skeleton, self.actor_model, self.so))
 
-    def commit(self, shard_id: str, tables: list[pa.Table], only: list[str] | None, attempt: int) -> dict:
-        started = time.perf_counter()
-        table = pa.concat_tables(tables)
-        names = schema.arrow_schema().names
-        extras = table.select(list(stages.EXTRA_COLUMNS))
-        rows = table.select(names).cast(schema.arrow_schema())
-        run_stats = shard_stats(rows, extras, attempt)  # what this run computed
-        file_stats, repairs = run_stats, 0
-        if only is not None:  # --retry-errors: the redone rows replace the old error rows
-            old_rec = self.committed[shard_id]
-            old = self.sink.read_part(old_rec).replace_schema_metadata(None).cast(schema.arrow_schema())
-            redone = pa.array(rows.column("image_id").to_pylist(), pa.string())
-            old = old.filter(pc.invert(pc.is_in(old.column("image_id"), value_set=redone)))
-            rows = pa.concat_tables([old, rows])
-            repairs = int(old_rec.get("repairs", 0)) + 1
-            file_stats = shard_stats(rows, extras, attempt)
-        self.lock.check()
-        rec = self.sink.write_shard(shard_id, rows, file_stats, repairs=repairs)
-        self.stats.add_shard(run_stats, time.perf_counter() - started, repaired=only is not None)
-        self.committed[shard_id] = rec
-        self.committed_now.add(shard_id)
-        return rec
+    def finish_rounds(self) -> None:
+        import ray
 
-    # -- one round ----------------------------------------------------------------------------------
+        self.stats.add_actors(ray.get(self.registry.all.remote(), timeout=60))
 
     def run_round(self, plan: plan_mod.Plan, work: dict[str, list[str] | None], attempt: int,
                   bar: ProgressBar) -> dict[str, str]:
         import ray
 
         c = self.spec.compute
-        items = []
-        for row in plan.rows(set(work)):
-            only = work[row["shard"]]
-            # no None in string columns: Ray turns an all-null column into NaN floats
-            row = {k: ("" if v is None and plan_mod.SHARD_SCHEMA.field(k).type == pa.string() else v)
-                   for k, v in row.items()}
-            items.append({**row, "only": json.dumps(only) if only is not None else ""})
-        read_kwargs = {"plan_uri": plan.uri, "storage_options": self.so, "batch_size": c.read_batch,
-                       "timeout_s": c.read_timeout_s, "retries": c.read_retries}
+        items = self.shard_items(plan, work)
+        read_kwargs = self.read_kwargs(plan)
         if sources.is_process_local(self.input) or sources.is_process_local(self.output):
             # memory:// lives in this process only: read here, hand the rows to Ray
             rows = []
@@ -389,97 +282,8 @@ class _Job:
             log.error("round %d ended early: %s", attempt, round_error)
         return collector.finish(round_error)
 
-    def tick(self, force: bool = False) -> None:
-        now = time.time()
-        if force or now - self.last_progress > 5:
-            self.last_progress = now
-            self.sink.write_json("_progress.json", self.stats.progress(
-                state="running", attempt_id=self.sink.attempt, dataset=self.dataset_totals()))
-        if force or now - self.last_manifest > self.spec.manifest_interval_s:
-            self.last_manifest = now
-            self.sink.write_manifest(self.committed, final=False, shards_total=self.shards_total)
-
-    def dataset_totals(self) -> dict:
-        recs = list(self.committed.values())
-        errors: dict[str, int] = {}
-        for r in recs:
-            for k, v in (r.get("errors_by_reason") or {}).items():
-                errors[k] = errors.get(k, 0) + v
-        return {"shards_total": self.shards_total, "shards_committed": len(recs),
-                **{k: sum(r[k] for r in recs) for k in ("rows", "rows_ok", "rows_error", "people")},
-                "errors_by_reason": dict(sorted(errors.items()))}
-
-    # -- the job ------------------------------------------------------------------------------------
-
-    def run(self) -> dict:
-        import ray
-
-        plan, reused = self.prepare()
-        self.shards_total = plan.num_shards
-        init_ray(self.spec.compute.ray_address)
-        check_cpus(self.spec.compute, float(ray.cluster_resources().get("CPU", 0)),
-                   fixed=not self.spec.compute.ray_address)
-        ctx = ray.data.DataContext.get_current()
-        ctx.enable_progress_bars = False
-        ctx.print_on_execution_start = False
-        ctx.execution_options.verbose_progress = False
-        ctx.execution_no_progress_timeout_s = self.spec.compute.no_progress_timeout_s
-        ctx.max_errored_blocks = -1  # a block that fails after retries costs its shards this round only
-        # start reading once the minimum actor pool is up: work is then spread over all actors from
-        # the first batch, and a cluster without the requested GPUs fails fast instead of hanging
-        ctx.wait_for_min_actors_s = int(self.spec.compute.actor_start_timeout_s)
-
-        self.registry = ray.remote(num_cpus=0)(ActorRegistry).remote()
-        skeleton = _describe(self.model.path, self.spec.settings.skeleton, self.actor_model, self.so)
-        self.sink.file_metadata = schema.file_metadata(self.model.to_dict(), skeleton, self.spec.settings.to_dict())
-        work: dict[str, list[str] | None] = {s: None for s in plan.shard_ids() if s not in self.committed}
-        if self.spec.retry_errors:
-            work.update(self.error_ids(self.committed))
-        self.stats.shards_skipped = plan.num_shards - len(work)
-        self.stats.shards_todo = len(work)
-        sizes = dict(zip(plan.shard_ids(), plan.shards.column("members").to_pylist(), strict=True))
-        known = [len(only) if only is not None else sizes[s] for s, only in work.items()]
-        bar = ProgressBar(None if any(n < 0 for n in known) else sum(known), enabled=self.spec.progress)
-        failures: dict[str, str] = {}
-        rounds = 0
-        try:
-            for attempt in range(1, self.spec.compute.shard_attempts + 1):
-                if not work:
-                    break
-                rounds += 1
-                failures = self.run_round(plan, work, attempt, bar)
-                work = {s: work[s] for s in failures}
-                if work:
-                    log.warning("round %d: %d shard(s) to retry: %s", attempt, len(work),
-                                "; ".join(f"{s}: {r}" for s, r in list(failures.items())[:5]))
-        finally:
-            bar.close()
-        self.stats.failed_shards = dict(failures) if work else {}
-        self.stats.add_actors(ray.get(self.registry.all.remote(), timeout=60))
-        manifest = self.sink.write_manifest(self.committed, final=True, shards_total=plan.num_shards)
-        summary = self.stats.summary(
-            output=self.output, input=self.input, model=self.model.to_dict(), shards_total=plan.num_shards,
-            rows_in_dataset=manifest["rows"], dataset={k: manifest[k] for k in (
-                "shards_committed", "rows", "rows_ok", "rows_error", "people", "errors_by_reason")},
-            fingerprint=self.fp, attempt_id=self.sink.attempt, rounds=rounds,
-            plan={"kind": plan.kind, "reused": reused, "num_shards": plan.num_shards,
-                  "num_members": plan.num_members, "planning_seconds": plan.meta.get("planning_seconds")})
-        self.sink.write_json("_summary.json", summary)
-        self.sink.write_json("_progress.json", self.stats.progress(
-            state="failed" if summary["shards_failed"] else "finished", attempt_id=self.sink.attempt,
-            dataset=self.dataset_totals()))
-        return summary
 
 
 def run(spec: RunSpec) -> dict:
-    """Run a job; returns the run summary (also written to ``OUTPUT/_summary.json``)."""
-    spec.validate()
-    model = loader.resolve(spec.model, storage_options=spec.storage_options)
-    lock = OutputLock(_absolute(spec.output), spec.storage_options, spec.lock_heartbeat_s, spec.lock_stale_s)
-    with lock:
-        job = _Job(spec, model, lock)
-        try:
-            return job.run()
-        finally:
-            job.pool.shutdown(wait=True)
-
+    """Run a job on Ray; returns the run summary (also written to ``OUTPUT/_summary.json``)."""
+    return job_mod.run(_Job, spec)

@@ -1,0 +1,293 @@
+"""Apache Beam runner: the same stage functions under Beam, the model behind RunInference.
+
+    Create(shard rows)                      the frozen plan's shards still to do (as for Ray)
+      -> FlatMap(read_shard)                I/O: member batches with bytes
+      -> FlatMap(decode_batch, per image)   CPU: one element per image
+      -> RunInference(PoseModelHandler)     BatchElements to ``batch_size``; ``InferenceStage`` loaded
+                                            once per worker; one Arrow (IPC) piece per shard and batch
+      -> GroupByKey(shard) -> CommitShard   the sink's commit protocol, on the worker, under the lock
+      -> outcomes of the round              one small JSON the driver reads: records, stats, failures
+
+Why these choices:
+* Same output as the Ray runner, by construction: the plan, fingerprint, shard commit
+  (``job.commit_shard``), retry rounds and summary are ``job.Job``'s; this module only wires.
+* A shard is grouped whole before its commit, so nothing is committed half; a row with ``_fail``
+  (unreadable tar, inference timeout) keeps its shard uncommitted and the next round retries it.
+* Workers check that the output lock still names this job before each commit: on Dataflow the
+  driver's heartbeat thread is not in their process.
+* DirectRunner by default (``flags=[]``: Beam must not parse our argv); ``compute.beam_options``
+  passes anything else to ``PipelineOptions`` (runner, project, region, temp_location, ...).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Iterable, Iterator, Sequence
+
+import apache_beam as beam
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from apache_beam.ml.inference.base import ModelHandler, RunInference
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from annotator import plan as plan_mod
+from annotator import sources, stages
+from annotator.lock import LockLostError, read_lock
+from annotator.progress import ProgressBar, batch_times
+from annotator.runners import job as job_mod
+from annotator.sink import DatasetSink, record_name
+from annotator.spec import InferenceSettings
+
+log = logging.getLogger(__name__)
+
+RUNS_DIR = "_runs"  # per-round outcome files, removed when the job ends
+DEFAULT_OPTIONS = {"runner": "DirectRunner", "direct_num_workers": 1, "direct_running_mode": "in_memory"}
+
+
+class _DropKnownNoise(logging.Filter):
+    """Beam 2.77 warns on every inference batch that it cannot read memory use (its model manager
+    import needs torch): not news to our users."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Resource module is not available" not in record.getMessage()
+
+
+def quiet_beam_logs() -> None:
+    root = logging.getLogger()
+    if not any(isinstance(f, _DropKnownNoise) for f in root.filters):
+        root.addFilter(_DropKnownNoise())
+
+
+def split_rows(batch: dict) -> Iterator[dict]:
+    """A decoded columnar batch -> one element per image (Beam batches them again for the model)."""
+    keys = list(batch)
+    for i in range(len(batch["image_id"])):
+        yield {k: batch[k][i] for k in keys}
+
+
+def stack_rows(rows: Sequence[dict]) -> dict:
+    """Per-image elements -> the columnar batch ``InferenceStage`` takes (images stay a list:
+    their sizes differ)."""
+    out = {}
+    for k in rows[0]:
+        values = [r[k] for r in rows]
+        if k == "image" or isinstance(values[0], str | bytes):
+            col = np.empty(len(values), dtype=object)
+            col[:] = values
+            out[k] = col
+        else:
+            out[k] = np.stack([np.asarray(v) for v in values])
+    return out
+
+
+def to_ipc(table: pa.Table) -> bytes:
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return sink.getvalue().to_pybytes()
+
+
+def from_ipc(data: bytes) -> pa.Table:
+    return pa.ipc.open_stream(data).read_all()
+
+
+class PoseModelHandler(ModelHandler):
+    """Beam RunInference handler around ``stages.InferenceStage`` (load once, map a batch): the same
+    object the Ray actors hold, so both runners annotate alike."""
+
+    def __init__(self, model: str, settings: InferenceSettings, batch_size: int, batch_timeout_s: float | None,
+                 batch_retries: int, expected_sha256: str, storage_options: dict | None):
+        super().__init__(min_batch_size=batch_size, max_batch_size=batch_size)
+        self.kwargs = {"model": model, "settings": settings, "batch_timeout_s": batch_timeout_s,
+                       "batch_retries": batch_retries, "expected_sha256": expected_sha256,
+                       "storage_options": storage_options}
+
+    def load_model(self) -> stages.InferenceStage:
+        quiet_beam_logs()
+        return stages.InferenceStage(**self.kwargs)
+
+    def run_inference(self, batch: Sequence[dict], model: stages.InferenceStage,
+                      inference_args: dict | None = None) -> Iterable[tuple[str, bytes]]:
+        table = model(stack_rows(batch))
+        shard = table.column("shard")
+        for shard_id in pc.unique(shard).to_pylist():
+            yield shard_id, to_ipc(table.filter(pc.equal(shard, shard_id)))
+
+    def get_num_bytes(self, batch: Sequence[dict]) -> int:
+        # Beam's default pickles the whole batch just to count it: images are megabytes each
+        return sum(int(np.asarray(r["image"]).nbytes) for r in batch)
+
+    def get_metrics_namespace(self) -> str:
+        return "annotator"
+
+
+class CommitShard(beam.DoFn):
+    """GroupByKey(shard) -> the shard's commit record (or why it was not committed)."""
+
+    def __init__(self, output: str, storage_options: dict | None, file_metadata: dict, fingerprint: str,
+                 attempt_id: str, lock_token: str, only: dict[str, list[str] | None], old_records: dict,
+                 attempt: int):
+        self.args = (output, storage_options, file_metadata, fingerprint, attempt_id)
+        self.lock_token, self.only, self.old_records, self.attempt = lock_token, only, old_records, attempt
+        self.sink: DatasetSink | None = None
+
+    def setup(self) -> None:
+        output, so, meta, fp, attempt_id = self.args
+        self.sink = DatasetSink(output, file_metadata=meta, fingerprint=fp, storage_options=so, attempt=attempt_id)
+
+    def process(self, element: tuple[str, Iterable[bytes]]) -> Iterator[dict]:
+        shard_id, pieces = element
+        started = time.perf_counter()
+        tables = [from_ipc(p) for p in pieces]
+        table = pa.concat_tables(tables)
+        fails = [f for f in table.column("_fail").to_pylist() if f]
+        if fails:
+            yield {"shard": shard_id, "fail": fails[0]}
+            return
+        ids = table.column("image_id").to_pylist()
+        if len(set(ids)) != len(ids):  # a retried bundle: keep the first copy of each row
+            seen: set = set()
+            keep = [not (i in seen or seen.add(i)) for i in ids]
+            table = table.filter(pa.array(keep))
+        expected = pc.max(table.column("_shard_rows")).as_py()
+        if expected is not None and expected >= 0 and table.num_rows < expected:
+            yield {"shard": shard_id, "fail": f"incomplete: {table.num_rows} of {expected} rows arrived"}
+            return
+        holder = (read_lock(self.args[0], self.args[1]) or {}).get("token")
+        if holder != self.lock_token:
+            raise LockLostError(f"the lock of {self.args[0]} was taken over by another job")
+        only = self.only.get(shard_id)
+        rec, run_stats = job_mod.commit_shard(self.sink, shard_id, [table], only,
+                                              self.old_records.get(shard_id), self.attempt)
+        yield {"shard": shard_id, "record": rec, "run_stats": run_stats, "repaired": only is not None,
+               "seconds": time.perf_counter() - started,
+               "batches": [[a, t, n] for (a, t), n in batch_times(table).items()]}
+
+
+def _write_outcomes(outcomes: list[dict], uri: str, storage_options: dict | None) -> None:
+    fs, path = sources.filesystem(uri, storage_options)
+    fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+    fs.pipe_file(path, json.dumps(outcomes).encode())
+
+
+class BeamJob(job_mod.Job):
+    runner = "beam"
+
+    def start(self) -> None:
+        quiet_beam_logs()
+        self.options = {**DEFAULT_OPTIONS, **self.spec.compute.beam_options}
+        PipelineOptions(flags=[], **self.options)  # bad option names fail here, before any work
+
+    def run_round(self, plan: plan_mod.Plan, work: dict[str, list[str] | None], attempt: int,
+                  bar: ProgressBar) -> dict[str, str]:
+        c, settings = self.spec.compute, self.spec.settings
+        items = self.shard_items(plan, work)
+        read_kwargs = self.read_kwargs(plan)
+        outcomes_uri = sources.join(self.output, RUNS_DIR, self.sink.attempt, f"round-{attempt}.json")
+        handler = PoseModelHandler(self.actor_model, settings, c.batch_size, c.batch_timeout_s or None,
+                                   c.batch_retries, self.model.sha256, self.so)
+        commit = CommitShard(
+            self.output, self.so, self.sink.file_metadata, self.fp, self.sink.attempt, self.lock.token,
+            dict(work), {s: self.committed[s] for s, only in work.items() if only is not None}, attempt)
+        max_pixels, fov = self.spec.max_pixels, settings.default_fov_degrees
+        # the driver shows progress from the commit records as they appear
+        done = threading.Event()
+        watcher = threading.Thread(target=self._watch, args=(work, bar, done), daemon=True,
+                                   name="annotator-beam-progress")
+        watcher.start()
+        round_error = None
+        try:
+            with beam.Pipeline(options=PipelineOptions(flags=[], **self.options)) as p:
+                _ = (p
+                     | "Shards" >> beam.Create(items, reshuffle=True)
+                     | "Read" >> beam.FlatMap(lambda item: stages.read_shard(item, **read_kwargs))
+                     | "Decode" >> beam.FlatMap(lambda b: split_rows(stages.decode_batch(
+                         b, max_pixels=max_pixels, default_fov_degrees=fov)))
+                     | "Infer" >> RunInference(handler)
+                     | "ByShard" >> beam.GroupByKey()
+                     | "Commit" >> beam.ParDo(commit)
+                     | "Outcomes" >> beam.combiners.ToList()
+                     | "WriteOutcomes" >> beam.Map(_write_outcomes, outcomes_uri, self.so))
+        except LockLostError:
+            raise
+        except Exception as e:  # noqa: BLE001 - the shards that did not commit are retried next round
+            if isinstance(e.__cause__, LockLostError) or "LockLostError" in str(e):
+                raise LockLostError(str(e).splitlines()[0]) from e
+            round_error = f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}"
+            log.error("round %d ended early: %s", attempt, round_error)
+        finally:
+            done.set()
+            watcher.join()
+        return self._fold(outcomes_uri, work, round_error)
+
+    def _watch(self, work: dict[str, list[str] | None], bar: ProgressBar, done: threading.Event) -> None:
+        """Advance the bar and ``_progress.json`` as commit records appear (under Beam, rows never
+        reach the driver)."""
+        seen: set[str] = set()
+        while not done.wait(2.0):
+            self._scan(work, bar, seen)
+            self.tick()
+        self._scan(work, bar, seen)
+
+    def _scan(self, work: dict[str, list[str] | None], bar: ProgressBar, seen: set[str]) -> None:
+        names = {record_name(s): s for s in work}
+        try:
+            self.sink.fs.invalidate_cache()
+            listed = {p.rsplit("/", 1)[-1] for p in self.sink.fs.ls(self.sink.path("_commits"), detail=False)}
+        except OSError:
+            return
+        for name in sorted(listed & set(names) - seen):
+            try:
+                rec = json.loads(self.sink.fs.cat_file(self.sink.path("_commits", name)))
+            except (OSError, ValueError):
+                continue
+            if rec.get("attempt") != self.sink.attempt:
+                continue  # committed by an earlier run (--retry-errors recommits it)
+            seen.add(name)
+            only = work[names[name]]
+            n = rec["rows"] if only is None else len(only)
+            self.stats.add_counts(n, rec["people"], rec["rows_error"])
+            bar.update(self.stats, n)
+
+    def _fold(self, outcomes_uri: str, work: dict[str, list[str] | None], round_error: str | None) -> dict[str, str]:
+        """Fold the round's outcomes into the job; returns the shards that did not commit."""
+        fs, path = sources.filesystem(outcomes_uri, self.so)
+        try:
+            outcomes = json.loads(fs.cat_file(path))
+        except FileNotFoundError:
+            outcomes = []
+        failures: dict[str, str] = {}
+        for o in outcomes:
+            if "record" in o:
+                self.record_commit(o["shard"], o["record"], o["run_stats"], o["seconds"], o["repaired"])
+                self.stats.add_batches(o["batches"])
+            else:
+                failures[o["shard"]] = o["fail"]
+        if len(outcomes) < len(work):  # the pipeline stopped early: what did commit is on disk
+            for shard_id, rec in self.sink.committed().items():
+                if shard_id in work and rec.get("attempt") == self.sink.attempt and shard_id not in self.committed_now:
+                    counts = {k: rec[k] for k in ("rows", "rows_ok", "rows_error", "people", "errors_by_reason")}
+                    self.record_commit(shard_id, rec, counts, 0.0, repaired=work[shard_id] is not None)
+        for shard_id in work:
+            if shard_id not in self.committed_now and shard_id not in failures:
+                failures[shard_id] = f"round_error: {round_error}" if round_error else "not committed (see Beam logs)"
+        self.tick(force=True)
+        return failures
+
+    def finish_rounds(self) -> None:
+        fs, path = sources.filesystem(sources.join(self.output, RUNS_DIR, self.sink.attempt), self.so)
+        try:
+            fs.rm(path, recursive=True)
+            if not fs.ls(path.rsplit("/", 1)[0]):
+                fs.rm(path.rsplit("/", 1)[0], recursive=True)
+        except (FileNotFoundError, OSError):
+            pass
+
+
+def run(spec) -> dict:
+    """Run a job under Beam; returns the run summary (also written to ``OUTPUT/_summary.json``)."""
+    return job_mod.run(BeamJob, spec)

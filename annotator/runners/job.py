@@ -1,0 +1,292 @@
+"""What every runner shares: the frozen plan, fingerprints, the work list, the exactly-once shard
+commit, retry rounds and the run summary. A runner (Ray Data, Beam) subclasses ``Job`` and
+implements ``start`` (connect to its engine) and ``run_round`` (push the given shards through
+read -> decode -> infer and commit them); everything a user can observe on disk is decided here,
+so both runners write the same output.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from annotator import plan as plan_mod
+from annotator import schema, sources, stages
+from annotator.infer import skeleton_of
+from annotator.lock import OutputLock
+from annotator.models import loader, registry
+from annotator.progress import ProgressBar, RunStats, shard_stats
+from annotator.sink import DatasetSink
+from annotator.spec import RunSpec
+
+log = logging.getLogger(__name__)
+
+
+class FingerprintError(RuntimeError):
+    """The output holds shards made with another model, settings, schema or plan."""
+
+
+class ClusterError(RuntimeError):
+    """The cluster cannot run the job as specified (e.g. not enough GPUs for the actor pool)."""
+
+
+def fingerprint_doc(model: loader.ResolvedModel, spec: RunSpec, plan_hash: str) -> dict:
+    return {"model_sha256": model.sha256, "settings": spec.settings.to_dict(),
+            "schema_version": schema.version(), "plan_hash": plan_hash, "max_pixels": spec.max_pixels}
+
+
+def fingerprint(doc: dict) -> str:
+    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
+
+
+def absolute(uri: str) -> str:
+    """Local paths become absolute (workers have another working directory); URIs stay as given."""
+    if sources.protocol_of(uri) == "file" and "://" not in uri:
+        return os.path.abspath(os.path.expanduser(uri))
+    return uri
+
+
+def known_skeleton(model_path: str, skeleton: str) -> dict | None:
+    """Joint names/edges of the requested skeleton from the model's build info, without loading
+    it; None for a model without one (an official SavedModel: ask the model itself)."""
+    info = registry.info(model_path)
+    skels = info.get("skeletons")
+    if skels is None:
+        return None
+    key = skeleton or info["native_skeleton"]
+    if key not in skels:
+        raise ValueError(f"unknown skeleton {skeleton!r}; this model has: {', '.join(sorted(skels))}")
+    return {"name": skeleton or "all", **skels[key]}
+
+
+def load_skeleton(model_path: str, skeleton: str, reference: str | None = None,
+                  storage_options: dict | None = None) -> dict:
+    """The skeleton as the loaded model describes it (imports TensorFlow)."""
+    import tensorflow as tf
+
+    path = loader.resolve(reference, build_missing=False, storage_options=storage_options).path \
+        if reference else model_path
+    return skeleton_of(tf.saved_model.load(path), skeleton)
+
+
+def commit_shard(sink: DatasetSink, shard_id: str, tables: list[pa.Table], only: list[str] | None,
+                 old_record: dict | None, attempt: int) -> tuple[dict, dict]:
+    """Write one shard's rows and commit it (the sink's protocol); returns (commit record, this
+    run's stats). Pure of runner state, so it runs on a driver thread (Ray) or a worker (Beam).
+
+    ``only`` (``--retry-errors``): the rows given replace those ids in the committed part
+    ``old_record``; the other rows are kept as they were."""
+    table = pa.concat_tables(tables)
+    extras = table.select(list(stages.EXTRA_COLUMNS))
+    rows = table.select(schema.arrow_schema().names).cast(schema.arrow_schema())
+    run_stats = shard_stats(rows, extras, attempt)  # what this run computed
+    file_stats, repairs = run_stats, 0
+    if only is not None:
+        old = sink.read_part(old_record).replace_schema_metadata(None).cast(schema.arrow_schema())
+        redone = pa.array(rows.column("image_id").to_pylist(), pa.string())
+        old = old.filter(pc.invert(pc.is_in(old.column("image_id"), value_set=redone)))
+        rows = pa.concat_tables([old, rows])
+        repairs = int(old_record.get("repairs", 0)) + 1
+        file_stats = shard_stats(rows, extras, attempt)
+    return sink.write_shard(shard_id, rows, file_stats, repairs=repairs), run_stats
+
+
+class Job:
+    """One run of a spec against an output: everything but the engine that moves the rows."""
+
+    runner = "?"
+
+    def __init__(self, spec: RunSpec, model: loader.ResolvedModel, lock: OutputLock):
+        self.spec, self.model, self.lock = spec, model, lock
+        self.so = spec.storage_options
+        self.output = absolute(spec.output)
+        self.input = absolute(spec.input)
+        self.sink = DatasetSink(self.output, storage_options=self.so)
+        # what the workers resolve on their own node: a remote URI or built-in name as given, a local
+        # folder as the absolute path the driver found
+        given = spec.model
+        self.actor_model = given if loader.is_remote(given) or given == model.reference and \
+            not os.path.exists(os.path.expanduser(given)) else model.path
+        self.stats = RunStats()
+        self.pool = ThreadPoolExecutor(spec.compute.commit_threads, thread_name_prefix="annotator-commit")
+        self.committed: dict[str, dict] = {}
+        self.committed_now: set[str] = set()
+        self.shards_total = 0
+        self.last_manifest = 0.0
+        self.last_progress = 0.0
+
+    # -- setup ---------------------------------------------------------------------------------
+
+    def prepare(self) -> tuple[plan_mod.Plan, bool]:
+        if self.spec.overwrite:
+            self.sink.reset()
+        self.sink.makedirs()
+        plan_uri = sources.join(self.output, plan_mod.PLAN_DIR)
+        opts = plan_mod.PlanOptions(self.input, self.spec.kind, self.spec.shard_size, self.spec.video_every)
+        plan = plan_mod.load(plan_uri, self.so)
+        reused = plan is not None
+        if plan is None:
+            plan = plan_mod.create(opts, plan_uri, self.so)
+        else:
+            plan.check_options(opts)
+        doc = fingerprint_doc(self.model, self.spec, plan.hash)
+        fp = fingerprint(doc)
+        self.committed = self.sink.committed()
+        other = {s: r for s, r in self.committed.items() if r.get("fingerprint") != fp}
+        if other:
+            prev = (self.sink.read_json("_fingerprint.json") or {}).get("components", {})
+            diff = sorted(k for k in set(doc) | set(prev) if doc.get(k) != prev.get(k)) or ["unknown"]
+            raise FingerprintError(
+                f"{self.output} holds {len(other)} committed shard(s) made with a different "
+                f"{', '.join(diff)}; rerun with --overwrite to replace them, or write to a new output")
+        self.sink.write_json("_fingerprint.json", {"fingerprint": fp, "components": doc})
+        self.sink.fingerprint = fp
+        self.fp = fp
+        return plan, reused
+
+    def error_ids(self, records: dict[str, dict]) -> dict[str, list[str]]:
+        """``--retry-errors``: the image ids of the error rows of committed shards."""
+        todo = [r for r in records.values() if r["rows_error"] > 0]
+
+        def ids(rec: dict) -> tuple[str, list[str]]:
+            t = self.sink.read_part(rec)
+            t = t.filter(pc.not_equal(t.column("status"), "ok"))
+            return rec["shard"], t.column("image_id").to_pylist()
+        with ThreadPoolExecutor(16) as ex:
+            return dict(ex.map(ids, todo))
+
+    def shard_items(self, plan: plan_mod.Plan, work: dict[str, list[str] | None]) -> list[dict]:
+        """The plan rows of the shards in ``work``, as the read stage takes them."""
+        items = []
+        for row in plan.rows(set(work)):
+            only = work[row["shard"]]
+            # no None in string columns: Ray turns an all-null column into NaN floats
+            row = {k: ("" if v is None and plan_mod.SHARD_SCHEMA.field(k).type == pa.string() else v)
+                   for k, v in row.items()}
+            items.append({**row, "only": json.dumps(only) if only is not None else ""})
+        return items
+
+    def read_kwargs(self, plan: plan_mod.Plan) -> dict:
+        c = self.spec.compute
+        return {"plan_uri": plan.uri, "storage_options": self.so, "batch_size": c.read_batch,
+                "timeout_s": c.read_timeout_s, "retries": c.read_retries}
+
+    # -- commit ---------------------------------------------------------------------------------
+
+    def commit(self, shard_id: str, tables: list[pa.Table], only: list[str] | None, attempt: int) -> dict:
+        """Commit on this process (a driver thread), under the output lock."""
+        started = time.perf_counter()
+        self.lock.check()
+        rec, run_stats = commit_shard(self.sink, shard_id, tables, only,
+                                      self.committed.get(shard_id) if only is not None else None, attempt)
+        self.record_commit(shard_id, rec, run_stats, time.perf_counter() - started, repaired=only is not None)
+        return rec
+
+    def record_commit(self, shard_id: str, rec: dict, run_stats: dict, seconds: float, repaired: bool) -> None:
+        self.stats.add_shard(run_stats, seconds, repaired=repaired)
+        self.committed[shard_id] = rec
+        self.committed_now.add(shard_id)
+
+    def tick(self, force: bool = False) -> None:
+        now = time.time()
+        if force or now - self.last_progress > 5:
+            self.last_progress = now
+            self.sink.write_json("_progress.json", self.stats.progress(
+                state="running", attempt_id=self.sink.attempt, dataset=self.dataset_totals()))
+        if force or now - self.last_manifest > self.spec.manifest_interval_s:
+            self.last_manifest = now
+            self.sink.write_manifest(self.committed, final=False, shards_total=self.shards_total)
+
+    def dataset_totals(self) -> dict:
+        recs = list(self.committed.values())
+        errors: dict[str, int] = {}
+        for r in recs:
+            for k, v in (r.get("errors_by_reason") or {}).items():
+                errors[k] = errors.get(k, 0) + v
+        return {"shards_total": self.shards_total, "shards_committed": len(recs),
+                **{k: sum(r[k] for r in recs) for k in ("rows", "rows_ok", "rows_error", "people")},
+                "errors_by_reason": dict(sorted(errors.items()))}
+
+    # -- what a runner implements ---------------------------------------------------------------
+
+    def start(self) -> None:
+        """Connect to the engine (after the plan is frozen, before the first round)."""
+
+    def describe_skeleton(self) -> dict:
+        """Joint names and edges for the file metadata (a runner may load the model elsewhere)."""
+        return known_skeleton(self.model.path, self.spec.settings.skeleton) or load_skeleton(
+            self.model.path, self.spec.settings.skeleton)
+
+    def run_round(self, plan: plan_mod.Plan, work: dict[str, list[str] | None], attempt: int,
+                  bar: ProgressBar) -> dict[str, str]:
+        """Process and commit the shards in ``work``; returns those that did not commit, with reasons."""
+        raise NotImplementedError
+
+    def finish_rounds(self) -> None:
+        """After the last round, before the summary (e.g. fold engine-side counters into the stats)."""
+
+    # -- the job ------------------------------------------------------------------------------------
+
+    def run(self) -> dict:
+        plan, reused = self.prepare()
+        self.shards_total = plan.num_shards
+        self.start()
+        self.sink.file_metadata = schema.file_metadata(self.model.to_dict(), self.describe_skeleton(),
+                                                       self.spec.settings.to_dict())
+        work: dict[str, list[str] | None] = {s: None for s in plan.shard_ids() if s not in self.committed}
+        if self.spec.retry_errors:
+            work.update(self.error_ids(self.committed))
+        self.stats.shards_skipped = plan.num_shards - len(work)
+        self.stats.shards_todo = len(work)
+        sizes = dict(zip(plan.shard_ids(), plan.shards.column("members").to_pylist(), strict=True))
+        known = [len(only) if only is not None else sizes[s] for s, only in work.items()]
+        bar = ProgressBar(None if any(n < 0 for n in known) else sum(known), enabled=self.spec.progress)
+        failures: dict[str, str] = {}
+        rounds = 0
+        try:
+            for attempt in range(1, self.spec.compute.shard_attempts + 1):
+                if not work:
+                    break
+                rounds += 1
+                failures = self.run_round(plan, work, attempt, bar)
+                work = {s: work[s] for s in failures}
+                if work:
+                    log.warning("round %d: %d shard(s) to retry: %s", attempt, len(work),
+                                "; ".join(f"{s}: {r}" for s, r in list(failures.items())[:5]))
+        finally:
+            bar.close()
+        self.stats.failed_shards = dict(failures) if work else {}
+        self.finish_rounds()
+        manifest = self.sink.write_manifest(self.committed, final=True, shards_total=plan.num_shards)
+        summary = self.stats.summary(
+            output=self.output, input=self.input, model=self.model.to_dict(), shards_total=plan.num_shards,
+            rows_in_dataset=manifest["rows"], dataset={k: manifest[k] for k in (
+                "shards_committed", "rows", "rows_ok", "rows_error", "people", "errors_by_reason")},
+            fingerprint=self.fp, attempt_id=self.sink.attempt, rounds=rounds, runner=self.runner,
+            plan={"kind": plan.kind, "reused": reused, "num_shards": plan.num_shards,
+                  "num_members": plan.num_members, "planning_seconds": plan.meta.get("planning_seconds")})
+        self.sink.write_json("_summary.json", summary)
+        self.sink.write_json("_progress.json", self.stats.progress(
+            state="failed" if summary["shards_failed"] else "finished", attempt_id=self.sink.attempt,
+            dataset=self.dataset_totals()))
+        return summary
+
+
+def run(job_cls: type[Job], spec: RunSpec) -> dict:
+    """Run a job with the runner ``job_cls``; returns the run summary (also ``OUTPUT/_summary.json``)."""
+    spec.validate()
+    model = loader.resolve(spec.model, storage_options=spec.storage_options)
+    lock = OutputLock(absolute(spec.output), spec.storage_options, spec.lock_heartbeat_s, spec.lock_stale_s)
+    with lock:
+        job = job_cls(spec, model, lock)
+        try:
+            return job.run()
+        finally:
+            job.pool.shutdown(wait=True)

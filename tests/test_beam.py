@@ -1,0 +1,115 @@
+"""The Beam runner (DirectRunner, the real default model behind RunInference) writes what the Ray
+runner writes: the same rows, file metadata and fingerprint; it resumes an output either runner
+started; its workers commit only while the output lock names their job."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from annotator import cli, sink, stages
+from annotator.lock import LockLostError, OutputLock
+from annotator.runners import beam, ray_data
+
+from .test_pipeline_fixtures import by_id, test_spec, write_photos
+
+pytestmark = pytest.mark.slow
+
+
+def test_beam_and_ray_write_the_same_dataset(ray_cluster, default_model_path, tmp_path, capsys):
+    photos = tmp_path / "photos"
+    write_photos(photos, 5)
+    (photos / "corrupt.jpg").write_text("<html>not a photo</html>")
+    ray_out, beam_out = tmp_path / "ray", tmp_path / "beam"
+    r = ray_data.run(test_spec(str(photos), str(ray_out)))
+    rc = cli.main(["run", str(photos), str(beam_out), "--runner", "beam", "--shard-size", "4", "--batch-size", "2",
+                   "--num-aug", "1", "--no-progress"])
+    assert rc == 0
+    assert "6 (5 ok, 1 errors)" in capsys.readouterr().out
+    b = json.loads((beam_out / "_summary.json").read_text())
+    assert (r["runner"], b["runner"]) == ("ray", "beam")
+    assert b["fingerprint"] == r["fingerprint"]  # the runner is not part of what the labels depend on
+    for key in ("images", "images_ok", "images_error", "people", "shards_committed", "errors_by_reason",
+                "people_per_image"):
+        assert b[key] == r[key], key
+    assert b["images_ok"] == 5 and b["errors_by_reason"] == {"not_an_image": 1}
+    assert b["stage_seconds"]["infer"] > 0 and len(b["actors"]) == 1
+    assert not (beam_out / beam.RUNS_DIR).exists()  # the round outcomes are cleaned up
+
+    rows_r, rows_b = by_id(sink.read_dataset(str(ray_out))), by_id(sink.read_dataset(str(beam_out)))
+    assert sorted(rows_b) == sorted(rows_r) and len(rows_b) == 6
+    for image_id, rb in rows_b.items():
+        rr = rows_r[image_id]
+        for key in ("status", "error", "width", "height", "intrinsics", "camera_source", "num_people", "shard"):
+            assert rb[key] == rr[key], (image_id, key)
+        for pb, pr in zip(rb["people"], rr["people"], strict=True):
+            np.testing.assert_allclose(pb["joints2d"], pr["joints2d"], atol=1e-2)  # px
+            np.testing.assert_allclose(pb["joints3d_cam"], pr["joints3d_cam"], atol=0.5)  # mm
+    part = sink.DatasetSink(str(beam_out)).committed()["000000"]["part"]
+    meta_b = pq.read_schema(beam_out / part).metadata
+    meta_r = pq.read_schema(ray_out / part).metadata
+    assert meta_b == meta_r and meta_b  # model, skeleton, settings, schema version
+
+
+def test_beam_resumes_where_a_run_stopped(default_model_path, tmp_path):
+    photos = tmp_path / "photos"
+    write_photos(photos, 8)
+    out = tmp_path / "out"
+    first = beam.run(test_spec(str(photos), str(out), runner="beam"))
+    assert first["shards_committed"] == 2 and first["images_ok"] == 8
+    before = by_id(sink.read_dataset(str(out)))
+    # as if the job had died before committing the second shard: its commit record is missing
+    (out / "_commits" / sink.record_name("000001")).unlink()
+    again = beam.run(test_spec(str(photos), str(out), runner="beam"))
+    assert again["shards_skipped"] == 1 and again["shards_committed"] == 1 and again["images"] == 4
+    after = by_id(sink.read_dataset(str(out)))
+    assert sorted(after) == sorted(before) and len(after) == 8  # nothing lost, nothing twice
+    assert json.loads((out / "_manifest.json").read_text())["rows"] == 8
+
+
+def _element(out, shard_id: str, fail: str = "") -> tuple[str, list[bytes]]:
+    """A shard's rows as the inference stage hands them to the commit, in two pieces: the label
+    columns of a committed part plus the driver-only columns."""
+    part = sink.DatasetSink(str(out)).committed()[shard_id]
+    t = sink.DatasetSink(str(out)).read_part(part).replace_schema_metadata(None)
+    n = t.num_rows
+    extras = {"_shard_rows": pa.array([n] * n, pa.int64()), "_fail": pa.array([fail] * n, pa.string()),
+              "_read_s": pa.array([0.0] * n), "_decode_s": pa.array([0.0] * n), "_infer_s": pa.array([0.1] * n),
+              "_actor": pa.array(["test:1"] * n), "_gpu": pa.array([""] * n),
+              "_model_loads": pa.array([1] * n, pa.int64()), "_decode_pid": pa.array([1] * n, pa.int64()),
+              "_done_at": pa.array([0.0] * n)}
+    for name in stages.EXTRA_COLUMNS:
+        t = t.append_column(name, extras[name])
+    return shard_id, [beam.to_ipc(t.slice(0, 1)), beam.to_ipc(t.slice(1))]
+
+
+def test_commit_dofn_needs_the_lock_and_skips_failed_shards(default_model_path, tmp_path):
+    photos = tmp_path / "photos"
+    write_photos(photos, 4)
+    out = tmp_path / "out"
+    beam.run(test_spec(str(photos), str(out), runner="beam"))
+    ok, failing = _element(out, "000000"), _element(out, "000000", fail="timeout: inference exceeded 1 s")
+    record = out / "_commits" / sink.record_name("000000")
+    record.unlink()  # the shard is to be committed again
+    fp = json.loads((out / "_fingerprint.json").read_text())["fingerprint"]
+
+    def dofn(token: str) -> beam.CommitShard:
+        fn = beam.CommitShard(str(out), None, {}, fp, "attempt2", token, {"000000": None}, {}, attempt=1)
+        fn.setup()
+        return fn
+
+    with OutputLock(str(out)) as lock:
+        with pytest.raises(LockLostError):  # another job holds the output: nothing is written
+            list(dofn("someone-else").process(ok))
+        assert not record.exists()
+        assert list(dofn(lock.token).process(failing)) == [
+            {"shard": "000000", "fail": "timeout: inference exceeded 1 s"}]
+        assert not record.exists()
+        (done,) = dofn(lock.token).process(ok)
+    assert done["record"]["rows"] == 4 and done["record"]["attempt"] == "attempt2"
+    assert done["run_stats"]["actors"] == {"test:1": {"images": 4, "gpu": "", "model_loads": 1}}
+    assert json.loads(record.read_text())["sha256"] == done["record"]["sha256"]
