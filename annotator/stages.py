@@ -46,6 +46,7 @@ EMPTY_SHARD = "empty_shard"
 BAD_CAMERA = "bad_camera"
 SHARD_READ_ERROR = "shard_read_error"
 TIMEOUT = "timeout"
+CHANGED = "changed_since_plan"
 EXTRA_COLUMNS = ("_shard_rows", "_fail", "_read_s", "_decode_s", "_infer_s", "_actor", "_gpu",
                  "_model_loads", "_decode_pid", "_done_at")
 
@@ -159,6 +160,9 @@ def _read_files(shard: dict, plan_uri: str, only: set[str] | None, rows: _Rows, 
                 error = _err(BAD_CAMERA, e)
             if isinstance(data, Exception):
                 error, data = _err(decode_mod.READ_ERROR, data), b""
+            elif m["size"] is not None and m["size"] > 0 and len(data) != m["size"] and not error:
+                # the plan is frozen: labels must be of the bytes it listed, not of a file replaced since
+                error, data = f"{CHANGED}: planned {m['size']} bytes, read {len(data)}", b""
             if (out := rows.add(m["image_id"], m["uri"], data=data, camera=cam, error=error)) is not None:
                 yield out
 

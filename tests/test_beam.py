@@ -1,11 +1,14 @@
 """The Beam runner (DirectRunner, the real default model behind RunInference) writes what the Ray
-runner writes: the same rows, file metadata and fingerprint; it resumes an output either runner
-started; its workers commit only while the output lock names their job."""
+runner writes: the same rows, file metadata and fingerprint; it resumes where a run stopped; its
+workers commit only while the output lock names their job."""
 
 from __future__ import annotations
 
+import io
 import json
+import shutil
 
+import fsspec
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -15,57 +18,79 @@ from annotator import cli, sink, stages
 from annotator.lock import LockLostError, OutputLock
 from annotator.runners import beam, ray_data
 
-from .test_pipeline_fixtures import by_id, test_spec, write_photos
+from .test_pipeline_fixtures import by_id, photo_bytes, test_spec, write_photos
 
 pytestmark = pytest.mark.slow
 
 
-def test_beam_and_ray_write_the_same_dataset(ray_cluster, default_model_path, tmp_path, capsys):
-    photos = tmp_path / "photos"
-    write_photos(photos, 5)
-    (photos / "corrupt.jpg").write_text("<html>not a photo</html>")
-    ray_out, beam_out = tmp_path / "ray", tmp_path / "beam"
-    r = ray_data.run(test_spec(str(photos), str(ray_out)))
-    rc = cli.main(["run", str(photos), str(beam_out), "--runner", "beam", "--shard-size", "4", "--batch-size", "2",
-                   "--num-aug", "1", "--no-progress"])
-    assert rc == 0
-    assert "6 (5 ok, 1 errors)" in capsys.readouterr().out
-    b = json.loads((beam_out / "_summary.json").read_text())
-    assert (r["runner"], b["runner"]) == ("ray", "beam")
-    assert b["fingerprint"] == r["fingerprint"]  # the runner is not part of what the labels depend on
-    for key in ("images", "images_ok", "images_error", "people", "shards_committed", "errors_by_reason",
-                "people_per_image"):
-        assert b[key] == r[key], key
-    assert b["images_ok"] == 5 and b["errors_by_reason"] == {"not_an_image": 1}
-    assert b["stage_seconds"]["infer"] > 0 and len(b["actors"]) == 1
-    assert not (beam_out / beam.RUNS_DIR).exists()  # the round outcomes are cleaned up
+def test_beam_and_ray_write_the_same_dataset(ray_cluster, default_model_path, capsys):
+    """Both runners on the same photos, in and out through ``memory://`` (fsspec's in-process
+    filesystem: the Ray runner reads it on the driver and hands the bytes to Ray, as no worker can
+    see this process's memory; Beam's DirectRunner reads it where it runs). Beam goes through the CLI."""
+    fs = fsspec.filesystem("memory")
+    root = "/annotator-beam-test"
+    for i in range(5):
+        fs.pipe_file(f"{root}/photos/img{i:03d}.jpg", photo_bytes(i))
+    fs.pipe_file(f"{root}/photos/corrupt.jpg", b"<html>not a photo</html>")
+    photos, ray_out, beam_out = (f"memory://{root[1:]}/{n}" for n in ("photos", "ray", "beam"))
+    try:
+        r = ray_data.run(test_spec(photos, ray_out))
+        rc = cli.main(["run", photos, beam_out, "--runner", "beam", "--shard-size", "4", "--batch-size", "2",
+                       "--num-aug", "1", "--no-progress"])
+        assert rc == 0
+        assert "6 (5 ok, 1 errors)" in capsys.readouterr().out
+        b = json.loads(fs.cat_file(f"{root}/beam/_summary.json"))
+        assert (r["runner"], b["runner"]) == ("ray", "beam")
+        assert b["fingerprint"] == r["fingerprint"]  # the runner is not part of what the labels depend on
+        for key in ("images", "images_ok", "images_error", "people", "shards_committed", "errors_by_reason",
+                    "people_per_image"):
+            assert b[key] == r[key], key
+        assert b["images_ok"] == 5 and b["errors_by_reason"] == {"not_an_image": 1}
+        assert b["stage_seconds"]["infer"] > 0 and len(b["actors"]) == 1
+        assert not fs.exists(f"{root}/beam/{beam.RUNS_DIR}")  # the round outcomes are cleaned up
 
-    rows_r, rows_b = by_id(sink.read_dataset(str(ray_out))), by_id(sink.read_dataset(str(beam_out)))
-    assert sorted(rows_b) == sorted(rows_r) and len(rows_b) == 6
-    for image_id, rb in rows_b.items():
-        rr = rows_r[image_id]
-        for key in ("status", "error", "width", "height", "intrinsics", "camera_source", "num_people", "shard"):
-            assert rb[key] == rr[key], (image_id, key)
-        for pb, pr in zip(rb["people"], rr["people"], strict=True):
-            np.testing.assert_allclose(pb["joints2d"], pr["joints2d"], atol=1e-2)  # px
-            np.testing.assert_allclose(pb["joints3d_cam"], pr["joints3d_cam"], atol=0.5)  # mm
-    part = sink.DatasetSink(str(beam_out)).committed()["000000"]["part"]
-    meta_b = pq.read_schema(beam_out / part).metadata
-    meta_r = pq.read_schema(ray_out / part).metadata
-    assert meta_b == meta_r and meta_b  # model, skeleton, settings, schema version
+        rows_r, rows_b = by_id(sink.read_dataset(ray_out)), by_id(sink.read_dataset(beam_out))
+        assert sorted(rows_b) == sorted(rows_r) and len(rows_b) == 6
+        for image_id, rb in rows_b.items():
+            rr = rows_r[image_id]
+            for key in ("status", "error", "width", "height", "intrinsics", "camera_source", "num_people", "shard",
+                        "source_uri"):
+                assert rb[key] == rr[key], (image_id, key)
+            for pb, pr in zip(rb["people"], rr["people"], strict=True):
+                np.testing.assert_allclose(pb["joints2d"], pr["joints2d"], atol=1e-2)  # px
+                np.testing.assert_allclose(pb["joints3d_cam"], pr["joints3d_cam"], atol=0.5)  # mm
+        part = sink.DatasetSink(beam_out).committed()["000000"]["part"]
+        meta_b = pq.read_schema(io.BytesIO(fs.cat_file(f"{root}/beam/{part}"))).metadata
+        meta_r = pq.read_schema(io.BytesIO(fs.cat_file(f"{root}/ray/{part}"))).metadata
+        assert meta_b == meta_r and meta_b  # model, skeleton, settings, schema version
+    finally:
+        fs.rm(root, recursive=True)
 
 
-def test_beam_resumes_where_a_run_stopped(default_model_path, tmp_path):
-    photos = tmp_path / "photos"
-    write_photos(photos, 8)
-    out = tmp_path / "out"
-    first = beam.run(test_spec(str(photos), str(out), runner="beam"))
-    assert first["shards_committed"] == 2 and first["images_ok"] == 8
+@pytest.fixture(scope="module")
+def beam_output(default_model_path, tmp_path_factory):
+    """8 photos in 2 shards, annotated under Beam (each test works on its own copy)."""
+    base = tmp_path_factory.mktemp("beam")
+    write_photos(base / "photos", 8)
+    summary = beam.run(test_spec(str(base / "photos"), str(base / "out"), runner="beam"))
+    assert summary["shards_committed"] == 2 and summary["images_ok"] == 8
+    return base
+
+
+def _copy(base, tmp_path):
+    """The shared input (read only) and a copy of the output (the plan names the input's path)."""
+    shutil.copytree(base / "out", tmp_path / "out")
+    return base / "photos", tmp_path / "out"
+
+
+def test_beam_resumes_where_a_run_stopped(beam_output, tmp_path):
+    photos, out = _copy(beam_output, tmp_path)
     before = by_id(sink.read_dataset(str(out)))
     # as if the job had died before committing the second shard: its commit record is missing
     (out / "_commits" / sink.record_name("000001")).unlink()
     again = beam.run(test_spec(str(photos), str(out), runner="beam"))
     assert again["shards_skipped"] == 1 and again["shards_committed"] == 1 and again["images"] == 4
+    assert again["steady_images_per_second"] is None or again["steady_images_per_second"] > 0
     after = by_id(sink.read_dataset(str(out)))
     assert sorted(after) == sorted(before) and len(after) == 8  # nothing lost, nothing twice
     assert json.loads((out / "_manifest.json").read_text())["rows"] == 8
@@ -87,11 +112,8 @@ def _element(out, shard_id: str, fail: str = "") -> tuple[str, list[bytes]]:
     return shard_id, [beam.to_ipc(t.slice(0, 1)), beam.to_ipc(t.slice(1))]
 
 
-def test_commit_dofn_needs_the_lock_and_skips_failed_shards(default_model_path, tmp_path):
-    photos = tmp_path / "photos"
-    write_photos(photos, 4)
-    out = tmp_path / "out"
-    beam.run(test_spec(str(photos), str(out), runner="beam"))
+def test_commit_dofn_needs_the_lock_and_skips_failed_shards(beam_output, tmp_path):
+    _, out = _copy(beam_output, tmp_path)
     ok, failing = _element(out, "000000"), _element(out, "000000", fail="timeout: inference exceeded 1 s")
     record = out / "_commits" / sink.record_name("000000")
     record.unlink()  # the shard is to be committed again

@@ -214,3 +214,17 @@ def test_retry_only_rereads_the_requested_members(tmp_path):
     got = {b["image_id"][0]: b["error"][0] for b in batches}
     assert got.keys() == {"i1.jpg", "i2.jpg"} and got["i1.jpg"] == "" and got["i2.jpg"].startswith("read_error")
     assert list(batches[-1]["shard_rows"]) == [2]
+
+
+def test_a_file_changed_since_the_plan_is_an_error_row(tmp_path):
+    """The plan is frozen with each file's size: a file replaced before it is read is not labelled."""
+    src = tmp_path / "in"
+    src.mkdir()
+    (src / "a.jpg").write_bytes(photo_bytes(0))
+    (src / "b.jpg").write_bytes(photo_bytes(1))
+    p = plan.create(plan.PlanOptions(str(src)), str(tmp_path / "_plan"))
+    (src / "b.jpg").write_bytes(photo_bytes(2))  # another photo under the same name
+    (b,) = list(stages.read_shard({**p.rows()[0], "only": ""}, p.uri))
+    errors = dict(zip(b["image_id"], b["error"], strict=True))
+    assert errors["a.jpg"] == ""
+    assert errors["b.jpg"] == f"changed_since_plan: planned {len(photo_bytes(1))} bytes, read {len(photo_bytes(2))}"

@@ -95,6 +95,10 @@ def from_ipc(data: bytes) -> pa.Table:
     return pa.ipc.open_stream(data).read_all()
 
 
+_MODELS: dict[str, stages.InferenceStage] = {}
+_MODELS_LOCK = threading.Lock()
+
+
 class PoseModelHandler(ModelHandler):
     """Beam RunInference handler around ``stages.InferenceStage`` (load once, map a batch): the same
     object the Ray actors hold, so both runners annotate alike."""
@@ -107,8 +111,14 @@ class PoseModelHandler(ModelHandler):
                        "storage_options": storage_options}
 
     def load_model(self) -> stages.InferenceStage:
+        """One model per process and configuration: RunInference asks again for every pipeline
+        (each retry round, each job in a notebook), and a load + warm-up costs ~30 s on a CPU."""
         quiet_beam_logs()
-        return stages.InferenceStage(**self.kwargs)
+        key = json.dumps({**self.kwargs, "settings": self.kwargs["settings"].to_dict()}, sort_keys=True)
+        with _MODELS_LOCK:
+            if key not in _MODELS:
+                _MODELS[key] = stages.InferenceStage(**self.kwargs)
+            return _MODELS[key]
 
     def run_inference(self, batch: Sequence[dict], model: stages.InferenceStage,
                       inference_args: dict | None = None) -> Iterable[tuple[str, bytes]]:
