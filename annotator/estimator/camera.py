@@ -91,17 +91,32 @@ def pad_distortion(coeffs) -> tf.Tensor:
     return tf.ensure_shape(out, coeffs.shape[:-1].concatenate([NUM_DISTORTION]))
 
 
-def _unpack(coeffs):
-    c = pad_distortion(coeffs)[..., tf.newaxis, :]  # broadcast over the point axis
-    return [c[..., i] for i in range(NUM_DISTORTION)]
+def _unpack(coeffs) -> tuple[tf.Tensor, ...]:
+    """The 12 coefficients as separate [..., 1] tensors that broadcast over the point axis.
+
+    Unpacked once per call, not once per use: the graph (and so the SavedModel's load time)
+    grows with every slice, and ``undistort`` used to repeat them in each Newton step.
+    """
+    c = pad_distortion(coeffs)[..., tf.newaxis, :]
+    return tuple(tf.unstack(c, NUM_DISTORTION, axis=-1))
 
 
-def _radial_terms(x, y, coeffs):
-    k1, k2, p1, p2, k3, k4, k5, k6, s1, s2, s3, s4 = _unpack(coeffs)
+def _radial(x, y, c):
+    """r^2 and the numerator/denominator polynomials of the rational radial model."""
+    k1, k2, _, _, k3, k4, k5, k6 = c[:8]
     r2 = x * x + y * y
     a = 1.0 + r2 * (k1 + r2 * (k2 + r2 * k3))
     b = 1.0 + r2 * (k4 + r2 * (k5 + r2 * k6))
-    return r2, a, b, (k1, k2, p1, p2, k3, k4, k5, k6, s1, s2, s3, s4)
+    return r2, a, b
+
+
+def _distort_xy(x, y, c):
+    _, _, p1, p2, _, _, _, _, s1, s2, s3, s4 = c
+    r2, a, b = _radial(x, y, c)
+    rad = a / b
+    xd = x * rad + 2.0 * p1 * x * y + p2 * (r2 + 2.0 * x * x) + r2 * (s1 + s2 * r2)
+    yd = y * rad + p1 * (r2 + 2.0 * y * y) + 2.0 * p2 * x * y + r2 * (s3 + s4 * r2)
+    return xd, yd
 
 
 def distort(normalized, coeffs) -> tf.Tensor:
@@ -111,12 +126,15 @@ def distort(normalized, coeffs) -> tf.Tensor:
          + 2 p1 x y + p2 (r^2 + 2 x^2) + s1 r^2 + s2 r^4, and symmetrically for y'.
     """
     n = tf.convert_to_tensor(normalized, tf.float32)
-    x, y = n[..., 0], n[..., 1]
-    r2, a, b, (_, _, p1, p2, _, _, _, _, s1, s2, s3, s4) = _radial_terms(x, y, coeffs)
-    rad = a / b
-    xd = x * rad + 2.0 * p1 * x * y + p2 * (r2 + 2.0 * x * x) + r2 * (s1 + s2 * r2)
-    yd = y * rad + p1 * (r2 + 2.0 * y * y) + 2.0 * p2 * x * y + r2 * (s3 + s4 * r2)
-    return tf.stack([xd, yd], -1)
+    return tf.stack(_distort_xy(n[..., 0], n[..., 1], _unpack(coeffs)), -1)
+
+
+def _radial_slope(r2, a, b, c):
+    """d(rad)/d(r^2) of rad = a / b."""
+    k1, k2, _, _, k3, k4, k5, k6 = c[:8]
+    da = k1 + r2 * (2.0 * k2 + 3.0 * k3 * r2)
+    db = k4 + r2 * (2.0 * k5 + 3.0 * k6 * r2)
+    return (da * b - a * db) / (b * b)
 
 
 def distortion_is_monotonic(normalized, coeffs) -> tf.Tensor:
@@ -126,20 +144,17 @@ def distortion_is_monotonic(normalized, coeffs) -> tf.Tensor:
     fold would be mapped onto unrelated pixels, so warping treats it as outside the image.
     """
     n = tf.convert_to_tensor(normalized, tf.float32)
-    x, y = n[..., 0], n[..., 1]
-    r2, a, b, (k1, k2, _, _, k3, k4, k5, k6, *_) = _radial_terms(x, y, coeffs)
-    da = k1 + r2 * (2.0 * k2 + 3.0 * k3 * r2)
-    db = k4 + r2 * (2.0 * k5 + 3.0 * k6 * r2)
+    c = _unpack(coeffs)
+    r2, a, b = _radial(n[..., 0], n[..., 1], c)
     # d(r * rad)/dr = rad + 2 r^2 d(rad)/d(r^2)
-    return (a / b + 2.0 * r2 * (da * b - a * db) / (b * b)) > 0.0
+    return (a / b + 2.0 * r2 * _radial_slope(r2, a, b, c)) > 0.0
 
 
-def _distort_jacobian(x, y, coeffs):
-    r2, a, b, (k1, k2, p1, p2, k3, k4, k5, k6, s1, s2, s3, s4) = _radial_terms(x, y, coeffs)
+def _distort_jacobian(x, y, c):
+    _, _, p1, p2, _, _, _, _, s1, s2, s3, s4 = c
+    r2, a, b = _radial(x, y, c)
     rad = a / b
-    da = k1 + r2 * (2.0 * k2 + 3.0 * k3 * r2)
-    db = k4 + r2 * (2.0 * k5 + 3.0 * k6 * r2)
-    rad_r2 = (da * b - a * db) / (b * b)
+    rad_r2 = _radial_slope(r2, a, b, c)
     sx = s1 + 2.0 * s2 * r2
     sy = s3 + 2.0 * s4 * r2
     j11 = rad + 2.0 * x * x * rad_r2 + 2.0 * p1 * y + 6.0 * p2 * x + 2.0 * x * sx
@@ -154,19 +169,24 @@ def undistort(distorted, coeffs, iterations: int = 8) -> tf.Tensor:
 
     MeTRAbs uses 5 fixed-point iterations; Newton with the analytic Jacobian converges to float
     precision for all 12 coefficients in a few steps, also where fixed-point iteration is slow.
+    A ``tf.while_loop``, not a Python loop: in a graph the step then exists once, not
+    ``iterations`` times.
     """
     target = tf.convert_to_tensor(distorted, tf.float32)
-    p = target
-    for _ in range(iterations):
-        x, y = p[..., 0], p[..., 1]
-        res = distort(p, coeffs) - target
-        j11, j12, j21, j22 = _distort_jacobian(x, y, coeffs)
+    c = _unpack(coeffs)
+    zero = tf.zeros_like(c[0])  # broadcast the points and the coefficients' batch axes once
+    tx, ty = target[..., 0] + zero, target[..., 1] + zero
+
+    def step(i, x, y):
+        xd, yd = _distort_xy(x, y, c)
+        rx, ry = xd - tx, yd - ty
+        j11, j12, j21, j22 = _distort_jacobian(x, y, c)
         det = j11 * j22 - j12 * j21
         det = tf.where(tf.abs(det) < 1e-9, tf.ones_like(det), det)
-        dx = (j22 * res[..., 0] - j12 * res[..., 1]) / det
-        dy = (-j21 * res[..., 0] + j11 * res[..., 1]) / det
-        p = p - tf.stack([dx, dy], -1)
-    return p
+        return i + 1, x - (j22 * rx - j12 * ry) / det, y - (-j21 * rx + j11 * ry) / det
+
+    _, x, y = tf.while_loop(lambda i, x, y: i < iterations, step, (tf.constant(0), tx, ty))
+    return tf.stack([x, y], -1)
 
 
 def project_distorted(points, intrinsics, coeffs) -> tf.Tensor:

