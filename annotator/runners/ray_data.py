@@ -264,7 +264,10 @@ class _Job(Job):
         collector = _Collector(self, work, attempt)
         round_error = None
         try:
-            for table in ds.iter_batches(batch_format="pyarrow", batch_size=None, prefetch_batches=2):
+            # No prefetch: the blocks are small label tables, and a prefetch window of N holds back
+            # the last N finished blocks, so each shard's commit (and the progress bar) lagged N
+            # actor tasks behind its inference (first labels ~12 s later on the bench run).
+            for table in ds.iter_batches(batch_format="pyarrow", batch_size=None, prefetch_batches=0):
                 self.lock.check()
                 self.stats.add_processed(table)
                 collector.add(table)
