@@ -117,6 +117,30 @@ def test_saved_model_loads_without_annotator(default_model_path, tmp_path):
     assert "people 0" in proc.stdout
 
 
+def test_saved_model_stores_the_estimator_body_once(default_model_path):
+    """The four API functions and the serving signature all call one stored ``_estimate`` function
+    (and the detector's candidates once): a body copied per API function made the SavedModel
+    ~4x larger in graph nodes and its load ~6x slower (19 s vs 3 s here)."""
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    sm = saved_model_pb2.SavedModel()
+    sm.ParseFromString((default_model_path / "saved_model.pb").read_bytes())
+    library = sm.meta_graphs[0].graph_def.library.function
+
+    def called(f):
+        return {a.func.name for n in f.node_def for a in n.attr.values() if a.HasField("func")}
+
+    by_name = {f.signature.name: f for f in library}
+    bodies = [n for n in by_name if n.startswith("__inference__estimate_")]
+    detectors = [n for n in by_name if n.startswith("__inference_candidates_")]
+    assert len(bodies) == 1 and len(detectors) == 1, (bodies, detectors)
+    api = [n for n in by_name if n.split("__inference_")[-1].rsplit("_", 1)[0]
+           in ("detect_poses", "detect_poses_batched", "estimate_poses", "estimate_poses_batched")]
+    assert len(api) == 4, api
+    for name in api:
+        assert bodies[0] in called(by_name[name]), name
+
+
 def test_estimate_poses_batched_equals_one_by_one(estimator, samples_dir):
     images = [load_rgb(samples_dir / n) for n in ("pose2sim_cam03_f030.jpg", "pose2sim_cam04_f030.jpg")]
     boxes = [np.array([[300.0, 440.0, 130.0, 360.0]], np.float32),
