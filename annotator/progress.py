@@ -200,10 +200,18 @@ class ProgressBar:
     def update(self, stats: RunStats, n: int) -> None:
         if self.bar is None:
             return
+        self._postfix(stats, refresh=False)
+        self.bar.update(n)
+
+    def refresh(self, stats: RunStats) -> None:
+        """Redraw the counters without new images: commits land after the rows that fill a shard."""
+        if self.bar is not None:
+            self._postfix(stats, refresh=True)
+
+    def _postfix(self, stats: RunStats, refresh: bool) -> None:
         r = stats.rates()
         self.bar.set_postfix(people_s=f"{r['people_per_second']:.1f}", err=f"{100 * r['error_rate']:.1f}%",
-                             shards=f"{stats.shards_committed}/{stats.shards_todo}", refresh=False)
-        self.bar.update(n)
+                             shards=f"{stats.shards_committed}/{stats.shards_todo}", refresh=refresh)
 
     def close(self) -> None:
         if self.bar is not None:

@@ -256,6 +256,7 @@ class Job:
                     break
                 rounds += 1
                 failures = self.run_round(plan, work, attempt, bar)
+                bar.refresh(self.stats)
                 work = {s: work[s] for s in failures}
                 if work:
                     log.warning("round %d: %d shard(s) to retry: %s", attempt, len(work),
