@@ -63,6 +63,24 @@ def by_id(table) -> dict:
     return {r["image_id"]: r for r in table.to_pylist()}
 
 
+IMAGE_KEYS = ("source_uri", "shard", "width", "height", "status", "error", "camera_source", "num_people",
+              "intrinsics")
+
+
+def assert_same_labels(got: dict, ref: dict, atol: dict[str, float], rtol: float = 1e-7) -> None:
+    """Two outputs (``by_id`` rows) label the same images alike: the same ids, equal image fields, and
+    per person each field of ``atol`` within its tolerance (runs batch differently, which changes the
+    last bits of the model's float arithmetic)."""
+    assert sorted(got) == sorted(ref)
+    for image_id, r in ref.items():
+        g = got[image_id]
+        for key in IMAGE_KEYS:
+            assert g[key] == r[key], (image_id, key)
+        for pg, pr in zip(g["people"], r["people"], strict=True):
+            for key, tol in atol.items():
+                np.testing.assert_allclose(pg[key], pr[key], rtol=rtol, atol=tol)
+
+
 def camera_json(f: float, cx: float, cy: float, ext: np.ndarray | None = None) -> bytes:
     import json
 

@@ -11,13 +11,12 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from annotator import sink
 from annotator.runners import ray_data
 
-from .test_pipeline_fixtures import test_spec, write_photos
+from .test_pipeline_fixtures import assert_same_labels, by_id, test_spec, write_photos
 
 pytestmark = pytest.mark.slow
 
@@ -75,15 +74,5 @@ def test_sigkill_mid_run_then_rerun(ray_cluster, default_model_path, tmp_path):
 
     # identical to the uninterrupted run (coordinates to 0.1 mm / 0.1 px: batches are composed differently,
     # which changes the last bits of the model's float arithmetic)
-    ref = sink.read_dataset(str(ref_out))
-    got_rows = {r["image_id"]: r for r in table.to_pylist()}
-    ref_rows = {r["image_id"]: r for r in ref.to_pylist()}
-    assert got_rows.keys() == ref_rows.keys()
-    for image_id, r in ref_rows.items():
-        g = got_rows[image_id]
-        for key in ("source_uri", "shard", "width", "height", "status", "error", "camera_source", "num_people",
-                    "intrinsics"):
-            assert g[key] == r[key], (image_id, key)
-        for pg, pr in zip(g["people"], r["people"], strict=True):
-            for key in ("box", "joints2d", "joints3d_cam"):
-                np.testing.assert_allclose(pg[key], pr[key], rtol=1e-5, atol=0.1)
+    assert_same_labels(by_id(table), by_id(sink.read_dataset(str(ref_out))),
+                       atol={"box": 0.1, "joints2d": 0.1, "joints3d_cam": 0.1}, rtol=1e-5)
