@@ -162,7 +162,7 @@ def _read_files(shard: dict, plan_uri: str, only: set[str] | None, rows: _Rows, 
                 error, data = _err(decode_mod.READ_ERROR, data), b""
             elif m["size"] is not None and m["size"] > 0 and len(data) != m["size"] and not error:
                 # the plan is frozen: labels must be of the bytes it listed, not of a file replaced since
-                error, data = f"{CHANGED}: planned {m['size']} bytes, read {len(data)}", b""
+                error, data = _err(CHANGED, f"planned {m['size']} bytes, read {len(data)}"), b""
             if (out := rows.add(m["image_id"], m["uri"], data=data, camera=cam, error=error)) is not None:
                 yield out
 
