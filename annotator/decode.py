@@ -10,10 +10,12 @@ from __future__ import annotations
 import io
 import math
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
+
+from annotator.camera_codec import Camera
 
 DEFAULT_FOV_DEGREES = 55.0
 DEFAULT_MAX_PIXELS = 100_000_000  # ~100 MP: larger is more likely a bomb than a photo
@@ -25,16 +27,6 @@ TRUNCATED = "truncated"
 TOO_LARGE = "too_many_pixels"
 BAD_MODE = "unsupported_image"
 READ_ERROR = "read_error"
-
-
-@dataclass
-class Camera:
-    """Intrinsics (3x3), distortion (OpenCV order), extrinsics (4x4 world->camera or None)."""
-
-    intrinsics: np.ndarray
-    source: str
-    distortion: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
-    extrinsics: np.ndarray | None = None
 
 
 @dataclass
@@ -106,49 +98,6 @@ def _to_rgb(img: Image.Image) -> Image.Image:
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, rgba).convert("RGB")
     return img.convert("RGB")
-
-
-def camera_from_json(obj: dict | str | bytes, source: str = "sidecar") -> Camera:
-    """A camera from sidecar / calibration JSON.
-
-    Keys (official MeTRAbs argument names are accepted as aliases): ``intrinsics`` | ``K`` |
-    ``intrinsic_matrix`` (3x3 or 9 values, pixels); ``distortion`` | ``dist`` |
-    ``distortion_coeffs`` (OpenCV order); ``extrinsics`` | ``extrinsic_matrix`` (4x4, 3x4 or 16
-    values, world->camera, millimetres) or ``R`` (3x3) with ``t`` (3, millimetres).
-    Raises ``ValueError`` with the reason when the JSON does not describe a camera.
-    """
-    import json
-
-    if isinstance(obj, bytes | str):
-        obj = json.loads(obj)
-    if not isinstance(obj, dict):
-        raise ValueError("camera JSON must be an object")
-
-    def pick(*names):
-        for n in names:
-            if obj.get(n) is not None:
-                return obj[n]
-        return None
-
-    k = pick("intrinsics", "K", "intrinsic_matrix")
-    if k is None:
-        raise ValueError("camera JSON has no intrinsics (keys: intrinsics, K or intrinsic_matrix)")
-    k = np.asarray(k, np.float32).reshape(3, 3)
-    dist = pick("distortion", "dist", "distortion_coeffs")
-    dist = np.zeros(0, np.float32) if dist is None else np.asarray(dist, np.float32).ravel()
-    ext = pick("extrinsics", "extrinsic_matrix")
-    if ext is not None:
-        ext = np.asarray(ext, np.float32).ravel()
-        if ext.size == 12:
-            ext = np.concatenate([ext, np.array([0, 0, 0, 1], np.float32)])
-        ext = ext.reshape(4, 4)
-    elif obj.get("R") is not None:
-        ext = np.eye(4, dtype=np.float32)
-        ext[:3, :3] = np.asarray(obj["R"], np.float32).reshape(3, 3)
-        ext[:3, 3] = np.asarray(obj.get("t", [0, 0, 0]), np.float32).ravel()
-    if not (np.isfinite(k).all() and np.isfinite(dist).all() and (ext is None or np.isfinite(ext).all())):
-        raise ValueError("camera JSON has non-finite values")
-    return Camera(k, source, dist, ext)
 
 
 def from_array(image: np.ndarray, camera: Camera | None = None,

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-from annotator import schema
-from annotator.decode import Camera
+from annotator import camera_codec, schema
+from annotator.camera_codec import Camera
 
 
 @dataclass
@@ -72,6 +72,7 @@ def to_row(rec: ImageRecord) -> dict:
     cam = rec.camera
     ok = rec.error is None
     people = _people(rec.prediction, cam) if ok and rec.prediction is not None else []
+    intrinsics, distortion, extrinsics, camera_source = camera_codec.to_lists(cam)
     return {
         "image_id": rec.image_id,
         "source_uri": rec.source_uri,
@@ -80,11 +81,10 @@ def to_row(rec: ImageRecord) -> dict:
         "height": rec.height,
         "status": "ok" if ok else "error",
         "error": rec.error,
-        "intrinsics": None if cam is None else np.asarray(cam.intrinsics, np.float32).ravel().tolist(),
-        "distortion": None if cam is None else np.asarray(cam.distortion, np.float32).ravel().tolist(),
-        "extrinsics": (None if cam is None or cam.extrinsics is None
-                       else np.asarray(cam.extrinsics, np.float32).ravel().tolist()),
-        "camera_source": None if cam is None else cam.source,
+        "intrinsics": intrinsics,
+        "distortion": distortion,
+        "extrinsics": extrinsics,
+        "camera_source": camera_source,
         "num_people": len(people),
         "people": people,
     }

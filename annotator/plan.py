@@ -34,7 +34,9 @@ import pyarrow.compute as pc
 import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
-from annotator import decode, sources
+from annotator import camera_codec, sources
+from annotator.camera_codec import Camera
+from annotator.shards import to_ipc
 
 log = logging.getLogger(__name__)
 
@@ -176,7 +178,7 @@ class _Writer:
             return
         table = pa.concat_tables(self.pending)
         self.pending, self.pending_rows = [], 0
-        self.hash.update(_ipc(table))
+        self.hash.update(to_ipc(table))
         path = f"{self.dir}/members-{self.chunk:05d}.parquet"
         buf = pa.BufferOutputStream()
         pq.write_table(table, buf, compression="zstd", row_group_size=MEMBERS_PER_CHUNK)
@@ -190,7 +192,7 @@ class _Writer:
             f.result()
         self.pool.shutdown()
         shards = pa.Table.from_pylist(self.shards, schema=SHARD_SCHEMA)
-        self.hash.update(_ipc(shards))
+        self.hash.update(to_ipc(shards))
         buf = pa.BufferOutputStream()
         pq.write_table(shards, buf, compression="zstd")
         self.fs.pipe_file(f"{self.dir}/shards.parquet", buf.getvalue().to_pybytes())
@@ -198,13 +200,6 @@ class _Writer:
                 "hash": self.hash.hexdigest(), "created_at": time.time()}
         self.fs.pipe_file(f"{self.dir}/plan.json", json.dumps(meta, indent=2, sort_keys=True).encode())
         return Plan(sources.to_uri(self.fs, self.dir), meta, shards)
-
-
-def _ipc(table: pa.Table) -> bytes:
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, table.schema) as w:
-        w.write_table(table)
-    return sink.getvalue().to_pybytes()
 
 
 def detect_kind(uri: str, entries: list[sources.Entry]) -> str:
@@ -220,30 +215,16 @@ def detect_kind(uri: str, entries: list[sources.Entry]) -> str:
                     f"tars, videos or manifests")
 
 
-def _read_cameras(fs, paths: list[str]) -> dict[str, decode.Camera]:
+def _read_cameras(fs, paths: list[str]) -> dict[str, Camera]:
     """Calibration files, validated at plan time (a broken one stops the job before it starts)."""
     out = {}
     with ThreadPoolExecutor(16) as ex:
         for path, data in zip(paths, ex.map(fs.cat_file, paths), strict=True):
             try:
-                out[path] = decode.camera_from_json(data, "calibration")
+                out[path] = camera_codec.from_json(data, "calibration")
             except (ValueError, TypeError) as e:
                 raise PlanError(f"calibration file {sources.to_uri(fs, path)}: {e}") from None
     return out
-
-
-def _cam_lists(cam: decode.Camera | None) -> tuple:
-    if cam is None:
-        return None, None, None, None
-    return (cam.intrinsics.ravel().tolist(), cam.distortion.ravel().tolist(),
-            None if cam.extrinsics is None else cam.extrinsics.ravel().tolist(), cam.source)
-
-
-def camera_json(cam: decode.Camera | None) -> str | None:
-    if cam is None:
-        return None
-    k, d, e, s = _cam_lists(cam)
-    return json.dumps({"intrinsics": k, "distortion": d, "extrinsics": e, "source": s})
 
 
 def _plan_folder(w: _Writer, fs, base: str, entries: list[sources.Entry], shard_size: int) -> int:
@@ -256,7 +237,7 @@ def _plan_folder(w: _Writer, fs, base: str, entries: list[sources.Entry], shard_
     cols: dict[str, list] = {name: [] for name in MEMBER_SCHEMA.names}
     for i, e in enumerate(images):
         side = posixpath.splitext(e.path)[0] + ".json"
-        k, d, x, src = _cam_lists(dir_cam.get(posixpath.dirname(e.path)))
+        k, d, x, src = camera_codec.to_lists(dir_cam.get(posixpath.dirname(e.path)))
         for name, value in (("shard", _shard_id(i // shard_size)), ("image_id", sources.relative(e.path, base)),
                             ("uri", sources.to_uri(fs, e.path)), ("size", e.size), ("etag", e.etag),
                             ("sidecar", sources.to_uri(fs, side) if side in files else None),
@@ -353,7 +334,7 @@ def _plan_manifest(w: _Writer, fs, entries: list[sources.Entry], shard_size: int
     return n
 
 
-def _sibling_cameras(fs, files: set[str], targets: list[str], exts: tuple) -> dict[str, decode.Camera]:
+def _sibling_cameras(fs, files: set[str], targets: list[str], exts: tuple) -> dict[str, Camera]:
     wanted = {}
     for p in targets:
         stem = p
@@ -375,7 +356,7 @@ def _plan_tars(w: _Writer, fs, base: str, entries: list[sources.Entry]) -> None:
     for i, e in enumerate(tars):
         w.add_shard({"shard": _shard_id(i), "kind": "tar", "source": sources.to_uri(fs, e.path),
                      "name": sources.relative(e.path, base), "members": -1,
-                     "bytes": e.size or 0, "etag": e.etag, "camera": camera_json(cams.get(e.path))})
+                     "bytes": e.size or 0, "etag": e.etag, "camera": camera_codec.to_json(cams.get(e.path))})
 
 
 def _plan_videos(w: _Writer, fs, base: str, entries: list[sources.Entry], shard_size: int, every: int,
@@ -398,7 +379,7 @@ def _plan_videos(w: _Writer, fs, base: str, entries: list[sources.Entry], shard_
             w.add_shard({"shard": _shard_id(i), "kind": "video", "source": uri,
                          "name": sources.relative(e.path, base), "members": n,
                          "bytes": e.size or 0, "etag": e.etag, "start": start, "stop": stop, "every": every,
-                         "camera": camera_json(cams.get(e.path))})
+                         "camera": camera_codec.to_json(cams.get(e.path))})
             i += 1
     return total
 

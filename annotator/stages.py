@@ -6,12 +6,12 @@ Batch contract (columns):
 * shard rows (read's input): the plan's shard table (``annotator.plan.SHARD_SCHEMA``) plus
   ``only`` (JSON list of image ids to redo, '' for all; used by ``--retry-errors``).
 * after ``read_shards``: image_id, source_uri, shard (str); data (encoded bytes, or raw RGB for video
-  frames with raw_h/raw_w > 0); intrinsics [N,9], distortion [N,12], extrinsics [N,16] (NaN: not
-  given); camera_source (str, '' if not given); error (str, '' when ok); shard_rows (int64: the
-  shard's row count, set on the rows of its last batch, else -1); fail (str: why the whole shard
-  failed, '' normally); read_s (float).
-* after ``decode_batch``: the same minus data/raw_*, plus image (uint8 HxWx3; 1x1 for error rows),
-  width, height, intrinsics [N,3,3], extrinsics [N,4,4], decode_s, decode_pid.
+  frames with raw_h/raw_w > 0); the camera columns of ``annotator.camera_codec`` (intrinsics
+  [N,3,3], distortion [N,12], extrinsics [N,4,4], NaN: not given; camera_source, '' if not given);
+  error (str, '' when ok); shard_rows (int64: the shard's row count, set on the rows of its last
+  batch, else -1); fail (str: why the whole shard failed, '' normally); read_s (float).
+* after ``decode_batch``: the same minus data/raw_*, the camera now always given for ok rows, plus
+  image (uint8 HxWx3; 1x1 for error rows), width, height, decode_s, decode_pid.
 * after ``InferenceStage``: an Arrow table of the label schema plus driver-only columns that start
   with ``_`` (shard_rows, fail, per-stage seconds, actor, GPU ids, model loads), which the sink drops.
 
@@ -34,26 +34,17 @@ from concurrent.futures import TimeoutError as FutureTimeout
 import numpy as np
 import pyarrow as pa
 
+from annotator import camera_codec, encode, errors, infer, plan, sources
 from annotator import decode as decode_mod
-from annotator import encode, infer, plan, sources
+from annotator.camera_codec import Camera
+from annotator.errors import BAD_CAMERA, CHANGED, EMPTY_SHARD, SHARD_READ_ERROR, TIMEOUT
 from annotator.infer import ImageInput, InferenceSettings, PoseInference
 from annotator.models import loader
 
 log = logging.getLogger(__name__)
 
-MAX_DISTORTION = 12
-EMPTY_SHARD = "empty_shard"
-BAD_CAMERA = "bad_camera"
-SHARD_READ_ERROR = "shard_read_error"
-TIMEOUT = "timeout"
-CHANGED = "changed_since_plan"
 EXTRA_COLUMNS = ("_shard_rows", "_fail", "_read_s", "_decode_s", "_infer_s", "_actor", "_gpu",
                  "_model_loads", "_decode_pid", "_done_at")
-
-
-def _err(code: str, e: BaseException | str) -> str:
-    msg = e if isinstance(e, str) else f"{type(e).__name__}: {e}"
-    return f"{code}: {str(msg).splitlines()[0][:300] if msg else code}"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -74,7 +65,7 @@ class _Rows:
         self.started = time.perf_counter()
 
     def add(self, image_id: str, uri: str, data: bytes = b"", raw: np.ndarray | None = None,
-            camera: decode_mod.Camera | None = None, error: str = "", fail: str = "") -> dict | None:
+            camera: Camera | None = None, error: str = "", fail: str = "") -> dict | None:
         """Add a row; returns a batch to yield when the buffer was full."""
         out = self.emit() if len(self.rows) >= self.size else None
         self.rows.append({"image_id": image_id, "source_uri": uri, "data": data, "raw": raw, "camera": camera,
@@ -88,19 +79,11 @@ class _Rows:
         n = len(rows)
         elapsed = time.perf_counter() - self.started
         self.started = time.perf_counter()
-        ks = np.full((n, 9), np.nan, np.float32)
-        dists = np.zeros((n, MAX_DISTORTION), np.float32)
-        exts = np.full((n, 16), np.nan, np.float32)
+        cams = camera_codec.columns(n)
         raw_hw = np.zeros((n, 2), np.int32)
         data = np.empty(n, dtype=object)
         for i, r in enumerate(rows):
-            cam = r["camera"]
-            if cam is not None:
-                ks[i] = np.asarray(cam.intrinsics, np.float32).ravel()
-                d = np.asarray(cam.distortion, np.float32).ravel()[:MAX_DISTORTION]
-                dists[i, :len(d)] = d
-                if cam.extrinsics is not None:
-                    exts[i] = np.asarray(cam.extrinsics, np.float32).ravel()
+            camera_codec.put(cams, i, r["camera"])
             if r["raw"] is not None:
                 raw_hw[i] = r["raw"].shape[:2]
                 data[i] = np.ascontiguousarray(r["raw"]).tobytes()
@@ -111,9 +94,7 @@ class _Rows:
             "source_uri": np.asarray([r["source_uri"] for r in rows], dtype=object),
             "shard": np.asarray([self.shard] * n, dtype=object),
             "data": data,
-            "raw_h": raw_hw[:, 0], "raw_w": raw_hw[:, 1],
-            "intrinsics": ks, "distortion": dists, "extrinsics": exts,
-            "camera_source": np.asarray([r["camera"].source if r["camera"] else "" for r in rows], dtype=object),
+            "raw_h": raw_hw[:, 0], "raw_w": raw_hw[:, 1], **cams,
             "error": np.asarray([r["error"] for r in rows], dtype=object),
             "shard_rows": np.full(n, self.count if last else -1, np.int64),
             "fail": np.asarray([r["fail"] for r in rows], dtype=object),
@@ -121,19 +102,9 @@ class _Rows:
         }
 
 
-def _camera_from_lists(k, d, x, source) -> decode_mod.Camera | None:
-    if k is None:
-        return None
-    return decode_mod.Camera(np.asarray(k, np.float32).reshape(3, 3), source or "given",
-                             np.asarray(d if d is not None else [], np.float32),
-                             None if x is None else np.asarray(x, np.float32).reshape(4, 4))
-
-
-def _shard_camera(shard: dict) -> decode_mod.Camera | None:
-    if not isinstance(shard.get("camera"), str) or not shard["camera"]:
-        return None
-    c = json.loads(shard["camera"])
-    return _camera_from_lists(c["intrinsics"], c["distortion"], c["extrinsics"], c["source"])
+def _shard_camera(shard: dict) -> Camera | None:
+    camera = shard.get("camera")
+    return camera_codec.from_json(camera, source=None) if isinstance(camera, str) and camera else None
 
 
 def _read_files(shard: dict, plan_uri: str, only: set[str] | None, rows: _Rows, storage_options: dict | None,
@@ -150,19 +121,19 @@ def _read_files(shard: dict, plan_uri: str, only: set[str] | None, rows: _Rows, 
         for i, m in enumerate(window):
             data, error, cam = got[i], "", None
             try:
-                cam = _camera_from_lists(m["intrinsics"], m["distortion"], m["extrinsics"], m["camera_source"])
+                cam = camera_codec.from_lists(m["intrinsics"], m["distortion"], m["extrinsics"], m["camera_source"])
                 if i in sidecars:
                     side = sidecars[i]
                     if isinstance(side, Exception):
                         raise side
-                    cam = decode_mod.camera_from_json(side, "sidecar")
+                    cam = camera_codec.from_json(side, "sidecar")
             except Exception as e:  # noqa: BLE001 - a bad camera is one error row
-                error = _err(BAD_CAMERA, e)
+                error = errors.text(BAD_CAMERA, e)
             if isinstance(data, Exception):
-                error, data = _err(decode_mod.READ_ERROR, data), b""
+                error, data = errors.text(decode_mod.READ_ERROR, data), b""
             elif m["size"] is not None and m["size"] > 0 and len(data) != m["size"] and not error:
                 # the plan is frozen: labels must be of the bytes it listed, not of a file replaced since
-                error, data = _err(CHANGED, f"planned {m['size']} bytes, read {len(data)}"), b""
+                error, data = errors.text(CHANGED, f"planned {m['size']} bytes, read {len(data)}"), b""
             if (out := rows.add(m["image_id"], m["uri"], data=data, camera=cam, error=error)) is not None:
                 yield out
 
@@ -181,9 +152,9 @@ def _read_tar(shard: dict, name: str, only: set[str] | None, rows: _Rows,
         cam, error = shard_cam, ""
         if "json" in files:
             try:
-                cam = decode_mod.camera_from_json(files["json"], "sidecar")
+                cam = camera_codec.from_json(files["json"], "sidecar")
             except Exception as e:  # noqa: BLE001
-                error = _err(BAD_CAMERA, e)
+                error = errors.text(BAD_CAMERA, e)
         if (out := rows.add(image_id, f"{uri}#{key}.{ext}", data=files[ext], camera=cam, error=error)) is not None:
             yield out
 
@@ -221,18 +192,18 @@ def read_shard(shard: dict, plan_uri: str, storage_options: dict | None = None, 
             raise ValueError(f"unknown shard kind {shard['kind']!r}")
     except Exception as e:  # noqa: BLE001 - the shard fails; the job goes on
         rows.rows = []
-        rows.add("", shard.get("source") or "", fail=_err(SHARD_READ_ERROR, e))
+        rows.add("", shard.get("source") or "", fail=errors.text(SHARD_READ_ERROR, e))
         yield rows.emit(last=True)
         return
     placeholder = empty.get(shard["kind"])
     if only is None and rows.count == 0 and placeholder:
-        rows.add(placeholder[0], shard.get("source") or "", error=_err(EMPTY_SHARD, placeholder[1]))
+        rows.add(placeholder[0], shard.get("source") or "", error=errors.text(EMPTY_SHARD, placeholder[1]))
     for image_id in sorted((only or set()) - rows.ids):
         # an error row that cannot be redone: the same reason again, or the member is gone
         if placeholder and image_id == placeholder[0]:
-            error = _err(EMPTY_SHARD, placeholder[1])
+            error = errors.text(EMPTY_SHARD, placeholder[1])
         else:
-            error = _err(decode_mod.READ_ERROR, "not found in the input any more")
+            error = errors.text(decode_mod.READ_ERROR, "not found in the input any more")
         if (out := rows.add(image_id, shard.get("source") or "", error=error)) is not None:
             yield out
     yield rows.emit(last=True)
@@ -260,23 +231,15 @@ def decode_batch(batch: dict, max_pixels: int = decode_mod.DEFAULT_MAX_PIXELS,
                  default_fov_degrees: float = decode_mod.DEFAULT_FOV_DEGREES) -> dict:
     """Bytes (or raw frames) -> RGB images and cameras. Failures become rows with ``error`` set."""
     n = len(batch["image_id"])
-    images, widths, heights, errors, cam_src = [], [], [], [], []
-    ks = np.full((n, 3, 3), np.nan, np.float32)
-    dists = np.zeros((n, MAX_DISTORTION), np.float32)
-    exts = np.full((n, 4, 4), np.nan, np.float32)
+    images, widths, heights, errs = [], [], [], []
+    cams = camera_codec.columns(n)
     decode_s = np.zeros(n, np.float64)
     for i in range(n):
         t0 = time.perf_counter()
         err = str(batch["error"][i]) or str(batch["fail"][i]) or None
         dec = None
         if err is None:
-            k = np.asarray(batch["intrinsics"][i], np.float32)
-            given = None
-            if np.isfinite(k).all():
-                ext = np.asarray(batch["extrinsics"][i], np.float32)
-                given = decode_mod.Camera(k.reshape(3, 3), str(batch["camera_source"][i]) or "given",
-                                          _trim_distortion(np.asarray(batch["distortion"][i], np.float32)),
-                                          ext.reshape(4, 4) if np.isfinite(ext).all() else None)
+            given = camera_codec.take(batch, i)
             h, w = int(batch["raw_h"][i]), int(batch["raw_w"][i])
             data = batch["data"][i]
             if h > 0:
@@ -290,20 +253,13 @@ def decode_batch(batch: dict, max_pixels: int = decode_mod.DEFAULT_MAX_PIXELS,
             images.append(dec.image)
             widths.append(dec.width)
             heights.append(dec.height)
-            cam = dec.camera
-            ks[i] = cam.intrinsics
-            d = np.asarray(cam.distortion, np.float32).ravel()[:MAX_DISTORTION]
-            dists[i, :len(d)] = d
-            if cam.extrinsics is not None:
-                exts[i] = cam.extrinsics
-            cam_src.append(cam.source)
-            errors.append("")
+            camera_codec.put(cams, i, dec.camera)
+            errs.append("")
         else:
             images.append(np.zeros((1, 1, 3), np.uint8))
             widths.append(-1)
             heights.append(-1)
-            cam_src.append("")
-            errors.append(str(batch["error"][i]) or (err if not str(batch["fail"][i]) else ""))
+            errs.append(str(batch["error"][i]) or (err if not str(batch["fail"][i]) else ""))
     image_col = np.empty(n, dtype=object)
     image_col[:] = images
     return {
@@ -313,22 +269,14 @@ def decode_batch(batch: dict, max_pixels: int = decode_mod.DEFAULT_MAX_PIXELS,
         "image": image_col,
         "width": np.asarray(widths, np.int32),
         "height": np.asarray(heights, np.int32),
-        "intrinsics": ks,
-        "distortion": dists,
-        "extrinsics": exts,
-        "camera_source": np.asarray(cam_src, dtype=object),
-        "error": np.asarray(errors, dtype=object),
+        **cams,
+        "error": np.asarray(errs, dtype=object),
         "shard_rows": np.asarray(batch["shard_rows"], np.int64),
         "fail": np.asarray(batch["fail"], dtype=object),
         "read_s": np.asarray(batch["read_s"], np.float64),
         "decode_s": decode_s,
         "decode_pid": np.full(n, os.getpid(), np.int64),
     }
-
-
-def _trim_distortion(d: np.ndarray) -> np.ndarray:
-    nz = np.flatnonzero(d)
-    return d[: nz[-1] + 1] if len(nz) else d[:0]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -399,11 +347,7 @@ class InferenceStage:
             err = str(batch["error"][i]) or fails[i] or None
             cam = None
             if err is None:
-                ext = batch["extrinsics"][i]
-                cam = decode_mod.Camera(
-                    np.asarray(batch["intrinsics"][i], np.float32), str(batch["camera_source"][i]),
-                    _trim_distortion(np.asarray(batch["distortion"][i], np.float32)),
-                    None if not np.isfinite(ext).all() else np.asarray(ext, np.float32))
+                cam = camera_codec.take(batch, i)
                 todo.append(i)
                 inputs.append(ImageInput(np.asarray(batch["image"][i], np.uint8), cam.intrinsics,
                                          cam.distortion, cam.extrinsics))
@@ -421,7 +365,7 @@ class InferenceStage:
             except BatchTimeout as e:
                 preds = None
                 for i in todo:
-                    fails[i] = _err(TIMEOUT, str(e))
+                    fails[i] = errors.text(TIMEOUT, str(e))
             if preds is not None:
                 for i, pred in zip(todo, preds, strict=True):
                     if isinstance(pred, str):
@@ -461,5 +405,5 @@ class InferenceStage:
                 except BatchTimeout:
                     raise
                 except Exception as e:  # noqa: BLE001
-                    out.append(_err("inference_error", e))
+                    out.append(errors.text(errors.INFERENCE_ERROR, e))
             return out

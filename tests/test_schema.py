@@ -9,7 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from annotator import encode, schema
-from annotator.decode import Camera
+from annotator.camera_codec import Camera
 from annotator.schema import REPO_SCHEMA_DIR
 
 

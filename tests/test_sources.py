@@ -61,8 +61,8 @@ def test_read_stage_applies_sidecar_over_calibration(tmp_path):
     rows = {batches[-1]["image_id"][i]: i for i in range(2)}
     b = batches[-1]
     assert b["shard_rows"].tolist() == [2, 2]
-    assert b["camera_source"][rows["x.jpg"]] == "calibration" and b["intrinsics"][rows["x.jpg"]][0] == 400
-    assert b["camera_source"][rows["y.jpg"]] == "sidecar" and b["intrinsics"][rows["y.jpg"]][0] == 300
+    assert b["camera_source"][rows["x.jpg"]] == "calibration" and b["intrinsics"][rows["x.jpg"]][0, 0] == 400
+    assert b["camera_source"][rows["y.jpg"]] == "sidecar" and b["intrinsics"][rows["y.jpg"]][0, 0] == 300
     dec = stages.decode_batch(b)
     assert dec["error"].tolist() == ["", ""] and dec["intrinsics"][rows["y.jpg"]][0, 2] == pytest.approx(81)
 
