@@ -45,9 +45,10 @@ class ShardRows:
         self.ids: set[str] = set()
         self.expected: int | None = None
         self.fail: str | None = None
+        self.taken = False
 
     def add(self, piece: pa.Table) -> None:
-        if self.fail:
+        if self.fail or self.taken:  # a failed shard stays failed; a taken one is being committed
             return
         fails = [f for f in piece.column("_fail").to_pylist() if f]
         if fails:
@@ -63,11 +64,11 @@ class ShardRows:
 
     @property
     def complete(self) -> bool:
-        return self.fail is None and self.expected is not None and len(self.ids) >= self.expected
+        return not self.fail and not self.taken and self.expected is not None and len(self.ids) >= self.expected
 
     def take(self) -> list[pa.Table]:
-        """The rows (once: a shard is committed once)."""
-        tables, self.tables = self.tables, []
+        """The rows, once: a shard is committed once."""
+        tables, self.tables, self.taken = self.tables, [], True
         return tables
 
     def why_incomplete(self) -> str:

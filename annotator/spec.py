@@ -14,7 +14,7 @@ from pathlib import Path
 from annotator.decode import DEFAULT_MAX_PIXELS
 from annotator.infer import InferenceSettings
 from annotator.plan import KINDS
-from annotator.sources import DEFAULT_SHARD_SIZE
+from annotator.sources import DEFAULT_SHARD_SIZE, is_process_local
 
 RUNNERS = ("ray", "beam")
 
@@ -99,6 +99,9 @@ class RunSpec:
              "compute.no_progress_timeout_s must be > 0 (or -1: never)"),
             (self.kind in KINDS, f"kind must be one of {', '.join(KINDS)}"),
             (self.runner in RUNNERS, f"runner must be one of {', '.join(RUNNERS)}"),
+            (self.runner != "ray" or not any(is_process_local(u) for u in (self.input, self.output)),
+             "memory:// lives in this process only, out of the Ray workers' reach: use runner = \"beam\" or a "
+             "folder"),
             (self.video_every >= 1, "video_every must be >= 1"),
             (self.lock_heartbeat_s > 0 and self.lock_stale_s > 2 * self.lock_heartbeat_s,
              "lock_stale_s must be more than twice lock_heartbeat_s"),

@@ -27,7 +27,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 
@@ -298,7 +298,7 @@ class InferenceStage:
 
     def __init__(self, model: str, settings: InferenceSettings, batch_timeout_s: float | None = None,
                  batch_retries: int = 1, expected_sha256: str | None = None, storage_options: dict | None = None,
-                 registry=None):
+                 on_ready: Callable[[dict], None] | None = None):
         # Resolve the model on this node (a remote model is fetched once per node into its cache;
         # a built-in one must be built into the node's image) and make sure it is the very model the
         # driver fingerprinted: a different copy would silently mix two models in one output.
@@ -316,12 +316,11 @@ class InferenceStage:
         self.actor = f"{socket.gethostname()}:{os.getpid()}"
         self.gpu = os.environ.get("CUDA_VISIBLE_DEVICES", "")
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="annotator-infer")
-        if registry is not None:  # a Ray actor handle (runners.ray_data.ActorRegistry): check in
-            registry.register.remote(self.actor, {
-                "gpu": self.gpu, "model_loads": infer.MODEL_LOADS,
-                "load_seconds": round(self.inference.load_seconds, 2),
-                "warmup_seconds": None if self.inference.warmup_seconds is None
-                else round(self.inference.warmup_seconds, 2)})
+        if on_ready is not None:  # the runner learns of every started model, busy or not
+            on_ready({"actor": self.actor, "gpu": self.gpu, "model_loads": infer.MODEL_LOADS,
+                      "load_seconds": round(self.inference.load_seconds, 2),
+                      "warmup_seconds": None if self.inference.warmup_seconds is None
+                      else round(self.inference.warmup_seconds, 2)})
 
     def _run(self, inputs: list[ImageInput]):
         if not self.batch_timeout_s:

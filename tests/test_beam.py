@@ -4,11 +4,9 @@ workers commit only while the output lock names their job."""
 
 from __future__ import annotations
 
-import io
 import json
 import shutil
 
-import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -16,47 +14,39 @@ import pytest
 from annotator import cli, sink, stages
 from annotator.lock import LockLostError, OutputLock
 from annotator.runners import beam, ray_data
+from annotator.shards import to_ipc
 
-from .test_pipeline_fixtures import assert_same_labels, by_id, photo_bytes, test_spec, write_photos
+from .test_pipeline_fixtures import assert_same_labels, by_id, test_spec, write_photos
 
 pytestmark = pytest.mark.slow
 
 
-def test_beam_and_ray_write_the_same_dataset(ray_cluster, default_model_path, capsys):
-    """Both runners on the same photos, in and out through ``memory://`` (fsspec's in-process
-    filesystem: the Ray runner reads it on the driver and hands the bytes to Ray, as no worker can
-    see this process's memory; Beam's DirectRunner reads it where it runs). Beam goes through the CLI."""
-    fs = fsspec.filesystem("memory")
-    root = "/annotator-beam-test"
-    for i in range(5):
-        fs.pipe_file(f"{root}/photos/img{i:03d}.jpg", photo_bytes(i))
-    fs.pipe_file(f"{root}/photos/corrupt.jpg", b"<html>not a photo</html>")
-    photos, ray_out, beam_out = (f"memory://{root[1:]}/{n}" for n in ("photos", "ray", "beam"))
-    try:
-        r = ray_data.run(test_spec(photos, ray_out))
-        rc = cli.main(["run", photos, beam_out, "--runner", "beam", "--shard-size", "4", "--batch-size", "2",
-                       "--num-aug", "1", "--no-progress"])
-        assert rc == 0
-        assert "6 (5 ok, 1 errors)" in capsys.readouterr().out
-        b = json.loads(fs.cat_file(f"{root}/beam/_summary.json"))
-        assert (r["runner"], b["runner"]) == ("ray", "beam")
-        assert b["fingerprint"] == r["fingerprint"]  # the runner is not part of what the labels depend on
-        for key in ("images", "images_ok", "images_error", "people", "shards_committed", "errors_by_reason",
-                    "people_per_image"):
-            assert b[key] == r[key], key
-        assert b["images_ok"] == 5 and b["errors_by_reason"] == {"not_an_image": 1}
-        assert b["stage_seconds"]["infer"] > 0 and len(b["actors"]) == 1
-        assert not fs.exists(f"{root}/beam/{beam.RUNS_DIR}")  # the round outcomes are cleaned up
+def test_beam_and_ray_write_the_same_dataset(ray_cluster, default_model_path, tmp_path, capsys):
+    """Both runners on the same photos; Beam goes through the CLI."""
+    photos, ray_out, beam_out = (str(tmp_path / n) for n in ("photos", "ray", "beam"))
+    write_photos(tmp_path / "photos", 5)
+    (tmp_path / "photos" / "corrupt.jpg").write_text("<html>not a photo</html>")
+    r = ray_data.run(test_spec(photos, ray_out))
+    rc = cli.main(["run", photos, beam_out, "--runner", "beam", "--shard-size", "4", "--batch-size", "2",
+                   "--num-aug", "1", "--no-progress"])
+    assert rc == 0
+    assert "6 (5 ok, 1 errors)" in capsys.readouterr().out
+    b = json.loads((tmp_path / "beam" / "_summary.json").read_text())
+    assert (r["runner"], b["runner"]) == ("ray", "beam")
+    assert b["fingerprint"] == r["fingerprint"]  # the runner is not part of what the labels depend on
+    for key in ("images", "images_ok", "images_error", "people", "shards_committed", "errors_by_reason",
+                "people_per_image"):
+        assert b[key] == r[key], key
+    assert b["images_ok"] == 5 and b["errors_by_reason"] == {"not_an_image": 1}
+    assert b["stage_seconds"]["infer"] > 0 and len(b["actors"]) == 1
+    assert not (tmp_path / "beam" / beam.RUNS_DIR).exists()  # the round outcomes are cleaned up
 
-        rows_r, rows_b = by_id(sink.read_dataset(ray_out)), by_id(sink.read_dataset(beam_out))
-        assert len(rows_b) == 6
-        assert_same_labels(rows_b, rows_r, atol={"joints2d": 1e-2, "joints3d_cam": 0.5})  # px, mm
-        part = sink.DatasetSink(beam_out).committed()["000000"]["part"]
-        meta_b = pq.read_schema(io.BytesIO(fs.cat_file(f"{root}/beam/{part}"))).metadata
-        meta_r = pq.read_schema(io.BytesIO(fs.cat_file(f"{root}/ray/{part}"))).metadata
-        assert meta_b == meta_r and meta_b  # model, skeleton, settings, schema version
-    finally:
-        fs.rm(root, recursive=True)
+    rows_r, rows_b = by_id(sink.read_dataset(ray_out)), by_id(sink.read_dataset(beam_out))
+    assert len(rows_b) == 6
+    assert_same_labels(rows_b, rows_r, atol={"joints2d": 1e-2, "joints3d_cam": 0.5})  # px, mm
+    part = sink.DatasetSink(beam_out).committed()["000000"]["part"]
+    meta_b = pq.read_schema(tmp_path / "beam" / part).metadata
+    assert meta_b == pq.read_schema(tmp_path / "ray" / part).metadata and meta_b  # model, skeleton, settings
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +91,7 @@ def _element(out, shard_id: str, fail: str = "") -> tuple[str, list[bytes]]:
               "_done_at": pa.array([0.0] * n)}
     for name in stages.EXTRA_COLUMNS:
         t = t.append_column(name, extras[name])
-    return shard_id, [beam.to_ipc(t.slice(0, 1)), beam.to_ipc(t.slice(1))]
+    return shard_id, [to_ipc(t.slice(0, 1)), to_ipc(t.slice(1))]
 
 
 def test_commit_dofn_needs_the_lock_and_skips_failed_shards(beam_output, tmp_path):

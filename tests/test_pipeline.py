@@ -18,7 +18,7 @@ import pytest
 
 from annotator import cli, lock, plan, sink
 from annotator.models import loader
-from annotator.runners import ray_data
+from annotator.runners import job, ray_data
 
 from .test_pipeline_fixtures import VIDEO, by_id, photo_bytes, test_spec, write_photos
 
@@ -102,7 +102,7 @@ def test_manifest_with_cameras_then_retry_errors_repairs_in_place(ray_cluster, d
     assert (st["rows"], st["rows_ok"], st["rows_error"]) == (8, 7, 1)
 
     # the output is protected: other settings, another plan, or a live job are refused before any work
-    with pytest.raises(ray_data.FingerprintError, match="settings"):
+    with pytest.raises(job.FingerprintError, match="settings"):
         ray_data.run(test_spec(str(tmp_path / "manifest.parquet"), str(out), settings={"num_aug": 2}))
     with pytest.raises(plan.PlanError, match="shard_size"):
         ray_data.run(test_spec(str(tmp_path / "manifest.parquet"), str(out), shard_size=3))
@@ -112,10 +112,10 @@ def test_manifest_with_cameras_then_retry_errors_repairs_in_place(ray_cluster, d
         ray_data.run(test_spec(str(tmp_path / "manifest.parquet"), str(out)))
     (out / "_lock").unlink()
     # --overwrite starts over: a new plan (here with another shard size), old commits gone
-    job = ray_data._Job(test_spec(str(tmp_path / "manifest.parquet"), str(out), shard_size=3, overwrite=True),
+    rerun = ray_data.RayJob(test_spec(str(tmp_path / "manifest.parquet"), str(out), shard_size=3, overwrite=True),
                         loader.resolve("default"), lock.OutputLock(str(out)))
-    fresh, reused = job.prepare()
-    assert not reused and fresh.num_shards == 3 and job.committed == {}
+    fresh, reused = rerun.prepare()
+    assert not reused and fresh.num_shards == 3 and rerun.committed == {}
 
 
 def test_a_batch_that_keeps_timing_out_fails_its_shard_and_the_job(ray_cluster, default_model_path, tmp_path,

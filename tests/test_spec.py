@@ -44,10 +44,16 @@ def test_unknown_keys_name_the_key_and_the_valid_ones():
     ({"settings": {"num_aug": 0}}, "num_aug must be >= 1"),
     ({"storage_options": {"s3": "endpoint"}}, "storage_options must map a protocol"),
     ({"lock_stale_s": 10, "lock_heartbeat_s": 30}, "lock_stale_s must be more than twice"),
+    ({"input": "memory://photos"}, "memory:// lives in this process only"),
+    ({"output": "memory://labels"}, "memory:// lives in this process only"),
 ])
 def test_bad_values_are_errors(data, message):
     with pytest.raises(spec.SpecError, match=message):
         spec.from_dict({"input": "a", "output": "b", **data})
+
+
+def test_beam_may_use_memory():
+    assert spec.from_dict({"input": "memory://photos", "output": "memory://labels", "runner": "beam"}).runner == "beam"
 
 
 def test_command_line_wins_over_the_spec_file(tmp_path):
@@ -70,7 +76,8 @@ def test_submit_entrypoint_runs_the_shipped_spec():
 
 
 def test_an_actor_pool_that_takes_every_local_cpu_fails_fast_with_the_fix():
-    from annotator.runners.ray_data import ClusterError, check_cpus
+    from annotator.runners.job import ClusterError
+    from annotator.runners.ray_data import check_cpus
 
     check_cpus(spec.ComputeSpec(actors=1, cpus_per_actor=1.5), 2.0, fixed=True)  # room for a decode task
     check_cpus(spec.ComputeSpec(actors=2, cpus_per_actor=0.75), 2.0, fixed=True)

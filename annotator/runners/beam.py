@@ -30,17 +30,16 @@ from collections.abc import Iterable, Iterator, Sequence
 import apache_beam as beam
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 from apache_beam.ml.inference.base import ModelHandler, RunInference
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from annotator import errors, sources, stages
 from annotator import plan as plan_mod
-from annotator import sources, stages
 from annotator.lock import LockLostError, read_lock
 from annotator.progress import ProgressBar, batch_times
 from annotator.runners import job as job_mod
+from annotator.shards import ShardRows, by_shard, from_ipc, to_ipc
 from annotator.sink import DatasetSink, record_name
-from annotator.spec import InferenceSettings
 
 log = logging.getLogger(__name__)
 
@@ -84,17 +83,6 @@ def stack_rows(rows: Sequence[dict]) -> dict:
     return out
 
 
-def to_ipc(table: pa.Table) -> bytes:
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, table.schema) as writer:
-        writer.write_table(table)
-    return sink.getvalue().to_pybytes()
-
-
-def from_ipc(data: bytes) -> pa.Table:
-    return pa.ipc.open_stream(data).read_all()
-
-
 _MODELS: dict[str, stages.InferenceStage] = {}
 _MODELS_LOCK = threading.Lock()
 
@@ -103,16 +91,13 @@ class PoseModelHandler(ModelHandler):
     """Beam RunInference handler around ``stages.InferenceStage`` (load once, map a batch): the same
     object the Ray actors hold, so both runners annotate alike."""
 
-    def __init__(self, model: str, settings: InferenceSettings, batch_size: int, batch_timeout_s: float | None,
-                 batch_retries: int, expected_sha256: str, storage_options: dict | None):
+    def __init__(self, stage_kwargs: dict, batch_size: int):
         super().__init__(min_batch_size=batch_size, max_batch_size=batch_size)
-        self.kwargs = {"model": model, "settings": settings, "batch_timeout_s": batch_timeout_s,
-                       "batch_retries": batch_retries, "expected_sha256": expected_sha256,
-                       "storage_options": storage_options}
+        self.kwargs = stage_kwargs  # ``Job.inference_kwargs()``
 
     def load_model(self) -> stages.InferenceStage:
         """One model per process and configuration: RunInference asks again for every pipeline
-        (each retry round, each job in a notebook), and a load + warm-up costs ~30 s on a CPU."""
+        (each retry round, each job in a notebook), and each load pays the load and warm-up again."""
         quiet_beam_logs()
         key = json.dumps({**self.kwargs, "settings": self.kwargs["settings"].to_dict()}, sort_keys=True)
         with _MODELS_LOCK:
@@ -122,10 +107,8 @@ class PoseModelHandler(ModelHandler):
 
     def run_inference(self, batch: Sequence[dict], model: stages.InferenceStage,
                       inference_args: dict | None = None) -> Iterable[tuple[str, bytes]]:
-        table = model(stack_rows(batch))
-        shard = table.column("shard")
-        for shard_id in pc.unique(shard).to_pylist():
-            yield shard_id, to_ipc(table.filter(pc.equal(shard, shard_id)))
+        for shard_id, piece in by_shard(model(stack_rows(batch))):
+            yield shard_id, to_ipc(piece)
 
     def get_num_bytes(self, batch: Sequence[dict]) -> int:
         # Beam's default pickles the whole batch just to count it: images are megabytes each
@@ -152,25 +135,15 @@ class CommitShard(beam.DoFn):
     def process(self, element: tuple[str, Iterable[bytes]]) -> Iterator[dict]:
         shard_id, pieces = element
         started = time.perf_counter()
-        tables = [from_ipc(p) for p in pieces]
-        table = pa.concat_tables(tables)
-        fails = [f for f in table.column("_fail").to_pylist() if f]
-        if fails:
-            yield {"shard": shard_id, "fail": fails[0]}
+        rows = ShardRows()
+        for piece in pieces:
+            rows.add(from_ipc(piece))
+        if not rows.complete:
+            yield {"shard": shard_id, "fail": rows.why_incomplete()}
             return
-        ids = table.column("image_id").to_pylist()
-        if len(set(ids)) != len(ids):  # a retried bundle: keep the first copy of each row
-            seen: set = set()
-            keep = [not (i in seen or seen.add(i)) for i in ids]
-            table = table.filter(pa.array(keep))
-        expected = pc.max(table.column("_shard_rows")).as_py()
-        if expected is not None and expected >= 0 and table.num_rows < expected:
-            yield {"shard": shard_id, "fail": f"incomplete: {table.num_rows} of {expected} rows arrived"}
-            return
-        holder = (read_lock(self.args[0], self.args[1]) or {}).get("token")
-        if holder != self.lock_token:
+        if (read_lock(self.args[0], self.args[1]) or {}).get("token") != self.lock_token:
             raise LockLostError(f"the lock of {self.args[0]} was taken over by another job")
-        only = self.only.get(shard_id)
+        only, table = self.only.get(shard_id), pa.concat_tables(rows.take())
         rec, run_stats = job_mod.commit_shard(self.sink, shard_id, [table], only,
                                               self.old_records.get(shard_id), self.attempt)
         yield {"shard": shard_id, "record": rec, "run_stats": run_stats, "repaired": only is not None,
@@ -194,16 +167,15 @@ class BeamJob(job_mod.Job):
 
     def run_round(self, plan: plan_mod.Plan, work: dict[str, list[str] | None], attempt: int,
                   bar: ProgressBar) -> dict[str, str]:
-        c, settings = self.spec.compute, self.spec.settings
+        c = self.spec.compute
         items = self.shard_items(plan, work)
         read_kwargs = self.read_kwargs(plan)
         outcomes_uri = sources.join(self.output, RUNS_DIR, self.sink.attempt, f"round-{attempt}.json")
-        handler = PoseModelHandler(self.actor_model, settings, c.batch_size, c.batch_timeout_s or None,
-                                   c.batch_retries, self.model.sha256, self.so)
+        handler = PoseModelHandler(self.inference_kwargs(), c.batch_size)
         commit = CommitShard(
             self.output, self.so, self.sink.file_metadata, self.fp, self.sink.attempt, self.lock.token,
             dict(work), {s: self.committed[s] for s, only in work.items() if only is not None}, attempt)
-        max_pixels, fov = self.spec.max_pixels, settings.default_fov_degrees
+        decode_kwargs = self.decode_kwargs()
         # the driver shows progress from the commit records as they appear
         done = threading.Event()
         watcher = threading.Thread(target=self._watch, args=(work, bar, done), daemon=True,
@@ -215,8 +187,7 @@ class BeamJob(job_mod.Job):
                 _ = (p
                      | "Shards" >> beam.Create(items, reshuffle=True)
                      | "Read" >> beam.FlatMap(lambda item: stages.read_shard(item, **read_kwargs))
-                     | "Decode" >> beam.FlatMap(lambda b: split_rows(stages.decode_batch(
-                         b, max_pixels=max_pixels, default_fov_degrees=fov)))
+                     | "Decode" >> beam.FlatMap(lambda b: split_rows(stages.decode_batch(b, **decode_kwargs)))
                      | "Infer" >> RunInference(handler)
                      | "ByShard" >> beam.GroupByKey()
                      | "Commit" >> beam.ParDo(commit)
@@ -227,7 +198,7 @@ class BeamJob(job_mod.Job):
         except Exception as e:  # noqa: BLE001 - the shards that did not commit are retried next round
             if isinstance(e.__cause__, LockLostError) or "LockLostError" in str(e):
                 raise LockLostError(str(e).splitlines()[0]) from e
-            round_error = f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}"
+            round_error = errors.describe(e)
             log.error("round %d ended early: %s", attempt, round_error)
         finally:
             done.set()
@@ -282,11 +253,8 @@ class BeamJob(job_mod.Job):
                 if shard_id in work and rec.get("attempt") == self.sink.attempt and shard_id not in self.committed_now:
                     counts = {k: rec[k] for k in ("rows", "rows_ok", "rows_error", "people", "errors_by_reason")}
                     self.record_commit(shard_id, rec, counts, 0.0, repaired=work[shard_id] is not None)
-        for shard_id in work:
-            if shard_id not in self.committed_now and shard_id not in failures:
-                failures[shard_id] = f"round_error: {round_error}" if round_error else "not committed (see Beam logs)"
         self.tick(force=True)
-        return failures
+        return self.round_failures(work, failures, round_error, lambda _: "not committed (see Beam logs)")
 
     def finish_rounds(self) -> None:
         fs, path = sources.filesystem(sources.join(self.output, RUNS_DIR, self.sink.attempt), self.so)

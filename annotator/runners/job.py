@@ -12,13 +12,14 @@ import json
 import logging
 import os
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from annotator import errors, schema, sources, stages
 from annotator import plan as plan_mod
-from annotator import schema, sources, stages
 from annotator.infer import skeleton_of
 from annotator.lock import OutputLock
 from annotator.models import loader, registry
@@ -177,6 +178,25 @@ class Job:
         c = self.spec.compute
         return {"plan_uri": plan.uri, "storage_options": self.so, "batch_size": c.read_batch,
                 "timeout_s": c.read_timeout_s, "retries": c.read_retries}
+
+    def decode_kwargs(self) -> dict:
+        return {"max_pixels": self.spec.max_pixels, "default_fov_degrees": self.spec.settings.default_fov_degrees}
+
+    def inference_kwargs(self) -> dict:
+        """``stages.InferenceStage``'s arguments: the model the workers resolve, checked against the
+        sha256 the driver fingerprinted."""
+        c = self.spec.compute
+        return {"model": self.actor_model, "settings": self.spec.settings, "batch_timeout_s": c.batch_timeout_s or None,
+                "batch_retries": c.batch_retries, "expected_sha256": self.model.sha256, "storage_options": self.so}
+
+    def round_failures(self, work: dict[str, list[str] | None], failures: dict[str, str], round_error: str | None,
+                       pending: Callable[[str], str]) -> dict[str, str]:
+        """The shards of ``work`` that did not commit this round, with why: their own failure, else
+        the error that ended the round early, else ``pending(shard)``."""
+        for shard_id in work:
+            if shard_id not in self.committed_now and shard_id not in failures:
+                failures[shard_id] = errors.text(errors.ROUND_ERROR, round_error) if round_error else pending(shard_id)
+        return failures
 
     # -- commit ---------------------------------------------------------------------------------
 

@@ -15,7 +15,9 @@ Why these choices:
   after everything else is committed. Nothing can hang the tail: reads and inference calls have
   timeouts, actors bounded restarts, and Ray Data's no-progress guard ends a stalled round.
 * One driver commits, under the output lock, so exactly-once per shard follows from the sink's
-  commit protocol; rows are de-duplicated by image id in case Ray re-executes a task.
+  commit protocol; ``shards.ShardRows`` keeps one copy of each row in case Ray re-executes a task.
+* ``memory://`` is refused (``RunSpec.validate``): it lives in the driver's process, out of the
+  workers' reach.
 """
 
 from __future__ import annotations
@@ -24,17 +26,17 @@ import logging
 import os
 import warnings
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from functools import partial
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
+from annotator import errors, stages
 from annotator import plan as plan_mod
-from annotator import sources, stages
 from annotator.lock import LockLostError
 from annotator.progress import ProgressBar
 from annotator.runners import job as job_mod
-from annotator.runners.job import ClusterError, FingerprintError, Job  # noqa: F401 - re-exported
+from annotator.runners.job import ClusterError, Job
+from annotator.shards import ShardRows, by_shard
 from annotator.spec import ComputeSpec, RunSpec
 
 log = logging.getLogger(__name__)
@@ -73,8 +75,8 @@ class ActorRegistry:
     def __init__(self) -> None:
         self.actors: dict[str, dict] = {}
 
-    def register(self, actor: str, info: dict) -> None:
-        self.actors[actor] = info
+    def register(self, info: dict) -> None:
+        self.actors[info["actor"]] = {k: v for k, v in info.items() if k != "actor"}
 
     def all(self) -> dict[str, dict]:
         return self.actors
@@ -107,54 +109,29 @@ def quiet_ray_logs() -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-@dataclass
-class _Shard:
-    """Driver-side state of one shard in the current round."""
-
-    only: list[str] | None
-    tables: list[pa.Table] = field(default_factory=list)
-    ids: set = field(default_factory=set)
-    expected: int | None = None
-    fail: str | None = None
-    submitted: bool = False
+def _check_in(registry, info: dict) -> None:
+    """``InferenceStage``'s ``on_ready`` on a Ray actor: tell the job's ``ActorRegistry``."""
+    registry.register.remote(info)
 
 
 class _Collector:
-    """Groups streamed rows by shard and commits complete shards on a thread pool."""
+    """Groups the streamed rows by shard and commits each complete shard on the job's threads."""
 
-    def __init__(self, job: _Job, work: dict[str, list[str] | None], attempt: int):
-        self.job = job
-        self.attempt = attempt
-        self.state = {s: _Shard(only) for s, only in work.items()}
+    def __init__(self, job: RayJob, work: dict[str, list[str] | None], attempt: int):
+        self.job, self.work, self.attempt = job, work, attempt
+        self.rows = {s: ShardRows() for s in work}
         self.futures: dict[str, Future] = {}
         self.failures: dict[str, str] = {}
 
     def add(self, table: pa.Table) -> None:
-        shard_col = table.column("shard")
-        for shard_id in pc.unique(shard_col).to_pylist():
-            st = self.state.get(shard_id)
-            part = table.filter(pc.equal(shard_col, shard_id))
-            if st is None or st.submitted or st.fail:
+        for shard_id, piece in by_shard(table):
+            rows = self.rows.get(shard_id)
+            if rows is None:
                 continue
-            fails = [f for f in part.column("_fail").to_pylist() if f]
-            if fails:
-                st.fail, st.tables, st.ids = fails[0], [], set()
-                continue
-            ids = part.column("image_id").to_pylist()
-            keep = [i not in st.ids for i in ids]
-            if not all(keep):  # a re-executed task: keep the first copy of each row
-                part = part.filter(pa.array(keep))
-                ids = [i for i, k in zip(ids, keep, strict=True) if k]
-            st.ids.update(ids)
-            st.tables.append(part)
-            expected = pc.max(part.column("_shard_rows")).as_py()
-            if expected is not None and expected >= 0:
-                st.expected = expected
-            if st.expected is not None and len(st.ids) >= st.expected:
-                st.submitted = True
-                tables, st.tables = st.tables, []
-                self.futures[shard_id] = self.job.pool.submit(self.job.commit, shard_id, tables, st.only,
-                                                              self.attempt)
+            rows.add(piece)
+            if rows.complete:
+                self.futures[shard_id] = self.job.pool.submit(self.job.commit, shard_id, rows.take(),
+                                                              self.work[shard_id], self.attempt)
         self.reap(block=len(self.futures) > 4 * self.job.spec.compute.commit_threads)
 
     def reap(self, block: bool = False) -> None:
@@ -162,33 +139,21 @@ class _Collector:
         if block and self.futures:
             next(iter(self.futures.values())).exception()
         for shard_id in [s for s, f in self.futures.items() if f.done()]:
-            future = self.futures.pop(shard_id)
-            err = future.exception()
+            err = self.futures.pop(shard_id).exception()
             if isinstance(err, LockLostError):
                 raise err
             if err is not None:
-                self.failures[shard_id] = f"commit_error: {type(err).__name__}: {err}"
+                self.failures[shard_id] = errors.text(errors.COMMIT_ERROR, err)
 
     def finish(self, round_error: str | None) -> dict[str, str]:
         """Wait for commits; returns the shards of this round that did not commit, with reasons."""
         while self.futures:
             self.reap(block=True)
-        for shard_id, st in self.state.items():
-            if shard_id in self.failures or shard_id in self.job.committed_now:
-                continue
-            if st.fail:
-                self.failures[shard_id] = st.fail
-            elif round_error:
-                self.failures[shard_id] = f"round_error: {round_error}"
-            else:
-                got = len(st.ids)
-                want = "?" if st.expected is None else st.expected
-                self.failures[shard_id] = (f"incomplete: {got} of {want} rows arrived (a task failed after its "
-                                           f"retries; see the Ray logs)")
-        return self.failures
+        self.failures.update({s: r.fail for s, r in self.rows.items() if r.fail and s not in self.failures})
+        return self.job.round_failures(self.work, self.failures, round_error, lambda s: self.rows[s].why_incomplete())
 
 
-class _Job(Job):
+class RayJob(Job):
     """The Ray Data runner: an embedded or remote Ray, a streaming graph per round, commits on
     driver threads as each shard's last row arrives."""
 
@@ -232,32 +197,18 @@ class _Job(Job):
 
         c = self.spec.compute
         items = self.shard_items(plan, work)
-        read_kwargs = self.read_kwargs(plan)
-        if sources.is_process_local(self.input) or sources.is_process_local(self.output):
-            # memory:// lives in this process only: read here, hand the rows to Ray
-            rows = []
-            for item in items:
-                for batch in stages.read_shard(item, **read_kwargs):
-                    rows.extend({k: batch[k][i] for k in batch} for i in range(len(batch["image_id"])))
-            ds = ray.data.from_items(rows)
-        else:
-            ds = ray.data.from_items(items, override_num_blocks=max(1, min(len(items), 10_000)))
-            ds = ds.map_batches(stages.read_shards, batch_size=1, batch_format="numpy", num_cpus=c.read_cpus,
-                                fn_kwargs=read_kwargs)
-        ds = ds.map_batches(
-            stages.decode_batch, batch_size=c.batch_size, num_cpus=c.decode_cpus, batch_format="numpy",
-            fn_kwargs={"max_pixels": self.spec.max_pixels,
-                       "default_fov_degrees": self.spec.settings.default_fov_degrees})
+        ds = ray.data.from_items(items, override_num_blocks=max(1, min(len(items), 10_000)))
+        ds = ds.map_batches(stages.read_shards, batch_size=1, batch_format="numpy", num_cpus=c.read_cpus,
+                            fn_kwargs=self.read_kwargs(plan))
+        ds = ds.map_batches(stages.decode_batch, batch_size=c.batch_size, num_cpus=c.decode_cpus, batch_format="numpy",
+                            fn_kwargs=self.decode_kwargs())
         with warnings.catch_warnings():
             # Ray 2.60 has no named parameter for bounded actor restarts/retries yet (the default is
             # unbounded: a poison batch would be retried forever), so they go as ray_remote_args.
             warnings.filterwarnings("ignore", message=".*ray_remote_args.*deprecated")
             ds = ds.map_batches(
                 stages.InferenceStage, batch_size=c.batch_size, batch_format="numpy",
-                fn_constructor_kwargs={"model": self.actor_model, "settings": self.spec.settings,
-                                       "batch_timeout_s": c.batch_timeout_s or None,
-                                       "batch_retries": c.batch_retries, "expected_sha256": self.model.sha256,
-                                       "storage_options": self.so, "registry": self.registry},
+                fn_constructor_kwargs={**self.inference_kwargs(), "on_ready": partial(_check_in, self.registry)},
                 compute=ray.data.ActorPoolStrategy(min_size=c.actors, max_size=c.max_actors or c.actors),
                 num_cpus=c.cpus_per_actor, num_gpus=c.gpus_per_actor or None,
                 max_restarts=c.actor_max_restarts, max_task_retries=c.actor_task_retries)
@@ -281,12 +232,11 @@ class _Job(Job):
                                f"the cluster have {c.actors} x (CPU {c.cpus_per_actor:g}, GPU "
                                f"{c.gpus_per_actor:g}) free? ({e})") from None
         except Exception as e:  # noqa: BLE001 - e.g. Ray's no-progress guard: retry what is left
-            round_error = f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}"
+            round_error = errors.describe(e)
             log.error("round %d ended early: %s", attempt, round_error)
         return collector.finish(round_error)
 
 
-
 def run(spec: RunSpec) -> dict:
     """Run a job on Ray; returns the run summary (also written to ``OUTPUT/_summary.json``)."""
-    return job_mod.run(_Job, spec)
+    return job_mod.run(RayJob, spec)
