@@ -22,6 +22,8 @@ class Prediction:
     joint_confidences: np.ndarray | None = None  # [K,J]
     pose_scores: np.ndarray | None = None  # [K]
     quality: np.ndarray | None = None  # [K], annotator.quality
+    depth_sigma_mm: np.ndarray | None = None  # [K], 1-sigma depth uncertainty
+    depth_source: list[str] | None = None  # [K], 'monocular' or 'ground_plane'
 
     @staticmethod
     def empty(num_joints: int) -> Prediction:
@@ -64,6 +66,9 @@ def _people(pred: Prediction, camera: Camera | None) -> list[dict]:
                                   else pred.joint_confidences[i].tolist()),
             "quality": (None if pred.quality is None or not np.isfinite(pred.quality[i])
                         else float(pred.quality[i])),
+            "depth_sigma_mm": (None if pred.depth_sigma_mm is None or not np.isfinite(pred.depth_sigma_mm[i])
+                               else float(pred.depth_sigma_mm[i])),
+            "depth_source": None if pred.depth_source is None else pred.depth_source[i],
         })
     return people
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from annotator import quality
+from annotator import ground_plane, quality
 from annotator.encode import Prediction
 
 log = logging.getLogger(__name__)
@@ -26,7 +26,7 @@ MODEL_LOADS = 0
 
 
 # Settings that shape the output but are not arguments of the model.
-_NOT_MODEL_ARGS = ("average_aug", "min_quality")
+_NOT_MODEL_ARGS = ("average_aug", "min_quality", "ground_plane", "ground_height_mm")
 
 
 @dataclass(frozen=True)
@@ -34,6 +34,10 @@ class InferenceSettings:
     """Arguments of ``detect_poses_batched`` that a job may set (official names and defaults,
     except ``num_aug``: 1 is the throughput-friendly default for pseudo-labelling at scale), plus
     ``min_quality``: people whose ``quality`` is below it are not written (0 keeps everyone).
+    ``ground_plane``: for images with extrinsics, put each standing person's grounded foot on the
+    floor (the plane ``X . world_up_vector = ground_height_mm`` in the world frame), which fixes
+    their depth and metric scale (``annotator.ground_plane``); people it cannot judge keep the
+    monocular answer. Without extrinsics it does nothing.
 
     ``average_aug`` must stay True: the dataset stores the mean over augmentations. The stage always
     asks the model for the per-augmentation poses and averages them itself, because their spread
@@ -52,6 +56,11 @@ class InferenceSettings:
     default_fov_degrees: float = 55.0
     world_up_vector: tuple[float, float, float] = (0.0, -1.0, 0.0)
     min_quality: float = 0.0
+    ground_plane: bool = True
+    ground_height_mm: float = 0.0
+
+    def plane(self) -> ground_plane.GroundPlane:
+        return ground_plane.GroundPlane(up=self.world_up_vector, height_mm=self.ground_height_mm)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -148,7 +157,8 @@ class PoseInference:
         return out  # type: ignore[return-value]
 
     def _prediction(self, res: dict, j: int, item: ImageInput) -> Prediction:
-        """Image j's people: TTA means, quality from the per-augmentation spread, ``min_quality``."""
+        """Image j's people: TTA means, quality from the per-augmentation spread, depth (ground
+        plane where it applies) and its uncertainty, ``min_quality``."""
         boxes = res["boxes"][j].numpy()
         poses3d = res["poses3d"][j].numpy()
         poses2d = res["poses2d"][j].numpy()
@@ -157,14 +167,20 @@ class PoseInference:
         conf = res["joint_confidences"][j].numpy() if "joint_confidences" in res else None
         pose_scores = res["pose_scores"][j].numpy() if "pose_scores" in res else None
         height, width = item.image.shape[:2]
+        names = self.skeleton["joint_names"]
         q = quality.score(poses3d, boxes, conf, poses2d, pose_scores=pose_scores,
-                          joint_names=self.skeleton["joint_names"], extrinsics=item.extrinsics,
-                          image_size=(width, height))
+                          joint_names=names, extrinsics=item.extrinsics, image_size=(width, height))
+        mean3d, mean2d = poses3d.mean(axis=1), poses2d.mean(axis=1)
+        depth = ground_plane.estimate(mean3d, names, item.extrinsics,
+                                      self.settings.plane() if self.settings.ground_plane else None,
+                                      confidences=conf, poses2d=mean2d, image_size=(width, height),
+                                      per_aug=poses3d)
         keep = ~(q < self.settings.min_quality)  # NaN (no evidence at all) is kept
-        return Prediction(boxes=boxes[keep], poses2d=poses2d.mean(axis=1)[keep],
-                          poses3d=poses3d.mean(axis=1)[keep],
+        return Prediction(boxes=boxes[keep], poses2d=mean2d[keep], poses3d=depth.poses.astype(np.float32)[keep],
                           joint_confidences=None if conf is None else conf[keep],
-                          pose_scores=None if pose_scores is None else pose_scores[keep], quality=q[keep])
+                          pose_scores=None if pose_scores is None else pose_scores[keep], quality=q[keep],
+                          depth_sigma_mm=depth.depth_sigma_mm[keep],
+                          depth_source=[s for s, k in zip(depth.sources(), keep, strict=True) if k])
 
 
 def skeleton_of(model, name: str) -> dict:

@@ -124,6 +124,7 @@ def markdown(major: int = SCHEMA_MAJOR) -> str:
               "keys, so readers of an older minor version keep working; a major version gets a new file",
               "(`pose_labels_v2.json`). Readers should check the major version before trusting field meanings.",
               "",
+              "- 1.2: `people[].depth_sigma_mm` and `people[].depth_source` (depth uncertainty, ground plane).",
               "- 1.1: `people[].quality` (per-person label quality in [0, 1]).",
               "- 1.0: first version.", ""]
     return "\n".join(lines)

@@ -15,6 +15,7 @@ import pytest
 import tensorflow as tf
 
 from annotator.estimator import camera, model, reconstruct, skeletons
+from annotator.estimator.options import EstimatorOptions
 
 NAMES = ("head", "left_shoulder", "right_shoulder", "left_hand", "right_hand", "left_foot", "right_foot")
 SKELETON = skeletons.Skeleton("toy_7", NAMES, ((0, 1), (0, 2), (1, 3), (2, 4), (1, 5), (2, 6)))
@@ -58,7 +59,7 @@ class ToyCropModel(tf.Module):
         total = tf.reduce_sum(w, axis=[1, 2]) + 1e-9
         return tf.stack([tf.reduce_sum(w * xs, [1, 2]) / total, tf.reduce_sum(w * ys, [1, 2]) / total], -1)
 
-    def predict(self, crops, crop_intrinsics):
+    def predict(self, crops, crop_intrinsics, reconstruction="blend"):
         pts = {"head": self._centroid(crops, COLOURS["head"])}
         for part in ("shoulder", "hand", "foot"):
             mean_x = self._centroid(crops, COLOURS[part])[:, 0][:, tf.newaxis, tf.newaxis]
@@ -73,7 +74,7 @@ class ToyCropModel(tf.Module):
         rel = tf.concat([n * scale[:, tf.newaxis, tf.newaxis], tf.zeros_like(n[..., :1])], -1)
         rel -= tf.reduce_mean(rel, axis=1, keepdims=True)
         poses3d = reconstruct.reconstruct_absolute(coords2d, rel, crop_intrinsics, tf.ones_like(n[..., 0]),
-                                                   self.input_resolution)
+                                                   self.input_resolution, method=reconstruction)
         k = tf.shape(crops)[0]
         return {"poses3d": poses3d, "coords2d": coords2d, "joint_confidences": tf.ones([k, 7]),
                 "pose_scores": tf.ones([k])}
@@ -81,7 +82,7 @@ class ToyCropModel(tf.Module):
 
 @pytest.fixture(scope="module")
 def toy():
-    return model.PoseEstimator(None, ToyCropModel(), {}, refine_crops=False)
+    return model.PoseEstimator(None, ToyCropModel(), {}, EstimatorOptions(alignment=False))
 
 
 def _box():

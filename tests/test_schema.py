@@ -24,7 +24,8 @@ def _records():
         boxes=np.array([[10, 20, 100, 200, 0.9], [50, 60, 80, 160, 0.4]], np.float32),
         poses2d=rng.uniform(0, 640, (2, 33, 2)).astype(np.float32), poses3d=world,
         joint_confidences=rng.uniform(0, 1, (2, 33)).astype(np.float32),
-        pose_scores=np.array([0.99, 0.5], np.float32))
+        pose_scores=np.array([0.99, 0.5], np.float32), depth_sigma_mm=np.array([45.0, np.nan], np.float32),
+        depth_source=["ground_plane", "monocular"])
     return [
         encode.ImageRecord("a/1.jpg", "file:///data/a/1.jpg", "000000", 640, 480,
                            Camera(k, "sidecar", np.array([0.1, -0.01, 0, 0, 0], np.float32), ext), None, pred),
@@ -55,7 +56,10 @@ def test_round_trip_through_parquet(tmp_path):
     np.testing.assert_allclose(np.reshape(rows[0]["extrinsics"], (4, 4)), ext)
     assert p["box"] == [10.0, 20.0, 100.0, 200.0] and abs(p["score"] - 0.9) < 1e-6
     meta = schema.read_metadata(back.schema)
-    assert meta["schema_version"] == schema.version() == "1.1"
+    assert meta["schema_version"] == schema.version() == "1.2"
+    # schema 1.2: depth uncertainty and where the depth came from (NaN is stored as null)
+    assert p["depth_sigma_mm"] == 45.0 and p["depth_source"] == "ground_plane"
+    assert rows[0]["people"][1]["depth_sigma_mm"] is None and rows[0]["people"][1]["depth_source"] == "monocular"
     assert meta["model"]["sha256"] == "ab" and meta["settings"]["num_aug"] == 1
     assert len(meta["skeleton"]["joint_names"]) == 33
     # pandas reads the nested columns without annotator

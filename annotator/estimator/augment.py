@@ -26,8 +26,15 @@ def linspace(start, stop, num, endpoint=True) -> tf.Tensor:
     return start + step * tf.range(nf)
 
 
-def schedule(num_aug, rotation_range_degrees: float = 25.0):
-    """Per-augmentation (gamma [A], roll radians [A], scale [A], flip bool [A])."""
+def schedule(num_aug, rotation_range_degrees: float = 25.0, kinds=("gamma", "rotation", "scale", "flip"),
+             metrabs_single_aug: bool = True):
+    """Per-augmentation (gamma [A], roll radians [A], scale [A], flip bool [A]).
+
+    Kinds not in ``kinds`` stay at their identity value (gamma 1, roll 0, scale 1, no flip), so
+    each kind can be measured alone. ``metrabs_single_aug`` False makes num_aug = 1 the identity
+    crop instead of MeTRAbs' midpoint (gamma 0.8, scale 1.05), which suits crop models that were
+    not trained with these augmentations.
+    """
     num_aug = tf.cast(num_aug, tf.int32)
     gammas = linspace(0.6, 1.0, num_aug)
     angle = rotation_range_degrees * math.pi / 180.0
@@ -35,6 +42,12 @@ def schedule(num_aug, rotation_range_degrees: float = 25.0):
     half = num_aug // 2
     scales = tf.concat([linspace(0.8, 1.0, half, endpoint=False), linspace(1.0, 1.1, num_aug - half)], 0)
     flips = tf.math.floormod(tf.range(num_aug) - half, 2) != 0
+    identity = tf.logical_and(num_aug == 1, not metrabs_single_aug)
+    ones, zeros = tf.ones_like(gammas), tf.zeros_like(gammas)
+    gammas = tf.where(tf.logical_or(identity, "gamma" not in kinds), ones, gammas)
+    rolls = tf.where(tf.logical_or(identity, "rotation" not in kinds), zeros, rolls)
+    scales = tf.where(tf.logical_or(identity, "scale" not in kinds), ones, scales)
+    flips = tf.logical_and(flips, "flip" in kinds)
     return gammas, rolls, scales, flips
 
 

@@ -9,7 +9,8 @@ A crop model declares
   person box (BlazePose wants 1.25, MeTRAbs none: 1.0);
 - ``skeleton``: the joints it predicts (names, edges, left/right pairs for un-mirroring);
 
-and ``predict(crops, crop_intrinsics)`` (crops [K,r,r,3], virtual-camera intrinsics [K,3,3])
+and ``predict(crops, crop_intrinsics, reconstruction)`` (crops [K,r,r,3], virtual-camera intrinsics
+[K,3,3], ``reconstruct.reconstruct_absolute``'s method where the adapter lifts 2D + relative 3D itself)
 returning:
 
 - ``poses3d`` [K,J,3]: absolute millimetres in the crop camera frame;
@@ -60,13 +61,13 @@ class BlazePoseGHUM(tf.Module):
         world = tf.reshape(out["world_3d"], [-1, 39, 3])
         return ld, world, out["output_poseflag"][:, 0]
 
-    def predict(self, crops, crop_intrinsics):
+    def predict(self, crops, crop_intrinsics, reconstruction: str = "blend"):
         ld, world, flag = self._run(crops)
         coords2d = ld[:, :33, :2] - 0.5  # edge-based -> pixel-centre convention
         conf = tf.sigmoid(ld[:, :33, 3]) * tf.sigmoid(ld[:, :33, 4])
         rel3d = world[:, :33] * 1000.0
         poses3d = reconstruct.reconstruct_absolute(
-            coords2d, rel3d, crop_intrinsics, conf, self.input_resolution)
+            coords2d, rel3d, crop_intrinsics, conf, self.input_resolution, method=reconstruction)
         return {"poses3d": poses3d, "coords2d": coords2d, "joint_confidences": conf, "pose_scores": flag}
 
     def alignment(self, crops):
@@ -106,7 +107,8 @@ class MetrabsCropModel(tf.Module):
             "metrabs_native", names, tuple((int(a), int(b)) for a, b in joint_edges))
         self.num_joints = len(names)
 
-    def predict(self, crops, crop_intrinsics):
+    def predict(self, crops, crop_intrinsics, reconstruction: str = "blend"):
+        del reconstruction  # the official crop model reconstructs inside its own graph
         poses3d = self.model.predict_multi(tf.cast(crops, tf.float16), crop_intrinsics)
         poses3d = tf.cast(poses3d, tf.float32)
         k = tf.shape(poses3d)[0]

@@ -40,7 +40,7 @@ def look_at_rotation(direction, up) -> tf.Tensor:
 
 
 def virtual_camera(boxes, intrinsics, up, resolution, box_scale=1.0, roll=0.0,
-                   aug_scale=1.0, flip=False, distortion=None):
+                   aug_scale=1.0, flip=False, distortion=None, look_at=True):
     """Rotation R [K,3,3] (camera -> crop camera) and intrinsics K' [K,3,3] for square crops.
 
     boxes: [K,4] x, y, w, h in pixels. intrinsics: [K,3,3] of the source image.
@@ -49,6 +49,9 @@ def virtual_camera(boxes, intrinsics, up, resolution, box_scale=1.0, roll=0.0,
     (augmentation or alignment), ``aug_scale`` zooms, ``flip`` mirrors horizontally (the crop
     model's output must then be un-mirrored, see ``augment``). ``distortion`` [K,D] (optional):
     the box is in distorted pixels, so its points are undistorted before the geometry.
+    ``look_at`` False keeps the source camera's viewing direction (only rolled so ``up`` is up):
+    a plain image-plane crop, as MediaPipe makes them; the crop's principal point then moves off
+    its centre so that the box centre still lands in the middle.
     """
     boxes = tf.cast(boxes, tf.float32)
     k = tf.cast(intrinsics, tf.float32)
@@ -63,7 +66,8 @@ def virtual_camera(boxes, intrinsics, up, resolution, box_scale=1.0, roll=0.0,
     if distortion is not None:
         rays = camera.undistort(rays, distortion)
     rays = tf.concat([rays, tf.ones_like(rays[..., :1])], -1)
-    r_noaug = look_at_rotation(rays[:, 0], up)
+    direction = rays[:, 0] if look_at else tf.broadcast_to(tf.constant([0.0, 0.0, 1.0]), tf.shape(rays[:, 0]))
+    r_noaug = look_at_rotation(direction, up)
     # midpoints as seen by the rotated camera with the source focal length
     rotated = tf.linalg.matmul(rays, r_noaug, transpose_b=True)
     f = tf.stack([k[:, 0, 0], k[:, 1, 1]], -1)[:, tf.newaxis]
@@ -71,17 +75,21 @@ def virtual_camera(boxes, intrinsics, up, resolution, box_scale=1.0, roll=0.0,
     side = tf.maximum(tf.norm(uv[:, 1] - uv[:, 2], axis=-1), tf.norm(uv[:, 3] - uv[:, 4], axis=-1))
     res = tf.cast(resolution, tf.float32)
     scale = res / (tf.maximum(side, 1e-3) * box_scale) * aug_scale
-    new_k = tf.stack([
-        tf.stack([k[:, 0, 0] * scale, tf.zeros_like(scale), tf.fill(tf.shape(scale), (res - 1) / 2)], -1),
-        tf.stack([tf.zeros_like(scale), k[:, 1, 1] * scale, tf.fill(tf.shape(scale), (res - 1) / 2)], -1),
-        tf.constant([0.0, 0.0, 1.0])[tf.newaxis] * tf.ones_like(scale)[:, tf.newaxis],
-    ], -2)
     roll = tf.broadcast_to(tf.cast(roll, tf.float32), tf.shape(scale))
     rot = tf.linalg.matmul(rotation_z(-roll), r_noaug)
     flip = tf.broadcast_to(tf.convert_to_tensor(flip), tf.shape(scale))
     mirror = tf.where(flip, -1.0, 1.0)
     mirror = tf.linalg.diag(tf.stack([mirror, tf.ones_like(mirror), tf.ones_like(mirror)], -1))
     rot = tf.linalg.matmul(mirror, rot)
+    # principal point: where the box centre's ray must land, the crop's centre (0 offset when
+    # the camera looks along that ray)
+    centre = tf.linalg.matvec(rot, rays[:, 0])
+    fx, fy = k[:, 0, 0] * scale, k[:, 1, 1] * scale
+    px = (res - 1) / 2 - fx * centre[:, 0] / centre[:, 2]
+    py = (res - 1) / 2 - fy * centre[:, 1] / centre[:, 2]
+    zero, one = tf.zeros_like(scale), tf.ones_like(scale)
+    new_k = tf.stack([tf.stack([fx, zero, px], -1), tf.stack([zero, fy, py], -1),
+                      tf.stack([zero, zero, one], -1)], -2)
     return rot, new_k
 
 
@@ -101,23 +109,26 @@ def apply_homography(h, points) -> tf.Tensor:
 DISPLAY_GAMMA = 2.2
 
 
-def to_linear(images) -> tf.Tensor:
+def to_linear(images, encoding_gamma: float = DISPLAY_GAMMA) -> tf.Tensor:
     """uint8 sRGB-ish images -> linear light in [0, 1]: (x / 255) ^ 2.2 (MeTRAbs' approximation).
 
     Averaging (pyramid, supersampling, bilinear taps) must happen in linear light: averaging
     encoded values darkens fine bright/dark detail such as a checkerboard. Computed as
     exp(2.2 log x), which vectorises (2.4x faster than ``pow`` and 2x faster than a 256-entry
-    table gather on a full-HD image on CPU); 0 stays 0.
+    table gather on a full-HD image on CPU); 0 stays 0. ``encoding_gamma`` 1 keeps the encoded
+    values (for measuring what linear light adds).
     """
     x = tf.cast(images, tf.float32) / 255.0
-    return tf.exp(DISPLAY_GAMMA * tf.math.log(tf.maximum(x, 1e-30)))
+    if encoding_gamma == 1.0:
+        return x
+    return tf.exp(encoding_gamma * tf.math.log(tf.maximum(x, 1e-30)))
 
 
-def to_display(linear, gamma=1.0) -> tf.Tensor:
+def to_display(linear, gamma=1.0, encoding_gamma: float = DISPLAY_GAMMA) -> tf.Tensor:
     """Linear light -> encoded values in [0, 1]: x ^ (gamma / 2.2). ``gamma`` = 1 inverts
     ``to_linear``; other values are the brightness augmentation of test-time augmentation."""
     gamma = tf.convert_to_tensor(gamma, tf.float32)
-    return tf.pow(tf.maximum(linear, 0.0), gamma / DISPLAY_GAMMA)
+    return tf.pow(tf.maximum(linear, 0.0), gamma / encoding_gamma)
 
 
 def crop_to_image_points(points, intrinsics, rotation, crop_intrinsics, distortion=None):

@@ -19,7 +19,8 @@ import json
 import numpy as np
 import tensorflow as tf
 
-from annotator.estimator import augment, camera, crops, filters, skeletons
+from annotator.estimator import aggregate, augment, camera, crops, filters, reconstruct, skeletons
+from annotator.estimator.options import EstimatorOptions
 
 UNKNOWN_INTRINSIC_MATRIX = ((-1.0, -1.0, -1.0), (-1.0, -1.0, -1.0), (-1.0, -1.0, -1.0))
 DEFAULT_EXTRINSIC_MATRIX = ((1.0, 0.0, 0.0, 0.0), (0.0, 1.0, 0.0, 0.0), (0.0, 0.0, 1.0, 0.0),
@@ -56,17 +57,19 @@ _DETECTOR_SPECS = [
 class PoseEstimator(tf.Module):
     """Detector + crop model + MeTRAbs geometry. Knows nothing about files, Ray or Beam.
 
-    ``pose_nms`` (export-time switch, like MeTRAbs' frozen flags): whether
-    ``suppress_implausible_poses=True`` also runs 3D pose NMS after the plausibility checks.
+    ``options`` are the export-time switches (like MeTRAbs' frozen flags), one per step of the
+    estimator; see ``options.EstimatorOptions``. They are recorded in ``annotator_info``.
     """
 
-    def __init__(self, detector, crop_model, info: dict, refine_crops: bool = True, pose_nms: bool = True,
-                 name=None):
+    def __init__(self, detector, crop_model, info: dict, options: EstimatorOptions | None = None, name=None):
         super().__init__(name=name)
+        options = options or EstimatorOptions()
+        self.options = options
         self.detector = detector
         self.crop_model = crop_model
-        self.refine_crops = refine_crops and hasattr(crop_model, "alignment")
-        self.pose_nms = pose_nms
+        self.refine_crops = options.alignment and hasattr(crop_model, "alignment")
+        self.pose_nms = options.pose_nms
+        info = {**info, "estimator_options": options.to_dict()}
         native = crop_model.skeleton
         self._native = native
         self._native_mirror = skeletons.mirror_indices(native)
@@ -199,10 +202,16 @@ class PoseEstimator(tf.Module):
         box_up = tf.gather(up_cam, box_image)
         num_aug = tf.maximum(num_aug, 1)
         antialias_factor = tf.maximum(antialias_factor, 1)
-        poses3d, raw2d, conf, scores = self._predict_in_chunks(
+        poses3d, raw2d, conf, inside, scores = self._predict_in_chunks(
             images, flat_boxes, box_image, box_k, box_dist, box_up, internal_batch_size, num_aug,
             antialias_factor)
-        # poses3d: [K, A, J, 3] camera frame (mm); raw2d: [K, A, J, 2] image px; conf: [K, A, J]
+        # poses3d: [K, A, J, 3] camera frame (mm); raw2d: [K, A, J, 2] image px; conf, inside: [K, A, J]
+        if self.options.aggregation == "consensus":
+            rays = camera.pixels_to_rays(raw2d, box_k[:, tf.newaxis], box_dist[:, tf.newaxis])
+            _, poses3d, swaps = aggregate.consensus(poses3d, rays, conf, inside, self._native_mirror,
+                                                    self.options.reconstruction)
+            raw2d = aggregate.apply_swaps(raw2d, swaps, self._native_mirror)
+            conf = aggregate.apply_swaps(conf, swaps, self._native_mirror)
         poses2d = camera.project_distorted(poses3d, box_k[:, tf.newaxis], box_dist[:, tf.newaxis])
 
         keep = self._keep_mask(poses3d, poses2d, flat_boxes, box_image, suppress_implausible_poses)
@@ -271,35 +280,43 @@ class PoseEstimator(tf.Module):
         per_chunk = tf.where(per_chunk <= 0, tf.maximum(n_boxes, 1), per_chunk)
         n_chunks = (n_boxes + per_chunk - 1) // per_chunk
         # linear light: resampling and pyramid averaging are only physically right there
-        pixels = crops.pixel_table(crops.build_pyramid(crops.to_linear(images)))
+        opt = self.options
+        linear = crops.to_linear(images, self._encoding_gamma)
+        pixels = crops.pixel_table(crops.build_pyramid(linear, levels=3 if opt.antialias else 1))
 
         def ta(shape):
             return tf.TensorArray(tf.float32, size=n_chunks, infer_shape=False, element_shape=tf.TensorShape(shape))
 
         poses_ta, raw_ta = ta([None, None, n_joints, 3]), ta([None, None, n_joints, 2])
-        conf_ta, score_ta = ta([None, None, n_joints]), ta([None])
+        conf_ta, inside_ta, score_ta = ta([None, None, n_joints]), ta([None, None, n_joints]), ta([None])
         for i in tf.range(n_chunks):
             sl = slice(i * per_chunk, (i + 1) * per_chunk)
-            p, r, c, s = self._predict_chunk(pixels, boxes[sl], box_image[sl], box_k[sl], box_dist[sl],
-                                             box_up[sl], num_aug, antialias_factor)
+            p, r, c, ins, s = self._predict_chunk(pixels, boxes[sl], box_image[sl], box_k[sl], box_dist[sl],
+                                                  box_up[sl], num_aug, antialias_factor)
             poses_ta, raw_ta = poses_ta.write(i, p), raw_ta.write(i, r)
-            conf_ta, score_ta = conf_ta.write(i, c), score_ta.write(i, s)
+            conf_ta, inside_ta, score_ta = conf_ta.write(i, c), inside_ta.write(i, ins), score_ta.write(i, s)
         empty = n_chunks == 0
         poses = tf.cond(empty, lambda: tf.zeros([0, num_aug, n_joints, 3]), poses_ta.concat)
         raw = tf.cond(empty, lambda: tf.zeros([0, num_aug, n_joints, 2]), raw_ta.concat)
         conf = tf.cond(empty, lambda: tf.zeros([0, num_aug, n_joints]), conf_ta.concat)
+        inside = tf.cond(empty, lambda: tf.zeros([0, num_aug, n_joints]), inside_ta.concat)
         scores = tf.cond(empty, lambda: tf.zeros([0]), score_ta.concat)
-        return poses, raw, conf, scores
+        return poses, raw, conf, inside, scores
+
+    @property
+    def _encoding_gamma(self) -> float:
+        return crops.DISPLAY_GAMMA if self.options.linear_light else 1.0
 
     def _render(self, pixels, box_image, box_k, box_dist, rot, crop_k, gamma, antialias_factor):
         lin = crops.warp(pixels.table, box_k, rot, crop_k, self.crop_model.input_resolution, box_image,
                          distortion=box_dist, antialias_factor=antialias_factor, pixels=pixels)
-        return crops.to_display(lin, gamma[:, tf.newaxis, tf.newaxis, tf.newaxis])
+        return crops.to_display(lin, gamma[:, tf.newaxis, tf.newaxis, tf.newaxis], self._encoding_gamma)
 
     def _predict_chunk(self, pixels, boxes, box_image, box_k, box_dist, box_up, num_aug, antialias_factor):
         """Boxes [k,5] of one chunk -> (poses3d [k,A,J,3] camera mm, raw 2D [k,A,J,2] image px,
-        conf [k,A,J], scores [k])."""
+        conf [k,A,J], inside-the-crop [k,A,J] (0/1), scores [k])."""
         cm = self.crop_model
+        opt = self.options
         res = cm.input_resolution
         n_joints = self._native.num_joints
         k = tf.shape(boxes)[0]
@@ -307,7 +324,7 @@ class PoseEstimator(tf.Module):
         roll0 = tf.zeros([k])
         if self.refine_crops:
             rot1, crop_k1 = crops.virtual_camera(xywh, box_k, box_up, res, box_scale=cm.box_scale,
-                                                 distortion=box_dist)
+                                                 distortion=box_dist, look_at=opt.virtual_camera)
             crop1 = self._render(pixels, box_image, box_k, box_dist, rot1, crop_k1, tf.ones([k]),
                                  antialias_factor)
             centre, side, roll, ok = cm.alignment(crop1)
@@ -322,7 +339,8 @@ class PoseEstimator(tf.Module):
         else:
             box_scale = tf.fill([k], float(cm.box_scale))
 
-        gammas, rolls, scales, flips = augment.schedule(num_aug)
+        gammas, rolls, scales, flips = augment.schedule(num_aug, kinds=opt.aug_kinds,
+                                                        metrabs_single_aug=opt.metrabs_single_aug)
         a = tf.shape(gammas)[0]
 
         def tile(x):  # [k, ...] -> [A*k, ...] (aug-major)
@@ -335,22 +353,30 @@ class PoseEstimator(tf.Module):
         rot, crop_k = crops.virtual_camera(
             tile(xywh), tile(box_k), tile(box_up), res, box_scale=tile(box_scale),
             roll=tile(roll0) + per_aug(rolls), aug_scale=per_aug(scales), flip=per_aug(flips),
-            distortion=tile(box_dist))
+            distortion=tile(box_dist), look_at=opt.virtual_camera)
         crop_images = self._render(pixels, tile(box_image), tile(box_k), tile(box_dist), rot, crop_k,
                                    per_aug(gammas), antialias_factor)
-        pred = cm.predict(crop_images, crop_k)
+        # with the consensus, the per-augmentation poses keep the 3D head's shape; the chosen
+        # reconstruction is applied once, to the combined evidence (``aggregate.consensus``)
+        method = opt.reconstruction
+        if opt.aggregation == "consensus":
+            method = "translate_all" if method == "translate_all" else "translate"
+        pred = cm.predict(crop_images, crop_k, reconstruction=method)
+        inside = tf.cast(reconstruct.in_crop_mask(pred["coords2d"], res), tf.float32)
         # crop camera -> source camera: P = R^T P' (row vectors: P' R)
         poses = tf.linalg.matmul(pred["poses3d"], rot)
         raw2d, _ = crops.crop_to_image_points(pred["coords2d"], tile(box_k), rot, crop_k, tile(box_dist))
         poses = tf.reshape(poses, [a, k, n_joints, 3])
         raw2d = tf.reshape(raw2d, [a, k, n_joints, 2])
         conf = tf.reshape(pred["joint_confidences"], [a, k, n_joints])
+        inside = tf.reshape(inside, [a, k, n_joints])
         scores = tf.reduce_mean(tf.reshape(pred["pose_scores"], [a, k]), axis=0)
         poses = augment.unmirror_joints(poses, flips, self._native_mirror)
         raw2d = augment.unmirror_joints(raw2d, flips, self._native_mirror)
         conf = augment.unmirror_joints(conf, flips, self._native_mirror)
+        inside = augment.unmirror_joints(inside, flips, self._native_mirror)
         return (tf.transpose(poses, [1, 0, 2, 3]), tf.transpose(raw2d, [1, 0, 2, 3]),
-                tf.transpose(conf, [1, 0, 2]), scores)
+                tf.transpose(conf, [1, 0, 2]), tf.transpose(inside, [1, 0, 2]), scores)
 
 
 def signatures(module: PoseEstimator) -> dict:

@@ -48,18 +48,27 @@ def in_crop_mask(coords2d, resolution, margin_fraction=24.0 / 256.0) -> tf.Tenso
     return tf.reduce_all(inside, axis=-1)
 
 
-def reconstruct_absolute(coords2d, coords3d_rel, intrinsics, weights, resolution) -> tf.Tensor:
-    """Absolute 3D [K,J,3] in the crop camera frame, truncation-robust.
+def reconstruct_absolute(coords2d, coords3d_rel, intrinsics, weights, resolution=None, method: str = "blend",
+                         inside=None) -> tf.Tensor:
+    """Absolute 3D [K,J,3] in the camera of ``intrinsics``, truncation-robust.
 
-    Joints inside the crop average the translated 3D with the 2D back-projected to the same
-    depth (the 2D is the more precise cue there); joints outside keep the translated 3D.
+    ``blend`` (MeTRAbs): joints inside the crop average the translated 3D with the 2D
+    back-projected to the same depth (the 2D is the more precise cue there); joints outside keep
+    the translated 3D. ``translate``: the translated 3D alone (the pose's shape is the 3D head's).
+    ``translate_all``: as ``translate``, every joint weighted by its confidence, inside or not.
+    Which joints are inside: ``inside`` [K,J] when given, else ``in_crop_mask(coords2d, resolution)``.
     """
     coords2d = tf.convert_to_tensor(coords2d, tf.float32)
     coords3d_rel = tf.convert_to_tensor(coords3d_rel, tf.float32)
-    inside = in_crop_mask(coords2d, resolution)
-    w = tf.cast(weights, tf.float32) * (tf.cast(inside, tf.float32) + 1e-4)
+    if inside is None:
+        inside = in_crop_mask(coords2d, resolution)
+    w = tf.cast(weights, tf.float32)
+    if method != "translate_all":
+        w = w * (tf.cast(inside, tf.float32) + 1e-4)
     t = solve_translation(coords2d, coords3d_rel, intrinsics, w)
     abs3d = coords3d_rel + t[:, tf.newaxis]
+    if method != "blend":
+        return abs3d
     n = camera.to_normalized(coords2d, intrinsics)
     backproj = tf.concat([n, tf.ones_like(n[..., :1])], -1) * abs3d[..., 2:3]
     blended = 0.5 * abs3d + 0.5 * backproj

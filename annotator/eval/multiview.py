@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from annotator import quality
+from annotator import ground_plane, quality
 from annotator.eval import calibration
 
 log = logging.getLogger(__name__)
@@ -57,6 +57,8 @@ class Settings:
     association_px: float = 60.0  # max median epipolar distance of one person across two views
     reprojection_px: float = 40.0  # observations reprojecting worse are dropped
     pck_mm: float = 150.0
+    match_px: float = 100.0  # a view's prediction shows a triangulated person when its 2D is this close
+    ground_plane: ground_plane.GroundPlane | None = None  # the scene's floor, to fix depth and scale
 
 
 @dataclass
@@ -80,6 +82,9 @@ class PersonResult:
     joints: int
     views_in_triangulation: int
     quality: float = float("nan")  # annotator.quality of this prediction (the pipeline's people[].quality)
+    swapped: float = float("nan")  # 1 when the prediction with left/right exchanged is closer
+    depth_sigma_mm: float = float("nan")  # the prediction's own 1-sigma depth uncertainty
+    grounded: bool = False  # its depth came from the ground plane
     extra: dict = field(default_factory=dict)
 
 
@@ -293,8 +298,11 @@ def root_of(poses: np.ndarray, names: list[str]) -> np.ndarray:
 
 
 def score(pred: np.ndarray, ref: np.ndarray, valid: np.ndarray, names: list[str], cam: calibration.Camera,
-          settings: Settings) -> dict | None:
-    """Metrics of one predicted person against its triangulation (both [J,3] world mm)."""
+          settings: Settings, mirror: list[int] | None = None) -> dict | None:
+    """Metrics of one predicted person against its triangulation (both [J,3] world mm).
+
+    With ``mirror`` (each joint's left/right counterpart), ``swapped`` says whether the prediction
+    with left and right exchanged is closer to the triangulation (root-relative) than as given."""
     idx = _index(names)
     root_joints = [idx["pelv"]] if "pelv" in idx else [idx["left_hip"], idx["right_hip"]]
     if not all(valid[j] for j in root_joints) or valid.sum() < 6:
@@ -306,7 +314,7 @@ def score(pred: np.ndarray, ref: np.ndarray, valid: np.ndarray, names: list[str]
               for a, b in LIMBS if a in idx and b in idx and valid[idx[a]] and valid[idx[b]]]
     depth_pred = (cam.rotation @ pr + cam.translation)[2]
     depth_ref = (cam.rotation @ rr + cam.translation)[2]
-    return {
+    out = {
         "root_relative_mpjpe_mm": float(rel_err.mean()),
         "root_error_mm": float(np.linalg.norm(pr - rr)),
         "root_depth_bias_mm": float(depth_pred - depth_ref),
@@ -315,98 +323,224 @@ def score(pred: np.ndarray, ref: np.ndarray, valid: np.ndarray, names: list[str]
         "pck": float((rel_err < settings.pck_mm).mean()),
         "joints": int(valid.sum()),
     }
+    if mirror is not None:
+        mirrored = pred[mirror]
+        rel_mirrored = np.linalg.norm((mirrored[valid] - pr) - (ref[valid] - rr), axis=-1)
+        out["swapped"] = float(rel_mirrored.mean() < rel_err.mean())
+    return out
 
 
-METRICS = ("root_relative_mpjpe_mm", "root_error_mm", "root_depth_bias_mm", "pa_mpjpe_mm", "limb_scale", "pck")
+METRICS = ("root_relative_mpjpe_mm", "root_error_mm", "root_depth_bias_mm", "pa_mpjpe_mm", "limb_scale", "pck",
+           "swapped")
 
 
-def summarize(rows: list[PersonResult]) -> dict:
+def summarize(rows: list) -> dict:
+    """Medians over scored predictions (``swapped``: the share of predictions with left and right
+    exchanged). ``rows`` are ``PersonResult``s or dicts of metrics."""
+    def get(r, m):
+        return r.get(m, float("nan")) if isinstance(r, dict) else getattr(r, m, float("nan"))
+
     out = {}
     for m in METRICS:
-        values = np.array([getattr(r, m) for r in rows], np.float64)
+        values = np.array([get(r, m) for r in rows], np.float64)
         values = values[np.isfinite(values)]
+        if m == "swapped":
+            out["swap_rate"] = round(float(values.mean()), 3) if len(values) else None
+            continue
         out[m] = round(float(np.median(values)), 4 if m in ("limb_scale", "pck") else 1) if len(values) else None
         if m == "root_relative_mpjpe_mm" and len(values):
             out["root_relative_mpjpe_mean_mm"] = round(float(values.mean()), 1)
+    bias = np.array([get(r, "root_depth_bias_mm") for r in rows], np.float64)
+    sigma = np.array([get(r, "depth_sigma_mm") for r in rows], np.float64)
+    ok = np.isfinite(bias) & np.isfinite(sigma)
+    # calibration of the depth uncertainty: ~0.68 of the errors should lie within 1 sigma
+    out["depth_within_1_sigma"] = round(float((np.abs(bias[ok]) <= sigma[ok]).mean()), 3) if ok.any() else None
+    grounded = np.array([bool(get(r, "grounded")) if not isinstance(get(r, "grounded"), float) else False
+                         for r in rows])
+    out["grounded_share"] = round(float(grounded.mean()), 3) if len(rows) else None
     return out
+
+
+# ------------------------------------------------------------------------------ the run, in pieces
+@dataclass
+class Scene:
+    """A calibrated multi-view scene with the frames to evaluate decoded once."""
+
+    views: list[View]
+    indices: list[int]
+    frames: dict[str, dict[int, np.ndarray]]  # view name -> frame index -> RGB
+
+
+def load_scene(scene_dir: str | Path, n_frames: int) -> Scene:
+    """Cameras, views and ``n_frames`` evenly spaced frames of every view."""
+    scene_dir = Path(scene_dir)
+    views = find_views(scene_dir, calibration.load(scene_dir / "calibration"))
+    total = min(count_frames(v.source) for v in views)
+    indices = sorted({int(round(x)) for x in np.linspace(0, total - 1, max(1, min(n_frames, total)))})
+    return Scene(views, indices, {v.name: read_frames(v.source, indices) for v in views})
+
+
+def camera_arguments(cam: calibration.Camera) -> dict:
+    """The official API's camera arguments for one calibrated view."""
+    import tensorflow as tf
+
+    return {"intrinsic_matrix": tf.constant(cam.intrinsics, tf.float32),
+            "distortion_coeffs": tf.constant(cam.distortion, tf.float32),
+            "extrinsic_matrix": tf.constant(cam.extrinsics, tf.float32),
+            # "up" as this camera sees it: upright crops as without extrinsics (the world's own
+            # up axis is lab-specific, e.g. +z for Qualisys)
+            "world_up_vector": tf.constant(cam.rotation.T @ np.array([0.0, -1.0, 0.0]), tf.float32)}
+
+
+def predict(model, scene: Scene, num_aug: int, skeleton: str = "", detector_threshold: float = 0.3,
+            names: list[str] | None = None, plane: ground_plane.GroundPlane | None = None,
+            ) -> tuple[dict[int, list[dict]], float, int]:
+    """Run ``detect_poses`` on every view of every frame. Returns ({frame: [per-view detections]},
+    seconds, calls); a detection dict holds per-person arrays: ``poses3d`` [K,J,3] world mm (mean
+    over augmentations; on the floor where ``plane`` applies, as the pipeline does), ``pixels``
+    [K,J,2] (the model's own 2D when it has it), ``conf`` [K,J], ``rays`` (undistorted ``pixels``),
+    ``quality`` [K] and ``depth_sigma`` [K] (mm)."""
+    names = names or _joint_names(model, skeleton)
+    out: dict[int, list[dict]] = {}
+    started = time.perf_counter()
+    calls = 0
+    for f in scene.indices:
+        out[f] = []
+        for v in scene.views:
+            image = scene.frames[v.name][f]
+            res = model.detect_poses(image, **camera_arguments(v.camera), num_aug=num_aug, average_aug=False,
+                                     skeleton=skeleton, detector_threshold=detector_threshold)
+            calls += 1
+            out[f].append(detection_record(res, v.camera, names, image.shape[:2], plane))
+    return out, time.perf_counter() - started, calls
+
+
+def detection_record(res: dict, cam: calibration.Camera, names: list[str], hw: tuple[int, int],
+                     plane: ground_plane.GroundPlane | None = None) -> dict:
+    """One view's ``detect_poses(average_aug=False)`` result as numpy arrays for scoring."""
+    has_raw = "poses2d_raw" in res
+    per_aug3d = _per_aug(res["poses3d"].numpy())
+    per_aug2d = _per_aug(res["poses2d"].numpy())
+    p2 = _per_aug(res["poses2d_raw"].numpy()).mean(axis=1) if has_raw else per_aug2d.mean(axis=1)
+    conf = res["joint_confidences"].numpy() if "joint_confidences" in res else np.ones(p2.shape[:2], np.float32)
+    q = quality.score(per_aug3d, res["boxes"].numpy(), res["joint_confidences"].numpy()
+                      if "joint_confidences" in res else None, per_aug2d,
+                      pose_scores=res["pose_scores"].numpy() if "pose_scores" in res else None,
+                      joint_names=names, extrinsics=cam.extrinsics, image_size=(hw[1], hw[0]))
+    depth = ground_plane.estimate(per_aug3d.mean(axis=1), names, cam.extrinsics, plane, confidences=conf,
+                                  poses2d=per_aug2d.mean(axis=1), image_size=(hw[1], hw[0]), per_aug=per_aug3d)
+    return {"poses3d": depth.poses, "pixels": p2, "conf": conf, "quality": q, "depth_sigma": depth.depth_sigma_mm,
+            "grounded": depth.applied, "rays": undistort_points(p2, cam) if len(p2) else p2, "has_raw": has_raw}
+
+
+@dataclass
+class Reference:
+    """One triangulated person of one frame."""
+
+    frame: int
+    person: int
+    joints: np.ndarray  # [J,3] world mm (NaN where not triangulated)
+    valid: np.ndarray  # [J] bool
+    views_used: int
+    cluster: dict[int, int]  # view index -> detection index it was triangulated from
+
+
+def references(detections: dict[int, list[dict]], views: list[View], settings: Settings,
+               mirror: list[int] | None) -> tuple[list[Reference], list[float]]:
+    """Triangulated people of every frame (>= 6 joints) and the reprojection errors (px) of the
+    observations they were made from."""
+    refs: list[Reference] = []
+    reproj: list[float] = []
+    for f, dets in detections.items():
+        for person, cluster in enumerate(associate(dets, views, settings, mirror)):
+            joints, valid, used = triangulate_person(cluster, dets, views, settings)
+            if valid.sum() < 6:
+                continue
+            refs.append(Reference(f, person, joints, valid, int(used.max()), cluster))
+            for v, d in cluster.items():
+                reproj.extend(float(np.linalg.norm(reproject(joints[j], views[v].camera) - dets[v]["pixels"][d][j]))
+                              for j in np.flatnonzero(valid))
+    return refs, reproj
+
+
+def match(ref: Reference, det: dict, cam: calibration.Camera, mirror: list[int] | None, max_px: float) -> int | None:
+    """The detection of one view that shows ``ref``'s person: smallest median distance between its
+    2D and the triangulation's reprojection (left/right labels either way), if under ``max_px``."""
+    if not len(det["pixels"]):
+        return None
+    joints = np.flatnonzero(ref.valid)
+    proj = np.stack([reproject(ref.joints[j], cam) for j in joints])
+    best, best_d = None, max_px
+    for i, pix in enumerate(det["pixels"]):
+        d = float(np.median(np.linalg.norm(pix[joints] - proj, axis=-1)))
+        if mirror is not None:
+            d = min(d, float(np.median(np.linalg.norm(pix[mirror][joints] - proj, axis=-1))))
+        if d < best_d:
+            best, best_d = i, d
+    return best
+
+
+def score_against(detections: dict[int, list[dict]], refs: list[Reference], views: list[View], names: list[str],
+                  settings: Settings, mirror: list[int] | None, matrix: np.ndarray | None = None,
+                  matched_names: list[str] | None = None) -> list[PersonResult]:
+    """Score each view's prediction of each reference person. ``matrix`` [J',J] maps both the
+    prediction and the triangulation to another joint set (``matched_names``), e.g. coco_19 from
+    BlazePose's 33 joints; a mapped joint is valid when all its sources are."""
+    out_names = matched_names or names
+    out_mirror = mirror
+    if matrix is not None:
+        from annotator.estimator import skeletons
+
+        out_mirror = skeletons.mirror_indices(skeletons.Skeleton("eval", tuple(out_names), ()))
+    rows: list[PersonResult] = []
+    for ref in refs:
+        joints, valid = ref.joints, ref.valid
+        if matrix is not None:
+            used = matrix != 0
+            valid = np.array([valid[u].all() for u in used])
+            joints = matrix @ np.nan_to_num(ref.joints)
+        for v, view in enumerate(views):
+            det = detections[ref.frame][v]
+            d = match(ref, det, view.camera, mirror, settings.match_px)
+            if d is None:
+                continue
+            pred = det["poses3d"][d] if matrix is None else matrix @ det["poses3d"][d]
+            s = score(pred, joints, valid, out_names, view.camera, settings, out_mirror)
+            if s is None:
+                continue
+            rows.append(PersonResult(ref.frame, view.name, ref.person, views_in_triangulation=ref.views_used,
+                                     quality=float(det["quality"][d]), depth_sigma_mm=float(det["depth_sigma"][d]),
+                                     grounded=bool(det["grounded"][d]), **s))
+    return rows
 
 
 # ------------------------------------------------------------------------------ the run
 def run(scene_dir: str | Path, out_dir: str | Path, settings: Settings | None = None, model=None) -> dict:
     """Evaluate a model on a calibrated multi-view scene; writes ``OUT/metrics.json``,
-    ``OUT/people.csv`` and ``OUT/table.txt`` and returns the summary."""
+    ``OUT/people.csv`` and ``OUT/table.txt`` and returns the summary. The reference is the
+    triangulation of the model's own 2D."""
     import tensorflow as tf
 
+    from annotator.estimator import skeletons
     from annotator.models import loader
 
     settings = settings or Settings()
-    scene_dir, out_dir = Path(scene_dir), Path(out_dir)
+    out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    cameras = calibration.load(scene_dir / "calibration")
-    views = find_views(scene_dir, cameras)
+    scene = load_scene(scene_dir, settings.frames)
     resolved = None
     if model is None:
         resolved = loader.resolve(settings.model)
         model = tf.saved_model.load(resolved.path)
-    n_frames = min(count_frames(v.source) for v in views)
-    indices = sorted({int(round(x)) for x in np.linspace(0, n_frames - 1, max(1, min(settings.frames, n_frames)))})
-    frames = {v.name: read_frames(v.source, indices) for v in views}
     names = _joint_names(model, settings.skeleton)
-    from annotator.estimator import skeletons
-
     mirror = skeletons.mirror_indices(skeletons.Skeleton("eval", tuple(names), ()))
-
-    rows: list[PersonResult] = []
-    triangulated = matched = 0
-    reproj = []
-    started = time.perf_counter()
-    calls = 0
-    has_raw = False
-    for f in indices:
-        detections = []
-        for v in views:
-            cam = v.camera
-            out = model.detect_poses(
-                frames[v.name][f], intrinsic_matrix=tf.constant(cam.intrinsics, tf.float32),
-                distortion_coeffs=tf.constant(cam.distortion, tf.float32),
-                extrinsic_matrix=tf.constant(cam.extrinsics, tf.float32),
-                # "up" as this camera sees it: upright crops as without extrinsics (the world's own
-                # up axis is lab-specific, e.g. +z for Qualisys)
-                world_up_vector=tf.constant(cam.rotation.T @ np.array([0.0, -1.0, 0.0]), tf.float32),
-                num_aug=settings.num_aug, average_aug=False,
-                skeleton=settings.skeleton, detector_threshold=settings.detector_threshold)
-            calls += 1
-            has_raw = "poses2d_raw" in out
-            per_aug3d = _per_aug(out["poses3d"].numpy())
-            per_aug2d = _per_aug(out["poses2d"].numpy())
-            p2 = _per_aug(out["poses2d_raw"].numpy()).mean(axis=1) if has_raw else per_aug2d.mean(axis=1)
-            conf = (out["joint_confidences"].numpy() if "joint_confidences" in out
-                    else np.ones(p2.shape[:2], np.float32))
-            height, width = frames[v.name][f].shape[:2]
-            q = quality.score(per_aug3d, out["boxes"].numpy(), out["joint_confidences"].numpy()
-                              if "joint_confidences" in out else None, per_aug2d,
-                              pose_scores=out["pose_scores"].numpy() if "pose_scores" in out else None,
-                              joint_names=names, extrinsics=cam.extrinsics, image_size=(width, height))
-            detections.append({"poses3d": per_aug3d.mean(axis=1).astype(np.float64), "pixels": p2, "conf": conf,
-                               "quality": q, "rays": undistort_points(p2, cam) if len(p2) else p2})
-        for person, cluster in enumerate(associate(detections, views, settings, mirror)):
-            ref, valid, used = triangulate_person(cluster, detections, views, settings)
-            if valid.sum() < 6:
-                continue
-            triangulated += 1
-            for v, d in cluster.items():
-                reproj.extend(np.linalg.norm(reproject(ref[j], views[v].camera) - detections[v]["pixels"][d][j])
-                              for j in np.flatnonzero(valid))
-                s = score(detections[v]["poses3d"][d], ref, valid, names, views[v].camera, settings)
-                if s is None:
-                    continue
-                matched += 1
-                rows.append(PersonResult(f, views[v].name, person, views_in_triangulation=int(used.max()),
-                                         quality=float(detections[v]["quality"][d]), **s))
-    elapsed = time.perf_counter() - started
-
-    summary = {**summarize(rows), "people_matched": matched, "people_triangulated": triangulated,
-               "frames": len(indices), "views": len(views), "num_aug": settings.num_aug,
+    detections, elapsed, calls = predict(model, scene, settings.num_aug, settings.skeleton,
+                                         settings.detector_threshold, names, settings.ground_plane)
+    refs, reproj = references(detections, scene.views, settings, mirror)
+    rows = score_against(detections, refs, scene.views, names, settings, mirror)
+    has_raw = any(d["has_raw"] for dets in detections.values() for d in dets)
+    summary = {**summarize(rows), "people_matched": len(rows), "people_triangulated": len(refs),
+               "frames": len(scene.indices), "views": len(scene.views), "num_aug": settings.num_aug,
                "skeleton": settings.skeleton or "all",
                "triangulation_2d": "poses2d_raw" if has_raw else "poses2d",
                "reprojection_median_px": round(float(np.median(reproj)), 1) if reproj else None,
@@ -414,17 +548,21 @@ def run(scene_dir: str | Path, out_dir: str | Path, settings: Settings | None = 
     if resolved is not None:
         summary["model"] = resolved.to_dict()
     summary["quality_vs_error"] = quality_vs_error(rows)
-    summary["per_view"] = {v.name: summarize([r for r in rows if r.view == v.name]) for v in views}
+    summary["per_view"] = {v.name: summarize([r for r in rows if r.view == v.name]) for v in scene.views}
     (out_dir / "metrics.json").write_text(json.dumps(summary, indent=2))
-    with open(out_dir / "people.csv", "w", newline="") as fh:
+    write_people_csv(rows, out_dir / "people.csv")
+    (out_dir / "table.txt").write_text(format_table(summary))
+    return summary
+
+
+def write_people_csv(rows: list[PersonResult], path: Path) -> None:
+    with open(path, "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=[k for k in asdict(rows[0]) if k != "extra"] if rows else ["frame"])
         w.writeheader()
         for r in rows:
             d = asdict(r)
             d.pop("extra")
             w.writerow(d)
-    (out_dir / "table.txt").write_text(format_table(summary))
-    return summary
 
 
 def _per_aug(values: np.ndarray) -> np.ndarray:

@@ -1,0 +1,84 @@
+"""Combining one person's test-time augmentations into one pose, without the mean's failure modes.
+
+MeTRAbs averages the augmentations' absolute poses. With a crop model that was not trained with
+those augmentations, two things go wrong (measured by the ablation in ``docs/models.md``):
+
+- **left/right disagreement**: when some augmentations label a limb "left" and others "right",
+  the mean puts both limbs on the body's midline, which shortens limbs and pulls the pose
+  towards the camera;
+- **inconsistent depth**: each augmentation solves its own translation from its own crop, and the
+  mean of absolute poses mixes shape and position errors.
+
+``consensus`` fixes the labels first (each augmentation is compared with the one most others agree
+with, with its joints as given and with left and right exchanged, and takes the closer labelling),
+then averages the root-relative shape and the 2D evidence, and solves ONE translation from them in
+the source camera (``reconstruct``). All functions are batched over people K and augmentations A.
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+from annotator.estimator import reconstruct
+
+
+def centred(poses) -> tf.Tensor:
+    """Poses [..., J, 3] minus their joint centroid: shape without position."""
+    return poses - tf.reduce_mean(poses, axis=-2, keepdims=True)
+
+
+def label_swaps(poses, mirror) -> tf.Tensor:
+    """[K,A] True for augmentations whose left/right labels disagree with the consensus.
+
+    poses: [K,A,J,3] (any frame); mirror: [J] each joint's left/right counterpart. The pivot is the
+    augmentation that agrees as-is with the most others; an augmentation is swapped when its
+    joints with left and right exchanged lie closer to the pivot's than as given.
+    """
+    rel = centred(poses)
+    a = rel[:, :, tf.newaxis]  # [K,A,1,J,3]
+    b = rel[:, tf.newaxis]  # [K,1,A,J,3]
+    same = tf.reduce_mean(tf.norm(a - b, axis=-1), axis=-1)  # [K,A,A]
+    swapped = tf.reduce_mean(tf.norm(a - tf.gather(b, mirror, axis=-2), axis=-1), axis=-1)
+    agrees = tf.reduce_sum(tf.cast(same <= swapped, tf.int32), axis=-1)  # [K,A], includes itself
+    pivot = tf.argmax(agrees, axis=-1, output_type=tf.int32)  # [K]
+    to_pivot_same = tf.gather(same, pivot, axis=2, batch_dims=1)  # [K,A]
+    to_pivot_swapped = tf.gather(swapped, pivot, axis=2, batch_dims=1)
+    return to_pivot_swapped < to_pivot_same
+
+
+def apply_swaps(values, swaps, mirror) -> tf.Tensor:
+    """Exchange left/right joints of values [K,A,J,...] where swaps [K,A] is True."""
+    exchanged = tf.gather(values, mirror, axis=2)
+    cond = tf.reshape(swaps, tf.concat([tf.shape(swaps), tf.ones([len(values.shape) - 2], tf.int32)], 0))
+    return tf.where(cond, exchanged, values)
+
+
+def consensus(poses, rays, conf, inside, mirror, method: str = "blend"):
+    """One pose per person from A augmentations, plus the augmentations made consistent with it.
+
+    poses: [K,A,J,3] absolute, source camera frame (each augmentation's own translation, its
+    shape straight from the crop model); rays: [K,A,J,2] the crop model's 2D as undistorted
+    normalised coordinates of the source camera; conf: [K,A,J]; inside: [K,A,J] 1 where the joint
+    was inside its crop; method: ``reconstruct.reconstruct_absolute``'s.
+
+    Returns (pose [K,J,3], per-augmentation poses [K,A,J,3] with consistent labels, shifted so
+    that their mean is ``pose`` (their spread, the quality score's evidence, is kept), swaps [K,A]).
+    """
+    swaps = label_swaps(poses, mirror)
+    poses = apply_swaps(poses, swaps, mirror)
+    rays = apply_swaps(rays, swaps, mirror)
+    conf = apply_swaps(conf, swaps, mirror)
+    inside = apply_swaps(inside, swaps, mirror)
+    shape = tf.reduce_mean(centred(poses), axis=1)  # [K,J,3]
+    mean_conf = tf.reduce_mean(conf, axis=1)
+    # 2D: confidence-weighted mean over augmentations (plain mean where no augmentation is sure)
+    total = tf.reduce_sum(conf, axis=1)[..., tf.newaxis]
+    weighted = tf.reduce_sum(rays * conf[..., tf.newaxis], axis=1) / tf.maximum(total, 1e-9)
+    mean_rays = tf.where(total > 1e-9, weighted, tf.reduce_mean(rays, axis=1))
+    k = tf.shape(shape)[0]
+    identity = tf.eye(3, batch_shape=[k])
+    majority_inside = tf.reduce_mean(inside, axis=1) > 0.5
+    pose = reconstruct.reconstruct_absolute(mean_rays, shape, identity, mean_conf, method=method,
+                                            inside=majority_inside)
+    per_aug = poses - tf.reduce_mean(poses, axis=1, keepdims=True) + pose[:, tf.newaxis]
+    return pose, per_aug, swaps

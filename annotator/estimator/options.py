@@ -1,0 +1,70 @@
+"""Build-time switches of the estimator, one per MeTRAbs step, so an ablation can measure each.
+
+MeTRAbs freezes its choices into the SavedModel at export (``save_model.py`` flags); we do the same:
+an ``EstimatorOptions`` is fixed when a ``PoseEstimator`` is built and recorded in the model's
+``annotator_info``. The defaults are the steps that earned their place on the multi-view ablation
+(``annotator eval ablate``, table in ``docs/models.md``); the others stay available for measuring.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+AUG_KINDS = ("gamma", "rotation", "scale", "flip")
+RECONSTRUCTIONS = ("blend", "translate", "translate_all")
+AGGREGATIONS = ("mean", "consensus")
+
+
+@dataclass(frozen=True)
+class EstimatorOptions:
+    """What the estimator does around its two networks.
+
+    ``virtual_camera``: crops come from a camera rotated to look straight at the person (MeTRAbs);
+        False renders a plain image-plane crop (rotation only about the optical axis), as MediaPipe.
+    ``alignment``: a first crop pass gives the crop model's own ROI (BlazePose's hip centre, body
+        size and rotation) and the final crops are built around it.
+    ``linear_light``: resample in linear light ((x/255)^2.2), then re-encode; False samples the
+        encoded values directly.
+    ``antialias``: a 3-level 2x2 average pyramid, each crop sampled from the level matching its
+        scale; False samples full resolution only (bilinear, aliasing when shrinking).
+    ``aug_kinds``: which kinds of test-time augmentation vary across ``num_aug`` crops (the rest stay
+        at their identity value: gamma 1, no roll, scale 1, no mirroring).
+    ``metrabs_single_aug``: num_aug = 1 uses MeTRAbs' midpoint crop (gamma 0.8, scale 1.05) instead of
+        the identity crop.
+    ``reconstruction``: how 2D + root-relative 3D become absolute 3D (``reconstruct.py``):
+        ``blend`` (MeTRAbs: in-crop joints average the 3D with the 2D back-projected to its depth),
+        ``translate`` (the 3D moved by the in-crop-weighted translation, shape from 3D only),
+        ``translate_all`` (as ``translate`` with every joint weighted by its confidence).
+    ``aggregation``: how the augmentations' poses are combined (``augment.aggregate``): ``mean``
+        (MeTRAbs: mean of absolute poses) or ``consensus`` (left/right labels made to agree with the
+        majority, then one reconstruction from the mean 2D and mean root-relative 3D).
+    ``pose_nms``: whether ``suppress_implausible_poses`` also runs 3D pose NMS.
+    """
+
+    virtual_camera: bool = True
+    alignment: bool = True
+    linear_light: bool = True
+    antialias: bool = True
+    aug_kinds: tuple[str, ...] = AUG_KINDS
+    metrabs_single_aug: bool = True
+    reconstruction: str = "blend"
+    aggregation: str = "mean"
+    pose_nms: bool = True
+
+    def __post_init__(self):
+        unknown = set(self.aug_kinds) - set(AUG_KINDS)
+        if unknown:
+            raise ValueError(f"unknown augmentation kinds {sorted(unknown)}; valid: {', '.join(AUG_KINDS)}")
+        if self.reconstruction not in RECONSTRUCTIONS:
+            raise ValueError(f"reconstruction {self.reconstruction!r}: valid are {', '.join(RECONSTRUCTIONS)}")
+        if self.aggregation not in AGGREGATIONS:
+            raise ValueError(f"aggregation {self.aggregation!r}: valid are {', '.join(AGGREGATIONS)}")
+
+    def replace(self, **changes) -> EstimatorOptions:
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["aug_kinds"] = list(self.aug_kinds)
+        return d

@@ -1,0 +1,95 @@
+"""Combining augmentations (``estimator.aggregate``) on synthetic poses with known answers: label
+swaps are found and repaired, and the consensus reconstruction puts the person where the 2D says."""
+
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+
+from annotator.estimator import aggregate, skeletons
+
+SK = skeletons.BLAZEPOSE_33
+MIRROR = skeletons.mirror_indices(SK)
+
+
+def _person(depth=3500.0, seed=0) -> np.ndarray:
+    """A standing, slightly turned person [33,3] (camera frame, mm): left joints on one side."""
+    rng = np.random.default_rng(seed)
+    pose = np.zeros((33, 3), np.float64)
+    for i, name in enumerate(SK.joint_names):
+        side = 1.0 if name.startswith("left") or name.endswith("left") else -1.0 if "right" in name else 0.0
+        if "shoulder" in name or "elbow" in name or "wrist" in name or "pinky" in name or "index" in name \
+                or "thumb" in name:
+            y = {"shoulder": -450, "elbow": -180, "wrist": 60}.get(name.split("_")[-1], 120)
+            x = side * {"shoulder": 180, "elbow": 220}.get(name.split("_")[-1], 260)
+        elif "hip" in name or "knee" in name or "ankle" in name or "heel" in name or "foot" in name:
+            y = {"hip": 0, "knee": 420, "ankle": 820, "heel": 860}.get(name.split("_")[-1], 880)
+            x = side * 100
+        else:  # face
+            y, x = -650 + 30 * ("mouth" in name), side * 40
+        pose[i] = [x, y, 80.0 * side]
+    pose += rng.normal(0, 5, pose.shape)
+    return pose + [150.0, -100.0, depth]
+
+
+def _observe(poses: np.ndarray):
+    """Normalised 2D rays of absolute poses [..., J, 3]."""
+    return poses[..., :2] / poses[..., 2:3]
+
+
+def test_swapped_augmentations_are_found_and_repaired():
+    truth = _person()
+    a = 5
+    per_aug = np.repeat(truth[None], a, 0) + np.random.default_rng(1).normal(0, 10, (a, 33, 3))
+    swapped = [1, 3]  # two augmentations label left as right
+    for i in swapped:
+        per_aug[i] = per_aug[i][MIRROR]
+    swaps = aggregate.label_swaps(tf.constant(per_aug[None], tf.float32), MIRROR).numpy()[0]
+    assert swaps.tolist() == [i in swapped for i in range(a)]
+    repaired = aggregate.apply_swaps(tf.constant(per_aug[None], tf.float32), swaps[None], MIRROR).numpy()[0]
+    assert np.abs(repaired - truth).max() < 60
+
+
+def test_a_majority_of_one_labelling_wins_whichever_it_is():
+    truth = _person(seed=3)
+    per_aug = np.stack([truth, truth[MIRROR], truth[MIRROR], truth[MIRROR]])
+    swaps = aggregate.label_swaps(tf.constant(per_aug[None], tf.float32), MIRROR).numpy()[0]
+    assert swaps.tolist() == [True, False, False, False]
+
+
+def test_consensus_recovers_the_pose_where_the_mean_shrinks_it():
+    truth = _person()
+    a = 5
+    per_aug = np.repeat(truth[None], a, 0)
+    rays = _observe(per_aug)
+    for i in (1, 3):
+        per_aug[i] = per_aug[i][MIRROR]
+        rays[i] = rays[i][MIRROR]
+    conf = np.ones((a, 33))
+    inside = np.ones((a, 33))
+    pose, per_aug_out, swaps = aggregate.consensus(
+        tf.constant(per_aug[None], tf.float32), tf.constant(rays[None], tf.float32),
+        tf.constant(conf[None], tf.float32), tf.constant(inside[None], tf.float32), MIRROR, "translate")
+    np.testing.assert_allclose(pose.numpy()[0], truth, atol=1.0)
+    np.testing.assert_allclose(per_aug_out.numpy()[0].mean(0), pose.numpy()[0], atol=1e-3)
+    assert swaps.numpy()[0].tolist() == [False, True, False, True, False]
+    # the plain mean of the same augmentations puts left and right limbs on the midline
+    mean = per_aug.mean(0)
+    shoulder = (SK.joint_names.index("left_shoulder"), SK.joint_names.index("right_shoulder"))
+    assert np.linalg.norm(mean[shoulder[0]] - mean[shoulder[1]]) < 0.5 * np.linalg.norm(
+        truth[shoulder[0]] - truth[shoulder[1]])
+
+
+def test_consensus_solves_one_translation_from_the_mean_2d():
+    """Augmentations that agree on the shape but not on the depth: the depth follows the 2D."""
+    truth = _person(depth=4000.0)
+    a = 3
+    rays = np.repeat(_observe(truth)[None], a, 0)
+    per_aug = np.stack([truth + [0, 0, dz] for dz in (-300.0, 0.0, 300.0)])
+    per_aug[0] += [40, 0, 0]
+    pose, _, _ = aggregate.consensus(
+        tf.constant(per_aug[None], tf.float32), tf.constant(rays[None], tf.float32),
+        tf.ones([1, a, 33]), tf.ones([1, a, 33]), MIRROR, "translate")
+    np.testing.assert_allclose(pose.numpy()[0], truth, atol=2.0)
+    # and the result projects onto the observed 2D
+    np.testing.assert_allclose(_observe(pose.numpy()[0]), _observe(truth), atol=1e-4)
