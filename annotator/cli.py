@@ -133,7 +133,7 @@ def format_summary(s: dict) -> str:
     if s.get("shards_failed"):
         lines.append(f"FAILED:   {s['shards_failed']} shard(s): {', '.join(s['failed_shards'])} "
                      f"(rerun the same command to retry them)")
-    lines.append(f"open it:  {sys.executable} -c \"from annotator import dataset; "
+    lines.append(f"open it:  {sys.executable} -c \"from annotator.outputs import dataset; "
                  f"print(dataset.read_table('{s['output']}').to_pandas())\"   (or see docs/consumers.md)")
     return "\n".join(lines)
 
@@ -253,10 +253,10 @@ def _add_status(sub) -> None:
 
 
 def cmd_status(args) -> int:
-    from annotator import status
+    from annotator.outputs import status
 
     st = status.read(args.output)
-    print(json.dumps(st, indent=2, sort_keys=True) if args.json else status.format(st))
+    print(json.dumps(st, indent=2, sort_keys=True) if args.json else status.to_text(st))
     return 0
 
 
@@ -274,7 +274,7 @@ def _add_render(sub) -> None:
 
 
 def cmd_render(args) -> int:
-    from annotator import render
+    from annotator.outputs import render
 
     config = render.RenderConfig(max_side=args.max_side, joint_names=not args.no_names, view3d=not args.no_3d,
                                  palette=args.palette)
@@ -295,7 +295,7 @@ def _add_report(sub) -> None:
 
 
 def cmd_report(args) -> int:
-    from annotator import report
+    from annotator.outputs import report
 
     print(report.write_report(args.output, args.out, report.ReportConfig(samples_per_group=args.samples)))
     return 0
@@ -314,16 +314,16 @@ def _add_filter(sub) -> None:
 
 
 def cmd_filter(args) -> int:
-    from annotator import filter as filter_mod
+    from annotator.outputs import subset
 
-    config = filter_mod.FilterConfig(min_quality=args.min_quality, min_score=args.min_score,
+    config = subset.FilterConfig(min_quality=args.min_quality, min_score=args.min_score,
                                      keep_errors=args.keep_errors, keep_emptied=args.keep_emptied)
     try:
-        record = filter_mod.filter_output(args.output, args.dest, config, overwrite=args.overwrite)
+        record = subset.filter_output(args.output, args.dest, config, overwrite=args.overwrite)
     except FileExistsError as e:
         print(f"annotator filter: {e}", file=sys.stderr)
         return 2
-    print(filter_mod.format_record(record))
+    print(subset.format_record(record))
     print(f"output:  {args.dest}")
     return 0
 

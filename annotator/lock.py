@@ -20,11 +20,9 @@ import uuid
 from dataclasses import dataclass
 
 from annotator import sources
+from annotator.layout import LOCK
 
 log = logging.getLogger(__name__)
-
-LOCK_NAME = "_lock"
-
 
 class LockedError(RuntimeError):
     """Another live job holds the output."""
@@ -73,7 +71,7 @@ def read_lock(output_uri: str, storage_options: dict | None = None) -> dict | No
     checks the token in it, as the driver's heartbeat thread is not in its process."""
     fs, root = sources.filesystem(output_uri, storage_options)
     try:
-        return json.loads(fs.cat_file(f"{root.rstrip('/')}/{LOCK_NAME}"))
+        return json.loads(fs.cat_file(f"{root.rstrip('/')}/{LOCK}"))
     except FileNotFoundError:
         return None
     except (ValueError, OSError):
@@ -90,7 +88,7 @@ class OutputLock:
     def __post_init__(self):
         self.fs, root = sources.filesystem(self.output_uri, self.storage_options)
         self.fs.makedirs(root.rstrip("/"), exist_ok=True)
-        self.path = f"{root.rstrip('/')}/{LOCK_NAME}"
+        self.path = f"{root.rstrip('/')}/{LOCK}"
         self.token = uuid.uuid4().hex
         self.owner = {"host": socket.gethostname(), "pid": os.getpid(), "token": self.token,
                       "started_at": time.time()}

@@ -36,11 +36,11 @@ import pyarrow.parquet as pq
 
 from annotator import camera_codec, sources
 from annotator.camera_codec import Camera
+from annotator.layout import PLAN_META
 from annotator.shards import to_ipc
 
 log = logging.getLogger(__name__)
 
-PLAN_DIR = "_plan"
 PLAN_VERSION = 1
 MEMBERS_PER_CHUNK = 65_536
 KINDS = ("auto", "folder", "tar", "manifest", "video")
@@ -198,7 +198,7 @@ class _Writer:
         self.fs.pipe_file(f"{self.dir}/shards.parquet", buf.getvalue().to_pybytes())
         meta = {**meta, "version": PLAN_VERSION, "num_shards": shards.num_rows, "num_chunks": self.chunk,
                 "hash": self.hash.hexdigest(), "created_at": time.time()}
-        self.fs.pipe_file(f"{self.dir}/plan.json", json.dumps(meta, indent=2, sort_keys=True).encode())
+        self.fs.pipe_file(f"{self.dir}/{PLAN_META}", json.dumps(meta, indent=2, sort_keys=True).encode())
         return Plan(sources.to_uri(self.fs, self.dir), meta, shards)
 
 
@@ -427,9 +427,9 @@ def load(plan_dir_uri: str, storage_options: dict | None = None) -> Plan | None:
     """The frozen plan, or None when there is none (or only an unfinished one)."""
     fs, plan_dir = sources.filesystem(plan_dir_uri, storage_options)
     plan_dir = plan_dir.rstrip("/")
-    if not fs.exists(f"{plan_dir}/plan.json"):
+    if not fs.exists(f"{plan_dir}/{PLAN_META}"):
         return None
-    meta = json.loads(fs.cat_file(f"{plan_dir}/plan.json"))
+    meta = json.loads(fs.cat_file(f"{plan_dir}/{PLAN_META}"))
     if meta.get("version") != PLAN_VERSION:
         raise PlanError(f"plan version {meta.get('version')} is not {PLAN_VERSION}; use --overwrite")
     shards = pq.read_table(pa.BufferReader(fs.cat_file(f"{plan_dir}/shards.parquet")))

@@ -12,8 +12,9 @@ A part without a commit record does not exist for readers or for resume: a crash
 leaves either a committed part or a shard that the next run writes again under the same name (so
 nothing is duplicated). A commit record whose part has another size is ignored too (a repair that
 died between its two writes), and the shard is recomputed. ``_manifest.json`` lists the committed
-parts (``parts``: paths; ``records``: their commit records); readers and ``annotator status`` use it,
-never a glob of ``parts/`` (Daft #3576, ray #55043).
+parts (``parts``: paths; ``records``: their commit records); readers (``annotator.layout.Output``,
+which also names every file here) and ``annotator status`` use it, never a glob of ``parts/``
+(Daft #3576, ray #55043).
 
 Never imports Ray or Beam.
 """
@@ -31,7 +32,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from annotator import sources
+from annotator import errors, layout
+from annotator.layout import COMMITS, MANIFEST, PARTS, STATS, record_name
 
 ROW_GROUP_SIZE = 1024
 RENAME_PROTOCOLS = ("file", "local", "memory")
@@ -39,40 +41,22 @@ RECORD_FIELDS = ("shard", "part", "rows", "rows_ok", "rows_error", "people", "er
                  "sha256", "fingerprint", "attempt", "committed_at", "repairs")
 
 
-class ChecksumError(IOError):
-    pass
-
-
-def part_name(shard_id: str) -> str:
-    return f"part-{shard_id}.parquet"
-
-
-def record_name(shard_id: str) -> str:
-    return f"part-{shard_id}.json"
-
-
-def error_reason(error: str) -> str:
-    return error.split(":", 1)[0]
-
-
 def table_counts(table: pa.Table) -> dict:
     """Row counts of a label table, as commit records, stats and the manifest carry them."""
     ok = int(pc.sum(pc.equal(table.column("status"), "ok")).as_py() or 0)
-    errors = Counter(error_reason(e) for e in table.column("error").drop_null().to_pylist())
+    reasons = Counter(errors.reason(e) for e in table.column("error").drop_null().to_pylist())
     return {"rows": table.num_rows, "rows_ok": ok, "rows_error": table.num_rows - ok,
             "people": int(pc.sum(table.column("num_people")).as_py() or 0),
-            "errors_by_reason": dict(sorted(errors.items()))}
+            "errors_by_reason": dict(sorted(reasons.items()))}
 
 
-class DatasetSink:
+class DatasetSink(layout.Output):
     """Writes and commits parts under ``output_uri`` (any fsspec filesystem)."""
 
     def __init__(self, output_uri: str, file_metadata: dict[bytes, bytes] | None = None, fingerprint: str = "",
                  storage_options: dict | None = None, row_group_size: int = ROW_GROUP_SIZE,
                  attempt: str | None = None):
-        self.fs, root = sources.filesystem(output_uri, storage_options)
-        self.root = root.rstrip("/")
-        self.uri = output_uri
+        super().__init__(output_uri, storage_options)
         self.file_metadata = file_metadata or {}
         self.fingerprint = fingerprint
         self.row_group_size = row_group_size
@@ -80,20 +64,11 @@ class DatasetSink:
         proto = self.fs.protocol if isinstance(self.fs.protocol, str) else self.fs.protocol[0]
         self.rename = proto in RENAME_PROTOCOLS
 
-    def path(self, *parts: str) -> str:
-        return "/".join([self.root, *parts])
-
     def makedirs(self) -> None:
-        for sub in ("parts", "_commits", "_stats"):
+        for sub in (PARTS, COMMITS, STATS):
             self.fs.makedirs(self.path(sub), exist_ok=True)
 
     # -- reading state --------------------------------------------------------------------------
-
-    def read_json(self, name: str) -> dict | None:
-        try:
-            return json.loads(self.fs.cat_file(self.path(name)))
-        except FileNotFoundError:
-            return None
 
     def _listing(self, sub: str) -> dict[str, dict]:
         try:
@@ -107,16 +82,16 @@ class DatasetSink:
         A final manifest (written at the end of a run) is trusted for the records it lists; records
         it does not list (or all of them, after a crash) are read, concurrently.
         """
-        listed = {name[len("part-"):-len(".json")]: name for name in self._listing("_commits")
+        listed = {layout.shard_of(name): name for name in self._listing(COMMITS)
                   if name.startswith("part-") and name.endswith(".json")}
         if not listed:
             return {}
-        manifest = self.read_json("_manifest.json") or {}
+        manifest = self.read_json(MANIFEST) or {}
         records: dict[str, dict] = {}
         if manifest.get("final"):
             records = {e["shard"]: e for e in manifest.get("records", []) if e["shard"] in listed}
         todo = [s for s in listed if s not in records]
-        paths = [self.path("_commits", listed[s]) for s in todo]
+        paths = [self.path(COMMITS, listed[s]) for s in todo]
         if paths:
             if len(paths) == 1:
                 got = {paths[0]: self.fs.cat_file(paths[0])}
@@ -126,14 +101,8 @@ class DatasetSink:
             for data in got.values():
                 rec = json.loads(data)
                 records[rec["shard"]] = rec
-        sizes = {name: info.get("size") for name, info in self._listing("parts").items()}
+        sizes = {name: info.get("size") for name, info in self._listing(PARTS).items()}
         return {s: r for s, r in records.items() if sizes.get(r["part"].rsplit("/", 1)[-1]) == r["bytes"]}
-
-    def read_part(self, record: dict, verify: bool = True) -> pa.Table:
-        data = self.fs.cat_file(self.path(record["part"]))
-        if verify and hashlib.sha256(data).hexdigest() != record["sha256"]:
-            raise ChecksumError(f"{record['part']}: checksum does not match its commit record")
-        return pq.read_table(pa.BufferReader(data))
 
     # -- writing ---------------------------------------------------------------------------------
 
@@ -152,15 +121,15 @@ class DatasetSink:
         buf = pa.BufferOutputStream()
         pq.write_table(table, buf, row_group_size=self.row_group_size, compression="zstd")
         data = buf.getvalue().to_pybytes()
-        name = part_name(shard_id)
-        self._put(self.path("parts", name), data)
-        record = {"shard": shard_id, "part": f"parts/{name}", **table_counts(table), "bytes": len(data),
+        name = layout.part_name(shard_id)
+        self._put(self.path(PARTS, name), data)
+        record = {"shard": shard_id, "part": f"{PARTS}/{name}", **table_counts(table), "bytes": len(data),
                   "sha256": hashlib.sha256(data).hexdigest(), "fingerprint": self.fingerprint,
                   "attempt": self.attempt, "committed_at": time.time(), "repairs": repairs}
         if stats is not None:
-            self.fs.pipe_file(self.path("_stats", record_name(shard_id)),
+            self.fs.pipe_file(self.path(STATS, record_name(shard_id)),
                               json.dumps({**stats, **record}, sort_keys=True).encode())
-        self.fs.pipe_file(self.path("_commits", record_name(shard_id)), json.dumps(record, sort_keys=True).encode())
+        self.fs.pipe_file(self.path(COMMITS, record_name(shard_id)), json.dumps(record, sort_keys=True).encode())
         return record
 
     def write_json(self, name: str, obj) -> None:
@@ -180,27 +149,14 @@ class DatasetSink:
             "people": sum(p["people"] for p in parts), "errors_by_reason": dict(sorted(errors.items())),
             **extra, "parts": [p["part"] for p in parts], "records": parts,
         }
-        self.write_json("_manifest.json", manifest)
+        self.write_json(MANIFEST, manifest)
         return manifest
 
     def reset(self) -> None:
         """``--overwrite``: remove everything a previous job wrote here (not the lock)."""
-        for name in ("parts", "_commits", "_stats", "_plan"):
+        for name in layout.JOB_FOLDERS:
             if self.fs.exists(self.path(name)):
                 self.fs.rm(self.path(name), recursive=True)
-        for name in ("_manifest.json", "_summary.json", "_progress.json", "_fingerprint.json"):
+        for name in layout.JOB_FILES:
             if self.fs.exists(self.path(name)):
                 self.fs.rm_file(self.path(name))
-
-
-def read_dataset(output_uri: str, storage_options: dict | None = None, verify: bool = True) -> pa.Table:
-    """Every committed part listed in ``_manifest.json``, checksums verified, as one table."""
-    sink = DatasetSink(output_uri, storage_options=storage_options)
-    manifest = sink.read_json("_manifest.json")
-    if manifest is None:
-        raise FileNotFoundError(f"{output_uri} has no _manifest.json (no job has finished writing it)")
-    tables = [sink.read_part(r, verify=verify) for r in manifest["records"]]
-    if not tables:
-        from annotator import schema
-        return schema.arrow_schema().empty_table()
-    return pa.concat_tables(tables)

@@ -11,12 +11,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from annotator import cli, sink, stages
+from annotator import cli, layout, sink, stages
 from annotator.lock import LockLostError, OutputLock
+from annotator.outputs.dataset import read_table
 from annotator.runners import beam, ray_data
 from annotator.shards import to_ipc
-
-from .test_pipeline_fixtures import assert_same_labels, by_id, test_spec, write_photos
+from tests.helpers.jobs import assert_same_labels, by_id, job_spec
+from tests.helpers.photos import write_photos
 
 pytestmark = pytest.mark.slow
 
@@ -26,7 +27,7 @@ def test_beam_and_ray_write_the_same_dataset(ray_cluster, default_model_path, tm
     photos, ray_out, beam_out = (str(tmp_path / n) for n in ("photos", "ray", "beam"))
     write_photos(tmp_path / "photos", 5)
     (tmp_path / "photos" / "corrupt.jpg").write_text("<html>not a photo</html>")
-    r = ray_data.run(test_spec(photos, ray_out))
+    r = ray_data.run(job_spec(photos, ray_out))
     rc = cli.main(["run", photos, beam_out, "--runner", "beam", "--shard-size", "4", "--batch-size", "2",
                    "--num-aug", "1", "--no-progress"])
     assert rc == 0
@@ -39,9 +40,9 @@ def test_beam_and_ray_write_the_same_dataset(ray_cluster, default_model_path, tm
         assert b[key] == r[key], key
     assert b["images_ok"] == 5 and b["errors_by_reason"] == {"not_an_image": 1}
     assert b["stage_seconds"]["infer"] > 0 and len(b["actors"]) == 1
-    assert not (tmp_path / "beam" / beam.RUNS_DIR).exists()  # the round outcomes are cleaned up
+    assert not (tmp_path / "beam" / layout.RUNS).exists()  # the round outcomes are cleaned up
 
-    rows_r, rows_b = by_id(sink.read_dataset(ray_out)), by_id(sink.read_dataset(beam_out))
+    rows_r, rows_b = by_id(read_table(ray_out)), by_id(read_table(beam_out))
     assert len(rows_b) == 6
     assert_same_labels(rows_b, rows_r, atol={"joints2d": 1e-2, "joints3d_cam": 0.5})  # px, mm
     part = sink.DatasetSink(beam_out).committed()["000000"]["part"]
@@ -54,7 +55,7 @@ def beam_output(default_model_path, tmp_path_factory):
     """8 photos in 2 shards, annotated under Beam (each test works on its own copy)."""
     base = tmp_path_factory.mktemp("beam")
     write_photos(base / "photos", 8)
-    summary = beam.run(test_spec(str(base / "photos"), str(base / "out"), runner="beam"))
+    summary = beam.run(job_spec(str(base / "photos"), str(base / "out"), runner="beam"))
     assert summary["shards_committed"] == 2 and summary["images_ok"] == 8
     return base
 
@@ -67,13 +68,13 @@ def _copy(base, tmp_path):
 
 def test_beam_resumes_where_a_run_stopped(beam_output, tmp_path):
     photos, out = _copy(beam_output, tmp_path)
-    before = by_id(sink.read_dataset(str(out)))
+    before = by_id(read_table(str(out)))
     # as if the job had died before committing the second shard: its commit record is missing
-    (out / "_commits" / sink.record_name("000001")).unlink()
-    again = beam.run(test_spec(str(photos), str(out), runner="beam"))
+    (out / "_commits" / layout.record_name("000001")).unlink()
+    again = beam.run(job_spec(str(photos), str(out), runner="beam"))
     assert again["shards_skipped"] == 1 and again["shards_committed"] == 1 and again["images"] == 4
     assert again["steady_images_per_second"] is None or again["steady_images_per_second"] > 0
-    after = by_id(sink.read_dataset(str(out)))
+    after = by_id(read_table(str(out)))
     assert sorted(after) == sorted(before) and len(after) == 8  # nothing lost, nothing twice
     assert json.loads((out / "_manifest.json").read_text())["rows"] == 8
 
@@ -97,7 +98,7 @@ def _element(out, shard_id: str, fail: str = "") -> tuple[str, list[bytes]]:
 def test_commit_dofn_needs_the_lock_and_skips_failed_shards(beam_output, tmp_path):
     _, out = _copy(beam_output, tmp_path)
     ok, failing = _element(out, "000000"), _element(out, "000000", fail="timeout: inference exceeded 1 s")
-    record = out / "_commits" / sink.record_name("000000")
+    record = out / "_commits" / layout.record_name("000000")
     record.unlink()  # the shard is to be committed again
     fp = json.loads((out / "_fingerprint.json").read_text())["fingerprint"]
 

@@ -5,20 +5,13 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
 from annotator import schema
-
-
-def _annotator(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
-    exe = Path(sys.executable).with_name("annotator")
-    return subprocess.run([str(exe), *args], capture_output=True, text=True, timeout=timeout)
+from tests.helpers.jobs import annotator
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +30,7 @@ def input_dir(tmp_path_factory, samples_dir):
 @pytest.fixture(scope="module")
 def run_output(input_dir, tmp_path_factory, default_model_path):
     out = tmp_path_factory.mktemp("out") / "labels"
-    proc = _annotator("run", str(input_dir), str(out), "--shard-size", "2", "--batch-size", "2",
+    proc = annotator("run", str(input_dir), str(out), "--shard-size", "2", "--batch-size", "2",
                       "--num-aug", "1", "--no-progress")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return out, proc.stdout
@@ -78,7 +71,7 @@ def test_bad_files_become_error_rows(run_output):
 
 def test_status_json_agrees_with_the_files(run_output):
     out, _ = run_output
-    proc = _annotator("status", str(out), "--json", timeout=120)
+    proc = annotator("status", str(out), "--json", timeout=120)
     assert proc.returncode == 0, proc.stderr
     st = json.loads(proc.stdout)
     assert st["shards_committed"] == st["shards_total"] == 3
@@ -89,7 +82,7 @@ def test_status_json_agrees_with_the_files(run_output):
 def test_rerun_skips_committed_shards(run_output, input_dir):
     out, _ = run_output
     before = {p.name: p.stat().st_mtime_ns for p in (out / "parts").glob("part-*.parquet")}
-    proc = _annotator("run", str(input_dir), str(out), "--shard-size", "2", "--batch-size", "2",
+    proc = annotator("run", str(input_dir), str(out), "--shard-size", "2", "--batch-size", "2",
                       "--num-aug", "1", "--no-progress")
     assert proc.returncode == 0, proc.stderr[-3000:]
     after = {p.name: p.stat().st_mtime_ns for p in (out / "parts").glob("part-*.parquet")}

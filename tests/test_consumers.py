@@ -14,8 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from annotator import dataset
-from tests.labels_output import shared_output
+from annotator.layout import Output
+from annotator.outputs import dataset
+from tests.helpers.shared_output import shared_output
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "consumers.md"
 IMAGE_ID = "pose2sim_cam01_f030.jpg"
@@ -62,7 +63,7 @@ def run_snippet(name: str, out: Path, tmp_path: Path) -> dict:
 
 
 def test_doc_has_a_snippet_per_consumer():
-    assert set(snippets()) == {"pandas", "polars", "duckdb", "datasets", "annotator.dataset"}
+    assert set(snippets()) == {"pandas", "polars", "duckdb", "datasets", "annotator.outputs.dataset"}
 
 
 @pytest.mark.parametrize("name", ["pandas", "polars", "duckdb", "datasets"])
@@ -79,7 +80,7 @@ def test_datasets_snippet_worked_offline(labels, tmp_path):
 
 
 def test_loader_snippet_yields_image_and_labels(labels, truth, tmp_path):
-    got = run_snippet("annotator.dataset", labels, tmp_path)
+    got = run_snippet("annotator.outputs.dataset", labels, tmp_path)
     assert got["rows"] == truth["ok"] == 3
     assert got["value"] == pytest.approx(truth["value"], abs=1e-3)
 
@@ -87,7 +88,7 @@ def test_loader_snippet_yields_image_and_labels(labels, truth, tmp_path):
 def test_duckdb_people_per_image(labels, truth):
     import duckdb
 
-    parts = dataset.part_uris(str(labels))
+    parts = Output(str(labels)).part_uris()
     con = duckdb.connect()
     con.read_parquet(parts).create_view("labels")
     got = con.execute("SELECT len(people), count(*) FROM labels WHERE status = 'ok' GROUP BY 1 ORDER BY 1").fetchall()

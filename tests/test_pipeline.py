@@ -18,9 +18,10 @@ import pytest
 
 from annotator import cli, lock, plan, sink
 from annotator.models import loader
+from annotator.outputs.dataset import read_table
 from annotator.runners import job, ray_data
-
-from .test_pipeline_fixtures import VIDEO, by_id, photo_bytes, test_spec, write_photos
+from tests.helpers.jobs import by_id, job_spec
+from tests.helpers.photos import VIDEO, photo_bytes, write_photos
 
 pytestmark = pytest.mark.slow
 
@@ -37,13 +38,13 @@ def test_video_frames_with_calibration_on_two_pinned_gpu_actors(ray_cluster, def
     k = [[1400.0, 0, 539.5], [0, 1400.0, 959.5], [0, 0, 1]]
     (src / "cam01.camera.json").write_text(json.dumps({"intrinsics": k, "extrinsics": ext.tolist()}))
     out = tmp_path / "out"
-    summary = ray_data.run(test_spec(str(src), str(out), video_every=50, shard_size=1, kind="video",
+    summary = ray_data.run(job_spec(str(src), str(out), video_every=50, shard_size=1, kind="video",
                                      compute={"actors": 2, "gpus_per_actor": 1.0, "batch_size": 1}))
     assert summary["shards_total"] == 2 and summary["shards_committed"] == 2 and summary["shards_failed"] == 0
     # each actor warms up before the first batch: one may finish both 1-image batches alone, so no
     # actor need have a second batch to time a steady rate on
     assert summary["seconds_to_first_rows"] > 0
-    rows = by_id(sink.read_dataset(str(out)))
+    rows = by_id(read_table(str(out)))
     assert sorted(rows) == ["cam01.mp4/000000", "cam01.mp4/000050"]  # the second shard seeks to frame 50
     for image_id, r in rows.items():
         assert r["status"] == "ok" and (r["width"], r["height"]) == (1080, 1920)
@@ -76,20 +77,20 @@ def test_manifest_with_cameras_then_retry_errors_repairs_in_place(ray_cluster, d
                          "intrinsics": [k0] + [None] * 7})
     pq.write_table(manifest, tmp_path / "manifest.parquet")
     out = tmp_path / "out"
-    spec = test_spec(str(tmp_path / "manifest.parquet"), str(out))
+    spec = job_spec(str(tmp_path / "manifest.parquet"), str(out))
     first = ray_data.run(spec)
     assert first["plan"]["kind"] == "manifest" and first["shards_committed"] == 2
     assert first["errors_by_reason"] == {"read_error": 1, "not_an_image": 1}
-    before = by_id(sink.read_dataset(str(out)))
+    before = by_id(read_table(str(out)))
     assert before["m0"]["camera_source"] == "manifest" and before["m0"]["intrinsics"] == k0
     assert before["m1"]["camera_source"] == "default_fov"
     assert before["m6"]["error"].startswith("read_error: FileNotFoundError")
     records = sink.DatasetSink(str(out)).committed()
 
     (photos / "late.jpg").write_bytes(photo_bytes(9))  # the transient failure is gone
-    again = ray_data.run(test_spec(str(tmp_path / "manifest.parquet"), str(out), retry_errors=True))
+    again = ray_data.run(job_spec(str(tmp_path / "manifest.parquet"), str(out), retry_errors=True))
     assert again["shards_repaired"] == 1 and again["images"] == 2 and again["shards_skipped"] == 1
-    after = by_id(sink.read_dataset(str(out)))
+    after = by_id(read_table(str(out)))
     assert sorted(after) == sorted(before) == [f"m{i}" for i in range(8)]
     assert after["m6"]["status"] == "ok" and after["m6"]["num_people"] >= 1
     assert after["m7"]["error"].startswith("not_an_image")
@@ -103,16 +104,16 @@ def test_manifest_with_cameras_then_retry_errors_repairs_in_place(ray_cluster, d
 
     # the output is protected: other settings, another plan, or a live job are refused before any work
     with pytest.raises(job.FingerprintError, match="settings"):
-        ray_data.run(test_spec(str(tmp_path / "manifest.parquet"), str(out), settings={"num_aug": 2}))
+        ray_data.run(job_spec(str(tmp_path / "manifest.parquet"), str(out), settings={"num_aug": 2}))
     with pytest.raises(plan.PlanError, match="shard_size"):
-        ray_data.run(test_spec(str(tmp_path / "manifest.parquet"), str(out), shard_size=3))
+        ray_data.run(job_spec(str(tmp_path / "manifest.parquet"), str(out), shard_size=3))
     (out / "_lock").write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid(),
                                            "heartbeat_at": time.time(), "token": "someone"}))
     with pytest.raises(lock.LockedError, match="another job"):
-        ray_data.run(test_spec(str(tmp_path / "manifest.parquet"), str(out)))
+        ray_data.run(job_spec(str(tmp_path / "manifest.parquet"), str(out)))
     (out / "_lock").unlink()
     # --overwrite starts over: a new plan (here with another shard size), old commits gone
-    rerun = ray_data.RayJob(test_spec(str(tmp_path / "manifest.parquet"), str(out), shard_size=3, overwrite=True),
+    rerun = ray_data.RayJob(job_spec(str(tmp_path / "manifest.parquet"), str(out), shard_size=3, overwrite=True),
                         loader.resolve("default"), lock.OutputLock(str(out)))
     fresh, reused = rerun.prepare()
     assert not reused and fresh.num_shards == 3 and rerun.committed == {}

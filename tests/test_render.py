@@ -10,8 +10,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from annotator import dataset, render
-from tests.labels_output import annotator, shared_output
+from annotator.layout import Output
+from annotator.outputs import dataset, render
+from tests.helpers.jobs import annotator
+from tests.helpers.shared_output import shared_output
 
 IMAGE_ID = "pose2sim_cam01_f030.jpg"
 
@@ -23,12 +25,12 @@ def labels(tmp_path_factory, samples_dir, default_model_path) -> Path:
 
 @pytest.fixture(scope="module")
 def row(labels) -> dict:
-    return dataset.find_rows(str(labels), ids=[IMAGE_ID])[0]
+    return dataset.find_rows(Output(str(labels)), ids=[IMAGE_ID])[0]
 
 
 @pytest.fixture(scope="module")
 def skeleton(labels) -> dict:
-    return dataset.metadata(str(labels))["skeleton"]
+    return Output(str(labels)).metadata()["skeleton"]
 
 
 def test_cli_writes_an_overlay_per_image_and_a_3d_view_per_person(labels, tmp_path, row):

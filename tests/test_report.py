@@ -11,10 +11,13 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import pyarrow as pa
 import pytest
 
-from annotator import dataset, report
-from tests.labels_output import annotator, shared_output, without_quality
+from annotator import layout
+from annotator.outputs import dataset, report
+from tests.helpers.jobs import annotator
+from tests.helpers.shared_output import rewritten, shared_output, without_quality
 
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -87,11 +90,11 @@ def test_report_numbers_are_the_datasets(labels, tmp_path):
     assert f"<td>people</td><td class=\"num\">{sum(r['num_people'] for r in rows)}</td>" in text
     for reason in ("truncated", "not_an_image"):
         assert f"<td>{reason}</td><td class=\"num\">1</td>" in text
-    meta = dataset.metadata(str(labels))
+    meta = layout.Output(str(labels)).metadata()
     assert meta["model"]["sha256"] in text
     assert "<td>settings.num_aug</td><td>1</td>" in text
     assert "Quality</h2>" in text and "no <code>people[].quality</code>" not in text
-    summ = dataset.summary(str(labels))
+    summ = layout.Output(str(labels)).read_json(layout.SUMMARY)
     assert f"<td>images_per_second</td><td>{report._fmt(summ['images_per_second'])}</td>" in text
 
 
@@ -111,16 +114,11 @@ def test_samples_are_ranked_by_stored_quality(labels_q, tmp_path):
 
 def test_unreadable_image_is_a_caption_not_a_broken_image(labels_q, tmp_path):
     """Move the images away after labelling: the page still renders, with every remaining <img> loaded."""
-    moved = tmp_path / "moved"
-    shutil.copytree(labels_q, moved)
-    for part in (moved / "parts").glob("*.parquet"):
-        import pyarrow as pa
-        import pyarrow.parquet as pq
+    def gone(t: pa.Table) -> pa.Table:
+        return t.set_column(t.schema.get_field_index("source_uri"), t.schema.field("source_uri"),
+                            pa.array([str(tmp_path / "gone" / i) for i in t.column("image_id").to_pylist()]))
 
-        t = pq.read_table(part)
-        t = t.set_column(t.schema.get_field_index("source_uri"), t.schema.field("source_uri"),
-                         pa.array([str(tmp_path / "gone" / i) for i in t.column("image_id").to_pylist()]))
-        pq.write_table(t, part)
+    moved = rewritten(labels_q, tmp_path / "moved", gone)
     page = Path(report.write_report(str(moved), str(tmp_path / "r.html")))
     text = page.read_text()
     assert text.count("image not readable") == 3

@@ -7,16 +7,15 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from annotator import sink
+from annotator.outputs.dataset import read_table
 from annotator.runners import ray_data
-
-from .test_pipeline_fixtures import assert_same_labels, by_id, test_spec, write_photos
+from tests.helpers.jobs import ANNOTATOR, assert_same_labels, by_id, job_spec
+from tests.helpers.photos import write_photos
 
 pytestmark = pytest.mark.slow
 
@@ -24,9 +23,8 @@ N_IMAGES, SHARD = 24, 2
 
 
 def _run_args(src: Path, out: Path, address: str) -> list[str]:
-    exe = Path(sys.executable).with_name("annotator")
-    return [str(exe), "run", str(src), str(out), "--shard-size", str(SHARD), "--batch-size", "2", "--num-aug", "1",
-            "--cpus-per-actor", "0.5", "--no-progress", "--ray-address", address]
+    return [str(ANNOTATOR), "run", str(src), str(out), "--shard-size", str(SHARD), "--batch-size", "2",
+            "--num-aug", "1", "--cpus-per-actor", "0.5", "--no-progress", "--ray-address", address]
 
 
 def _records(out: Path) -> dict[str, dict]:
@@ -56,7 +54,7 @@ def test_sigkill_mid_run_then_rerun(ray_cluster, default_model_path, tmp_path):
     # rerun; meanwhile the same input runs uninterrupted into another output (both on the test's Ray)
     rerun = subprocess.Popen(_run_args(src, out, address), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     ref_out = tmp_path / "ref"
-    ray_data.run(test_spec(str(src), str(ref_out), shard_size=SHARD))
+    ray_data.run(job_spec(str(src), str(ref_out), shard_size=SHARD))
     stdout, stderr = rerun.communicate(timeout=900)
     assert rerun.returncode == 0, stdout[-3000:] + stderr[-3000:]
     assert f"{len(before)} shard(s) already committed" in stdout
@@ -68,11 +66,11 @@ def test_sigkill_mid_run_then_rerun(ray_cluster, default_model_path, tmp_path):
         assert after[shard] == rec  # same attempt, checksum and time: not recomputed
     assert len({r["attempt"] for r in after.values()}) == 2
 
-    table = sink.read_dataset(str(out))
+    table = read_table(str(out))
     got = table.column("image_id").to_pylist()
     assert sorted(got) == sorted(ids) and len(set(got)) == len(got)
 
     # identical to the uninterrupted run (coordinates to 0.1 mm / 0.1 px: batches are composed differently,
     # which changes the last bits of the model's float arithmetic)
-    assert_same_labels(by_id(table), by_id(sink.read_dataset(str(ref_out))),
+    assert_same_labels(by_id(table), by_id(read_table(str(ref_out))),
                        atol={"box": 0.1, "joints2d": 0.1, "joints3d_cam": 0.1}, rtol=1e-5)

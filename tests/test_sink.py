@@ -11,7 +11,7 @@ import time
 import pyarrow as pa
 import pytest
 
-from annotator import encode, lock, schema, sink
+from annotator import encode, layout, lock, schema, sink
 
 
 def _table(shard: str, ids: list[str], errors: dict[str, str] | None = None) -> pa.Table:
@@ -37,7 +37,7 @@ def test_commit_and_manifest(out_uri):
     assert part.column("image_id").to_pylist() == ["a", "b", "c"]  # sorted by id
     assert part.schema.equals(schema.arrow_schema(), check_metadata=False)
     s.write_manifest(committed, final=True, shards_total=2)
-    table = sink.read_dataset(out_uri)
+    table = layout.Output(out_uri).read_table()
     assert table.num_rows == 3
     assert s.read_json("_stats/part-000001.json")["x"] == 1
     # no attempt files are left behind where a rename committed the part
@@ -70,8 +70,8 @@ def test_final_manifest_is_trusted_and_checksums_verified(out_uri):
     bad = bytearray(good)
     bad[-20] ^= 0xFF
     s.fs.pipe_file(s.path("parts", "part-000000.parquet"), bytes(bad))
-    with pytest.raises(sink.ChecksumError, match="part-000000"):
-        sink.read_dataset(out_uri)
+    with pytest.raises(layout.ChecksumError, match="part-000000"):
+        layout.Output(out_uri).read_table()
 
 
 def test_reset_keeps_the_lock(out_uri):

@@ -7,7 +7,8 @@ import os
 import socket
 import time
 
-from annotator import cli, encode, sink, status
+from annotator import cli, encode, sink
+from annotator.outputs import status
 
 
 def _output(tmp_path, shards_total=3):
@@ -53,6 +54,6 @@ def test_status_of_a_running_and_of_an_interrupted_job(tmp_path):
                                            "heartbeat_at": time.time()}))
     st = status.read(str(out))
     assert st["state"] == "running" and st["shards_committed"] == 2 and st["rows"] == 6
-    assert "ETA 12 s" in status.format(st)
+    assert "ETA 12 s" in status.to_text(st)
     (out / "_lock").unlink()  # the driver died: no live lock
     assert status.read(str(out))["state"] == "interrupted"

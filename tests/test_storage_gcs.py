@@ -11,10 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from annotator import lock, sink, status
+from annotator import lock
+from annotator.outputs import status
+from annotator.outputs.dataset import read_table
 from annotator.runners import ray_data
-
-from .test_pipeline_fixtures import by_id, camera_json, photo_bytes, test_spec
+from tests.helpers.jobs import by_id, job_spec
+from tests.helpers.photos import camera_json, photo_bytes
 
 pytestmark = pytest.mark.slow
 
@@ -63,10 +65,10 @@ def test_gcs_folder_in_and_out(ray_cluster, default_model_path, gcs):
     fs.pipe_file("annot-in/photos/b/camera.json", camera_json(420, 80, 140))  # all of b/
     fs.pipe_file("annot-in/photos/b/broken.jpg", b"\xff\xd8\xff not really")
     out = "gs://annot-out/labels"
-    summary = ray_data.run(test_spec("gs://annot-in/photos", out, storage_options=so))
+    summary = ray_data.run(job_spec("gs://annot-in/photos", out, storage_options=so))
     assert summary["shards_total"] == 2 and summary["shards_committed"] == 2 and summary["shards_failed"] == 0
 
-    rows = by_id(sink.read_dataset(out, storage_options=so))
+    rows = by_id(read_table(out, storage_options=so))
     assert sorted(rows) == ["a/img0.jpg", "a/img1.jpg", "a/img2.jpg", "b/broken.jpg", "b/img3.jpg", "b/img4.jpg",
                             "b/img5.jpg"]
     assert rows["a/img0.jpg"]["camera_source"] == "sidecar" and rows["a/img0.jpg"]["intrinsics"][0] == 310
@@ -87,7 +89,7 @@ def test_gcs_folder_in_and_out(ray_cluster, default_model_path, gcs):
 
     # a rerun reads the manifest, skips both shards and rewrites nothing
     before = {p: fs.info(p)["generation"] for p in listing if "/parts/" in p}
-    again = ray_data.run(test_spec("gs://annot-in/photos", out, storage_options=so))
+    again = ray_data.run(job_spec("gs://annot-in/photos", out, storage_options=so))
     assert again["shards_skipped"] == 2 and again["images"] == 0 and again["plan"]["reused"]
     assert {p: fs.info(p)["generation"] for p in before} == before
 

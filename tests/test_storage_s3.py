@@ -4,21 +4,20 @@ after committing everything else) and a rerun repairs only that shard."""
 
 from __future__ import annotations
 
-import io
 import os
 import socket
 import subprocess
 import sys
-import tarfile
 import time
 from pathlib import Path
 
 import pytest
 
 from annotator import sink
+from annotator.outputs.dataset import read_table
 from annotator.runners import ray_data
-
-from .test_pipeline_fixtures import by_id, camera_json, photo_bytes, test_spec
+from tests.helpers.jobs import by_id, job_spec
+from tests.helpers.photos import camera_json, photo_bytes, tar_bytes
 
 pytestmark = pytest.mark.slow
 
@@ -56,37 +55,26 @@ def s3():
         proc.wait()
 
 
-def _tar(samples: list[tuple[str, dict[str, bytes]]]) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        for key, files in samples:
-            for ext, data in files.items():
-                info = tarfile.TarInfo(f"{key}.{ext}")
-                info.size = len(data)
-                tar.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
-
-
 def test_s3_webdataset_tars_with_sidecar_cameras(ray_cluster, default_model_path, s3):
     so, fs = s3
     fs.mkdir("wds-in")
     fs.mkdir("wds-out")
-    fs.pipe_file("wds-in/shards/train-000.tar", _tar([
+    fs.pipe_file("wds-in/shards/train-000.tar", tar_bytes([
         ("s000", {"jpg": photo_bytes(0), "json": camera_json(305, 80, 140), "cls": b"1"}),
         ("s001", {"jpg": photo_bytes(1)}),
         ("notes", {"txt": b"no image in this sample"})]))
-    fs.pipe_file("wds-in/shards/train-001.tar", _tar([("s100", {"jpg": photo_bytes(2)}),
+    fs.pipe_file("wds-in/shards/train-001.tar", tar_bytes([("s100", {"jpg": photo_bytes(2)}),
                                                       ("s101", {"png": photo_bytes(3, "PNG")})]))
     fs.pipe_file("wds-in/shards/train-001.camera.json", camera_json(410, 80, 140))
-    good = _tar([("s200", {"jpg": photo_bytes(4)}), ("s201", {"jpg": photo_bytes(5)})])
+    good = tar_bytes([("s200", {"jpg": photo_bytes(4)}), ("s201", {"jpg": photo_bytes(5)})])
     fs.pipe_file("wds-in/shards/train-002.tar", good[: len(good) // 2])  # an upload cut short
     src, out = "s3://wds-in/shards/train-{000..002}.tar", "s3://wds-out/labels"
 
-    first = ray_data.run(test_spec(src, out, storage_options=so, compute={"shard_attempts": 1}))
+    first = ray_data.run(job_spec(src, out, storage_options=so, compute={"shard_attempts": 1}))
     assert first["plan"]["kind"] == "tar" and first["shards_total"] == 3
     assert first["shards_committed"] == 2 and list(first["failed_shards"]) == ["000002"]
     assert first["failed_shards"]["000002"].startswith("shard_read_error")
-    rows = by_id(sink.read_dataset(out, storage_options=so))
+    rows = by_id(read_table(out, storage_options=so))
     assert sorted(rows) == ["train-000.tar/s000", "train-000.tar/s001", "train-001.tar/s100", "train-001.tar/s101"]
     s000 = rows["train-000.tar/s000"]
     assert s000["camera_source"] == "sidecar" and s000["intrinsics"][0] == 305
@@ -98,9 +86,9 @@ def test_s3_webdataset_tars_with_sidecar_cameras(ray_cluster, default_model_path
     assert sorted(committed) == ["000000", "000001"]
 
     fs.pipe_file("wds-in/shards/train-002.tar", good)  # the upload completes
-    second = ray_data.run(test_spec(src, out, storage_options=so, compute={"shard_attempts": 1}))
+    second = ray_data.run(job_spec(src, out, storage_options=so, compute={"shard_attempts": 1}))
     assert second["shards_skipped"] == 2 and second["shards_committed"] == 1 and second["shards_failed"] == 0
     assert sink.DatasetSink(out, storage_options=so).committed()["000000"] == committed["000000"]
-    rows = by_id(sink.read_dataset(out, storage_options=so))
+    rows = by_id(read_table(out, storage_options=so))
     assert len(rows) == 6 and rows["train-002.tar/s201"]["status"] == "ok"
     assert not [p for p in fs.find("wds-out/labels") if ".attempt" in p or p.endswith("_lock")]

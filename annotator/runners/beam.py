@@ -33,17 +33,16 @@ import pyarrow as pa
 from apache_beam.ml.inference.base import ModelHandler, RunInference
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from annotator import errors, sources, stages
+from annotator import errors, layout, sources, stages
 from annotator import plan as plan_mod
 from annotator.lock import LockLostError, read_lock
 from annotator.progress import ProgressBar, batch_times
 from annotator.runners import job as job_mod
 from annotator.shards import ShardRows, by_shard, from_ipc, to_ipc
-from annotator.sink import DatasetSink, record_name
+from annotator.sink import DatasetSink
 
 log = logging.getLogger(__name__)
 
-RUNS_DIR = "_runs"  # per-round outcome files, removed when the job ends
 DEFAULT_OPTIONS = {"runner": "DirectRunner", "direct_num_workers": 1, "direct_running_mode": "in_memory"}
 
 
@@ -170,7 +169,7 @@ class BeamJob(job_mod.Job):
         c = self.spec.compute
         items = self.shard_items(plan, work)
         read_kwargs = self.read_kwargs(plan)
-        outcomes_uri = sources.join(self.output, RUNS_DIR, self.sink.attempt, f"round-{attempt}.json")
+        outcomes_uri = sources.join(self.output, layout.RUNS, self.sink.attempt, f"round-{attempt}.json")
         handler = PoseModelHandler(self.inference_kwargs(), c.batch_size)
         commit = CommitShard(
             self.output, self.so, self.sink.file_metadata, self.fp, self.sink.attempt, self.lock.token,
@@ -215,15 +214,15 @@ class BeamJob(job_mod.Job):
         self._scan(work, bar, seen)
 
     def _scan(self, work: dict[str, list[str] | None], bar: ProgressBar, seen: set[str]) -> None:
-        names = {record_name(s): s for s in work}
+        names = {layout.record_name(s): s for s in work}
         try:
             self.sink.fs.invalidate_cache()
-            listed = {p.rsplit("/", 1)[-1] for p in self.sink.fs.ls(self.sink.path("_commits"), detail=False)}
+            listed = {p.rsplit("/", 1)[-1] for p in self.sink.fs.ls(self.sink.path(layout.COMMITS), detail=False)}
         except OSError:
             return
         for name in sorted(listed & set(names) - seen):
             try:
-                rec = json.loads(self.sink.fs.cat_file(self.sink.path("_commits", name)))
+                rec = json.loads(self.sink.fs.cat_file(self.sink.path(layout.COMMITS, name)))
             except (OSError, ValueError):
                 continue
             if rec.get("attempt") != self.sink.attempt:
@@ -257,7 +256,7 @@ class BeamJob(job_mod.Job):
         return self.round_failures(work, failures, round_error, lambda _: "not committed (see Beam logs)")
 
     def finish_rounds(self) -> None:
-        fs, path = sources.filesystem(sources.join(self.output, RUNS_DIR, self.sink.attempt), self.so)
+        fs, path = sources.filesystem(sources.join(self.output, layout.RUNS, self.sink.attempt), self.so)
         try:
             fs.rm(path, recursive=True)
             if not fs.ls(path.rsplit("/", 1)[0]):

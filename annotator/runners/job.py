@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from annotator import errors, schema, sources, stages
+from annotator import errors, layout, schema, sources, stages
 from annotator import plan as plan_mod
 from annotator.infer import skeleton_of
 from annotator.lock import OutputLock
@@ -129,7 +129,7 @@ class Job:
         if self.spec.overwrite:
             self.sink.reset()
         self.sink.makedirs()
-        plan_uri = sources.join(self.output, plan_mod.PLAN_DIR)
+        plan_uri = sources.join(self.output, layout.PLAN)
         opts = plan_mod.PlanOptions(self.input, self.spec.kind, self.spec.shard_size, self.spec.video_every)
         plan = plan_mod.load(plan_uri, self.so)
         reused = plan is not None
@@ -142,12 +142,12 @@ class Job:
         self.committed = self.sink.committed()
         other = {s: r for s, r in self.committed.items() if r.get("fingerprint") != fp}
         if other:
-            prev = (self.sink.read_json("_fingerprint.json") or {}).get("components", {})
+            prev = (self.sink.read_json(layout.FINGERPRINT) or {}).get("components", {})
             diff = sorted(k for k in set(doc) | set(prev) if doc.get(k) != prev.get(k)) or ["unknown"]
             raise FingerprintError(
                 f"{self.output} holds {len(other)} committed shard(s) made with a different "
                 f"{', '.join(diff)}; rerun with --overwrite to replace them, or write to a new output")
-        self.sink.write_json("_fingerprint.json", {"fingerprint": fp, "components": doc})
+        self.sink.write_json(layout.FINGERPRINT, {"fingerprint": fp, "components": doc})
         self.sink.fingerprint = fp
         self.fp = fp
         return plan, reused
@@ -218,7 +218,7 @@ class Job:
         now = time.time()
         if force or now - self.last_progress > 5:
             self.last_progress = now
-            self.sink.write_json("_progress.json", self.stats.progress(
+            self.sink.write_json(layout.PROGRESS, self.stats.progress(
                 state="running", attempt_id=self.sink.attempt, dataset=self.dataset_totals()))
         if force or now - self.last_manifest > self.spec.manifest_interval_s:
             self.last_manifest = now
@@ -293,8 +293,8 @@ class Job:
             fingerprint=self.fp, attempt_id=self.sink.attempt, rounds=rounds, runner=self.runner,
             plan={"kind": plan.kind, "reused": reused, "num_shards": plan.num_shards,
                   "num_members": plan.num_members, "planning_seconds": plan.meta.get("planning_seconds")})
-        self.sink.write_json("_summary.json", summary)
-        self.sink.write_json("_progress.json", self.stats.progress(
+        self.sink.write_json(layout.SUMMARY, summary)
+        self.sink.write_json(layout.PROGRESS, self.stats.progress(
             state="failed" if summary["shards_failed"] else "finished", attempt_id=self.sink.attempt,
             dataset=self.dataset_totals()))
         return summary

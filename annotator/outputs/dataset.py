@@ -1,5 +1,6 @@
-"""Reading a job's output for training and tools: the committed parts, their metadata, and a
-torch-free loader that yields ``(image uint8 HxWx3, labels dict of numpy arrays)``.
+"""Reading a job's output for training: the committed parts as one table, the images as the job
+decoded them, and a torch-free loader that yields ``(image uint8 HxWx3, labels dict of numpy
+arrays)``. Files and parts are read through ``annotator.layout.Output``.
 
 Why it exists although pandas/polars/DuckDB/``datasets`` open the Parquet directly
 (``docs/consumers.md``): training code wants the pixels with the labels, decoded exactly as the
@@ -13,97 +14,29 @@ importing any of them. Reading is lazy: one Parquet part is held in memory at a 
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
 
-import fsspec
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from annotator import schema
+from annotator import decode, sources
+from annotator.layout import Output
 
 log = logging.getLogger(__name__)
 
 
-# ---------------------------------------------------------------------------------------------
-# The output layout
-
-
-def _fs_root(output_uri: str):
-    fs, root = fsspec.core.url_to_fs(str(output_uri))
-    return fs, root.rstrip("/")
-
-
-def manifest(output_uri: str) -> dict:
-    """``_manifest.json`` of an output (committed parts, row count)."""
-    fs, root = _fs_root(output_uri)
-    path = f"{root}/_manifest.json"
-    if not fs.exists(path):
-        raise FileNotFoundError(f"{output_uri} has no _manifest.json (not an annotator output, or nothing committed)")
-    return json.loads(fs.cat_file(path))
-
-
-def part_path(entry: str | dict) -> str:
-    """The relative path of a manifest entry (a record with ``part``, or a bare path in older outputs)."""
-    return entry if isinstance(entry, str) else entry["part"]
-
-
-def part_uris(output_uri: str) -> list[str]:
-    """URIs of the committed parts, in manifest order."""
-    base = str(output_uri).rstrip("/")
-    return [f"{base}/{part_path(p)}" for p in manifest(output_uri)["parts"]]
-
-
-def summary(output_uri: str) -> dict | None:
-    """``_summary.json`` of the run that wrote the output, or None (still running, or a filter output
-    without one)."""
-    fs, root = _fs_root(output_uri)
-    path = f"{root}/_summary.json"
-    return json.loads(fs.cat_file(path)) if fs.exists(path) else None
-
-
-def _open_part(uri: str) -> pq.ParquetFile:
-    fs, path = fsspec.core.url_to_fs(uri)
-    return pq.ParquetFile(pa.BufferReader(fs.cat_file(path)))
-
-
-def part_metadata(uri: str) -> dict:
-    """annotator's key-value metadata of one part (``model``, ``skeleton``, ``settings``, ...)."""
-    fs, path = fsspec.core.url_to_fs(uri)
-    with fs.open(path, "rb") as f:
-        meta = schema.read_metadata(pq.read_schema(f))
-    if isinstance(meta.get("filter"), str):  # written by ``annotator filter``
-        meta["filter"] = json.loads(meta["filter"])
-    return meta
-
-
-def metadata(output_uri: str) -> dict:
-    """Metadata of the output's first committed part (all parts of one job share it)."""
-    parts = part_uris(output_uri)
-    return part_metadata(parts[0]) if parts else {}
+def read_table(output_uri: str, columns: list[str] | None = None, storage_options: dict | None = None) -> pa.Table:
+    """All committed parts as one table, checksums verified (for small outputs; stream parts otherwise)."""
+    return Output(output_uri, storage_options).read_table(columns)
 
 
 def has_quality(arrow_schema: pa.Schema) -> bool:
     """Whether ``people[]`` has the ``quality`` field (schema 1.1 and later)."""
     people = arrow_schema.field("people").type
     return people.value_type.get_field_index("quality") >= 0
-
-
-def read_part(uri: str, columns: list[str] | None = None) -> pa.Table:
-    """One part; ``columns`` may name nested paths such as ``people.list.element.score``."""
-    return _open_part(uri).read(columns=columns)
-
-
-def read_table(output_uri: str, columns: list[str] | None = None) -> pa.Table:
-    """All committed parts as one table (for small outputs and tests; stream parts otherwise)."""
-    tables = [read_part(u, columns) for u in part_uris(output_uri)]
-    if not tables:
-        return schema.arrow_schema().empty_table()
-    return pa.concat_tables(tables, promote_options="default")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -124,8 +57,6 @@ def load_image(source_uri: str, storage_options: dict | None = None) -> np.ndarr
     """RGB uint8 [H,W,3] of a row's image, decoded by the same code (and EXIF orientation) as the
     labelling job, so pixels and labels line up: files, tar members (``TAR#key.ext``) and video
     frames (``VIDEO#frame=N``). Raises ``ValueError`` when it no longer decodes."""
-    from annotator import decode, sources
-
     base, _, fragment = source_uri.partition("#")
     if fragment.startswith("frame=") and fragment[len("frame="):].isdigit():
         index = int(fragment[len("frame="):])
@@ -224,8 +155,9 @@ class PoseDataset:
         self.config = config or LoaderConfig()
         if not 0 <= self.config.rank < self.config.world_size:
             raise ValueError(f"rank {self.config.rank} not in [0, {self.config.world_size})")
-        self.parts = part_uris(self.output_uri)
-        self.metadata = metadata(self.output_uri)
+        self.output = Output(self.output_uri, self.config.storage_options)
+        self.parts = self.output.records()
+        self.metadata = self.output.metadata()
         self.skeleton = self.metadata.get("skeleton") or {}
         self.joint_names: list[str] = list(self.skeleton.get("joint_names", []))
         self.edges: list[list[int]] = [list(e) for e in self.skeleton.get("edges", [])]
@@ -236,8 +168,8 @@ class PoseDataset:
         """(part, row) of every row this worker yields, from the small status column only."""
         out = []
         n = 0
-        for p, uri in enumerate(self.parts):
-            status = read_part(uri, ["status"]).column("status").to_pylist()
+        for p, record in enumerate(self.parts):
+            status = self.output.read_part(record, ["status"]).column("status").to_pylist()
             for r, s in enumerate(status):
                 if self.config.skip_errors and s != "ok":
                     continue
@@ -251,7 +183,7 @@ class PoseDataset:
 
     def _part(self, p: int) -> pa.Table:
         if self._cached is None or self._cached[0] != p:
-            self._cached = (p, read_part(self.parts[p]))
+            self._cached = (p, self.output.read_part(self.parts[p]))
         return self._cached[1]
 
     def labels(self, i: int) -> dict:
@@ -297,25 +229,25 @@ def safe_name(image_id: str) -> str:
     return "".join(c if c.isalnum() or c in "._-" else "_" for c in base.replace("/", "_")) or "image"
 
 
-def find_rows(output_uri: str, ids: list[str] | None = None, limit: int | None = None,
+def find_rows(output: Output, ids: list[str] | None = None, limit: int | None = None,
               ok_only: bool = True) -> list[dict]:
     """Rows by image id (in the order given; missing ids raise ``KeyError``), else the first ``limit``
     rows in manifest order. Reads one part at a time."""
     wanted = list(ids or [])
     found: dict[str, dict] = {}
     out: list[dict] = []
-    for uri in part_uris(output_uri):
+    for record in output.records():
         if wanted:
-            ids_here = read_part(uri, ["image_id"]).column("image_id").to_pylist()
+            ids_here = output.read_part(record, ["image_id"]).column("image_id").to_pylist()
             hits = [i for i, x in enumerate(ids_here) if x in wanted and x not in found]
             if hits:
-                table = read_part(uri)
+                table = output.read_part(record)
                 for i in hits:
                     found[ids_here[i]] = table.slice(i, 1).to_pylist()[0]
             if len(found) == len(set(wanted)):
                 break
             continue
-        table = read_part(uri)
+        table = output.read_part(record)
         for row in table.to_pylist():
             if ok_only and row["status"] != "ok":
                 continue
@@ -325,7 +257,7 @@ def find_rows(output_uri: str, ids: list[str] | None = None, limit: int | None =
     if wanted:
         missing = [i for i in wanted if i not in found]
         if missing:
-            raise KeyError(f"image id(s) not in {output_uri}: {', '.join(missing)}")
+            raise KeyError(f"image id(s) not in {output.uri}: {', '.join(missing)}")
         return [found[i] for i in wanted]
     return out
 

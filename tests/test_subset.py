@@ -9,9 +9,12 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from annotator import dataset, quality, schema
-from annotator import filter as filter_mod
-from tests.labels_output import annotator, shared_output, without_quality
+from annotator import quality, schema
+from annotator.layout import Output
+from annotator.outputs import dataset
+from annotator.outputs import subset as filter_mod
+from tests.helpers.jobs import annotator
+from tests.helpers.shared_output import shared_output, without_quality
 
 
 @pytest.fixture(scope="module")
@@ -58,15 +61,15 @@ def test_min_quality_keeps_exactly_the_people_that_pass(labels_q, tmp_path):
 def test_layout_and_metadata_are_the_jobs(labels_q, tmp_path):
     dest = tmp_path / "kept"
     filter_mod.filter_output(str(labels_q), str(dest), filter_mod.FilterConfig(min_quality=0.0, keep_errors=True))
-    src_parts = [dataset.part_path(p) for p in dataset.manifest(str(labels_q))["parts"]]
-    manifest = dataset.manifest(str(dest))
-    assert [dataset.part_path(p) for p in manifest["parts"]] == src_parts
+    src_parts = Output(str(labels_q)).manifest()["parts"]
+    manifest = Output(str(dest)).manifest()
+    assert manifest["parts"] == src_parts
     assert manifest["rows"] == dataset.read_table(str(dest)).num_rows == dataset.read_table(str(labels_q)).num_rows
     for part in src_parts:
         record = json.loads((dest / "_commits" / (Path(part).stem + ".json")).read_text())
         assert record["rows"] == pq.read_metadata(dest / part).num_rows
         src_meta = schema.read_metadata(pq.read_schema(labels_q / part))
-        meta = dataset.part_metadata(str(dest / part))
+        meta = Output(str(dest)).part_metadata({"part": part})
         for key in ("model", "skeleton", "settings", "schema_version"):
             assert meta[key] == src_meta[key]
         assert meta["filter"]["min_quality"] == 0.0 and meta["filter"]["quality_source"] == "stored"
@@ -94,7 +97,7 @@ def test_min_score_and_emptied_rows(labels, tmp_path):
 
 def test_min_quality_without_stored_quality_computes_it(labels_v10, tmp_path):
     labels = labels_v10
-    meta = dataset.metadata(str(labels))
+    meta = Output(str(labels)).metadata()
     names = meta["skeleton"]["joint_names"]
     rows = dataset.read_table(str(labels)).to_pylist()
     assert all("quality" not in p for r in rows for p in r["people"])

@@ -8,32 +8,22 @@ Reads only small, known files (never a glob of the data): ``_plan/plan.json`` fo
 
 from __future__ import annotations
 
-import json
 import time
 
-from annotator import sources
-from annotator.lock import LOCK_NAME
+from annotator import layout
 
 TOTALS = ("shards_committed", "rows", "rows_ok", "rows_error", "people", "errors_by_reason")
 
 
-def _json(fs, path: str) -> dict | None:
-    try:
-        return json.loads(fs.cat_file(path))
-    except FileNotFoundError:
-        return None
-
-
 def read(output_uri: str, storage_options: dict | None = None, stale_after_s: float = 300.0) -> dict:
-    fs, root = sources.filesystem(output_uri, storage_options)
-    root = root.rstrip("/")
-    if not fs.exists(root):
+    out = layout.Output(output_uri, storage_options)
+    if not out.fs.exists(out.root):
         raise FileNotFoundError(f"{output_uri} does not exist")
-    plan = _json(fs, f"{root}/_plan/plan.json") or {}
-    manifest = _json(fs, f"{root}/_manifest.json") or {}
-    progress = _json(fs, f"{root}/_progress.json") or {}
-    summary = _json(fs, f"{root}/_summary.json") or {}
-    lock = _json(fs, f"{root}/{LOCK_NAME}")
+    plan = out.read_json(f"{layout.PLAN}/{layout.PLAN_META}") or {}
+    manifest = out.read_json(layout.MANIFEST) or {}
+    progress = out.read_json(layout.PROGRESS) or {}
+    summary = out.read_json(layout.SUMMARY) or {}
+    lock = out.read_json(layout.LOCK)
     totals = {k: manifest.get(k, {} if k == "errors_by_reason" else 0) for k in TOTALS}
     live = progress.get("dataset")
     if live and progress.get("updated_at", 0) > manifest.get("updated_at", 0):
@@ -59,7 +49,8 @@ def read(output_uri: str, storage_options: dict | None = None, stale_after_s: fl
     }
 
 
-def format(st: dict) -> str:
+def to_text(st: dict) -> str:
+    """What ``annotator status`` prints."""
     total = st["shards_total"] if st["shards_total"] is not None else "?"
     p = st["progress"]
     lines = [

@@ -18,11 +18,12 @@ import io
 import logging
 from dataclasses import dataclass, field
 
-import fsspec
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from annotator import dataset
+from annotator import sources
+from annotator.layout import Output
+from annotator.outputs import dataset
 
 log = logging.getLogger(__name__)
 
@@ -304,12 +305,13 @@ def render(output_uri: str, out_dir: str, ids: list[str] | None = None, limit: i
     (default 10). Images that can no longer be read are skipped with the reason, not fatal.
     """
     config = config or RenderConfig()
-    meta = dataset.metadata(output_uri)
+    output = Output(output_uri, storage_options)
+    meta = output.metadata()
     skeleton, settings = meta.get("skeleton") or {}, meta.get("settings") or {}
-    rows = dataset.find_rows(output_uri, ids=ids, limit=None if ids else (10 if limit is None else limit))
+    rows = dataset.find_rows(output, ids=ids, limit=None if ids else (10 if limit is None else limit))
     if ids and limit is not None:
         rows = rows[:limit]
-    fs, root = fsspec.core.url_to_fs(str(out_dir))
+    fs, root = sources.filesystem(str(out_dir), storage_options)
     fs.makedirs(root, exist_ok=True)
     result = RenderResult()
     for row in rows:

@@ -1,28 +1,25 @@
-"""One real ``annotator run`` output shared by the quality/render/report/filter/consumer tests.
+"""One real ``annotator run`` output shared by the render/report/filter/consumer tests.
 
 The run happens once per test session (the first module that asks runs it; the others find its
 ``_manifest.json`` under pytest's session temp folder), on a few sample photos plus two broken
 files, in parts of two images; its people carry the pipeline's ``quality`` (schema 1.1).
-``without_quality`` derives a schema-1.0-style copy for the code paths that must compute the score.
+``rewritten`` derives a changed copy, committed like a job's output (e.g. ``without_quality``, a
+schema-1.0-style copy for the code paths that must compute the score).
 """
 
 from __future__ import annotations
 
 import fcntl
 import shutil
-import subprocess
-import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from tests.helpers.jobs import annotator
+
 GOOD = ("pose2sim_cam01_f030.jpg", "astronaut.png", "camera.png")
-
-
-def annotator(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
-    exe = Path(sys.executable).with_name("annotator")
-    return subprocess.run([str(exe), *args], capture_output=True, text=True, timeout=timeout)
 
 
 def run_once(base: Path, samples_dir: Path) -> Path:
@@ -53,6 +50,25 @@ def shared_output(tmp_path_factory, samples_dir) -> Path:
     return run_once(tmp_path_factory.getbasetemp() / "shared_labels_run", samples_dir)
 
 
+def rewritten(src: Path, dest: Path, change: Callable[[pa.Table], pa.Table],
+              metadata: dict[bytes, bytes] | None = None) -> Path:
+    """A copy of ``src`` with ``change`` applied to every part (and ``metadata`` over its file
+    metadata), written and committed by ``annotator.sink`` like a job's output."""
+    from annotator import layout, sink
+
+    if (dest / "_manifest.json").exists():
+        return dest
+    source, out = layout.Output(str(src)), sink.DatasetSink(str(dest))
+    out.makedirs()
+    records = {}
+    for record in source.records():
+        table = change(source.read_part(record))
+        out.file_metadata = {**(table.schema.metadata or {}), **(metadata or {})}
+        records[record["shard"]] = out.write_shard(record["shard"], table)
+    out.write_manifest(records, final=True)
+    return dest
+
+
 def drop_quality_column(table: pa.Table) -> pa.Table:
     """``table`` without ``people[].quality``: what a schema-1.0 output looks like."""
     people = table.column("people").combine_chunks()
@@ -67,21 +83,5 @@ def drop_quality_column(table: pa.Table) -> pa.Table:
 
 
 def without_quality(src: Path, dest: Path) -> Path:
-    """A copy of ``src`` as a schema-1.0 output (no stored ``quality``), written and committed by
-    ``annotator.sink`` like a job's output, for the code paths that must compute the score."""
-    from annotator import dataset, sink
-
-    if (dest / "_manifest.json").exists():
-        return dest
-    out = sink.DatasetSink(str(dest))
-    out.makedirs()
-    records = {}
-    for entry in dataset.manifest(str(src))["parts"]:
-        table = drop_quality_column(dataset.read_part(f"{src}/{dataset.part_path(entry)}"))
-        md = dict(table.schema.metadata or {})
-        md[b"annotator.schema_version"] = b"1.0"
-        out.file_metadata = md
-        shard = entry["shard"] if isinstance(entry, dict) else entry.rsplit("part-", 1)[1][:-len(".parquet")]
-        records[shard] = out.write_shard(shard, table)
-    out.write_manifest(records, final=True)
-    return dest
+    """``src`` as a schema-1.0 output (no stored ``quality``)."""
+    return rewritten(src, dest, drop_quality_column, {b"annotator.schema_version": b"1.0"})

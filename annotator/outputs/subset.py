@@ -25,15 +25,20 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from annotator import dataset, quality, sink
+from annotator import layout, quality, schema, sink
+from annotator.outputs.dataset import has_quality
 
 log = logging.getLogger(__name__)
+
+# What ``filter_table`` counts, per part and (summed) in ``_filter.json``.
+COUNTS = ("rows_in", "rows_out", "people_in", "people_out", "rows_emptied", "error_rows_dropped")
 
 
 @dataclass(frozen=True)
@@ -42,23 +47,6 @@ class FilterConfig:
     min_score: float | None = None
     keep_errors: bool = False
     keep_emptied: bool = False
-
-
-@dataclass
-class FilterCounts:
-    rows_in: int = 0
-    rows_out: int = 0
-    people_in: int = 0
-    people_out: int = 0
-    rows_emptied: int = 0
-    error_rows_dropped: int = 0
-
-
-def _shard_of(entry: str | dict) -> str:
-    if isinstance(entry, dict) and entry.get("shard"):
-        return entry["shard"]
-    name = dataset.part_path(entry).rsplit("/", 1)[-1]
-    return name[len("part-"):-len(".parquet")]
 
 
 def _computed_quality(flat: pa.Array, parents: np.ndarray, table: pa.Table, joint_names: list[str]) -> np.ndarray:
@@ -73,19 +61,18 @@ def _computed_quality(flat: pa.Array, parents: np.ndarray, table: pa.Table, join
 
 
 def filter_table(table: pa.Table, config: FilterConfig, joint_names: list[str] | None = None
-                 ) -> tuple[pa.Table, FilterCounts, str]:
-    """Filter one part's rows; returns (table, counts, quality source: 'stored', 'computed' or '')."""
-    counts = FilterCounts(rows_in=table.num_rows)
+                 ) -> tuple[pa.Table, dict[str, int], str]:
+    """Filter one part's rows; returns (table, ``COUNTS``, quality source: 'stored', 'computed' or '')."""
     people = table.column("people").combine_chunks()
     flat = pc.list_flatten(people)
     parents = np.asarray(pc.list_parent_indices(people), np.int64)
-    counts.people_in = len(flat)
+    counts = {"rows_in": table.num_rows, "people_in": len(flat)}
     keep = np.ones(len(flat), bool)
     source = ""
     if config.min_score is not None:
         keep &= np.asarray(flat.field("score").fill_null(-1.0), np.float64) >= config.min_score
     if config.min_quality is not None:
-        if dataset.has_quality(table.schema):
+        if has_quality(table.schema):
             source = "stored"
             q = np.asarray(flat.field("quality").fill_null(np.nan), np.float64)
         else:
@@ -97,59 +84,56 @@ def filter_table(table: pa.Table, config: FilterConfig, joint_names: list[str] |
     after = np.bincount(parents[keep], minlength=n)
     offsets = pa.array(np.concatenate([[0], np.cumsum(after)]).astype(np.int32))
     new_people = pa.ListArray.from_arrays(offsets, flat.filter(pa.array(keep)), type=people.type)
-    schema = table.schema
-    table = table.set_column(schema.get_field_index("people"), schema.field("people"), new_people)
-    table = table.set_column(schema.get_field_index("num_people"), schema.field("num_people"),
+    fields = table.schema
+    table = table.set_column(fields.get_field_index("people"), fields.field("people"), new_people)
+    table = table.set_column(fields.get_field_index("num_people"), fields.field("num_people"),
                              pa.array(after.astype(np.int32), pa.int32()))
     ok = np.asarray(pc.equal(table.column("status"), "ok").fill_null(False))
     emptied = ok & (before > 0) & (after == 0)
     rows = ok.copy() if not config.keep_errors else np.ones(n, bool)
     if not config.keep_emptied:
         rows &= ~emptied
-    counts.rows_emptied = int(emptied.sum())
-    counts.error_rows_dropped = 0 if config.keep_errors else int((~ok).sum())
     table = table.filter(pa.array(rows))
-    counts.rows_out = table.num_rows
-    counts.people_out = int(after[rows].sum())
+    counts.update(rows_emptied=int(emptied.sum()), error_rows_dropped=0 if config.keep_errors else int((~ok).sum()),
+                  rows_out=table.num_rows, people_out=int(after[rows].sum()))
     return table, counts, source
 
 
-def filter_output(output_uri: str, dest_uri: str, config: FilterConfig, overwrite: bool = False) -> dict:
+def filter_output(output_uri: str, dest_uri: str, config: FilterConfig, overwrite: bool = False,
+                  storage_options: dict | None = None) -> dict:
     """Write the filtered copy of ``output_uri`` to ``dest_uri``; returns the ``_filter.json`` record."""
     if config.min_quality is None and config.min_score is None:
         raise ValueError("give --min-quality and/or --min-score")
     if str(dest_uri).rstrip("/") == str(output_uri).rstrip("/"):
         raise ValueError("DEST must differ from OUTPUT")
-    src_manifest = dataset.manifest(output_uri)
-    out = sink.DatasetSink(dest_uri)
-    if out.read_json("_manifest.json") is not None:
+    src = layout.Output(output_uri, storage_options)
+    src_records = src.records()
+    out = sink.DatasetSink(dest_uri, storage_options=storage_options)
+    if out.read_json(layout.MANIFEST) is not None:
         if not overwrite:
             raise FileExistsError(f"{dest_uri} already holds a dataset (use --overwrite to replace it)")
         out.reset()
     out.makedirs()
     started = time.time()
-    total = FilterCounts()
+    total = Counter(dict.fromkeys(COUNTS, 0))
     sources_used: set[str] = set()
     records: dict[str, dict] = {}
     filter_meta = {"source": str(output_uri), **asdict(config)}
-    for entry in src_manifest["parts"]:
-        uri = f"{str(output_uri).rstrip('/')}/{dataset.part_path(entry)}"
-        table = dataset.read_part(uri)
+    for entry in src_records:
+        table = src.read_part(entry)
         md = dict(table.schema.metadata or {})
-        names = dataset.schema.read_metadata(table.schema).get("skeleton", {}).get("joint_names", [])
+        names = schema.read_metadata(table.schema).get("skeleton", {}).get("joint_names", [])
         filtered, counts, source = filter_table(table, config, names)
         if source:
             sources_used.add(source)
-        for key in asdict(total):
-            setattr(total, key, getattr(total, key) + getattr(counts, key))
+        total.update(counts)
         md[b"annotator.filter"] = json.dumps({**filter_meta, "quality_source": source}, sort_keys=True).encode()
         out.file_metadata = md
-        shard = _shard_of(entry)
-        records[shard] = out.write_shard(shard, filtered)
-    record = {**filter_meta, "quality_source": ",".join(sorted(sources_used)), **asdict(total),
+        records[entry["shard"]] = out.write_shard(entry["shard"], filtered)
+    record = {**filter_meta, "quality_source": ",".join(sorted(sources_used)), **total,
               "elapsed_seconds": round(time.time() - started, 3)}
     out.write_manifest(records, final=True, filter=record)
-    out.write_json("_filter.json", record)
+    out.write_json(layout.FILTER, record)
     return record
 
 

@@ -24,10 +24,11 @@ import logging
 from collections import Counter
 from dataclasses import dataclass, field
 
-import fsspec
 import numpy as np
 
-from annotator import dataset, render
+from annotator import errors, layout, sources
+from annotator.layout import Output
+from annotator.outputs import dataset, render
 
 log = logging.getLogger(__name__)
 
@@ -67,17 +68,12 @@ class Stats:
         return "quality" if self.has_quality else "detector score"
 
 
-def error_reason(error: str | None) -> str:
-    """The reason code of an ``error`` value: the part before the first colon."""
-    return (error or "unknown").split(":", 1)[0].strip() or "unknown"
-
-
-def collect(output_uri: str) -> Stats:
+def collect(output: Output) -> Stats:
     st = Stats()
-    parts = dataset.part_uris(output_uri)
+    parts = output.records()
     st.parts = len(parts)
-    for p, uri in enumerate(parts):
-        f = dataset._open_part(uri)
+    for p, record in enumerate(parts):
+        f = output.open_part(record)
         quality_here = dataset.has_quality(f.schema_arrow)
         st.has_quality = st.has_quality or quality_here
         cols = ["image_id", "status", "error", "num_people", "people.list.element.score"]
@@ -86,13 +82,13 @@ def collect(output_uri: str) -> Stats:
         t = f.read(columns=cols)
         ids = t.column("image_id").to_pylist()
         status = t.column("status").to_pylist()
-        errors = t.column("error").to_pylist()
+        error_texts = t.column("error").to_pylist()
         counts = t.column("num_people").to_pylist()
         people = t.column("people").to_pylist()
-        for r, (image_id, s, e, n, ppl) in enumerate(zip(ids, status, errors, counts, people, strict=True)):
+        for r, (image_id, s, e, n, ppl) in enumerate(zip(ids, status, error_texts, counts, people, strict=True)):
             st.rows += 1
             if s != "ok":
-                reason = error_reason(e)
+                reason = errors.reason(e)
                 st.errors[reason] += 1
                 ex = st.error_examples.setdefault(reason, [])
                 if len(ex) < 3:
@@ -217,16 +213,16 @@ def _fmt(v) -> str:
     return str(v)
 
 
-def _samples_html(output_uri: str, st: Stats, config: ReportConfig, skeleton: dict) -> str:
+def _samples_html(output: Output, st: Stats, config: ReportConfig, skeleton: dict) -> str:
     groups = sample_people(st.values, config.samples_per_group)
     rows_needed: dict[int, set[int]] = {}
     for idx in (i for g in groups.values() for i in g):
         p, r, _ = st.where[idx]
         rows_needed.setdefault(p, set()).add(r)
-    parts = dataset.part_uris(output_uri)
+    parts = output.records()
     rows: dict[tuple[int, int], dict] = {}
     for p, rs in rows_needed.items():
-        table = dataset.read_part(parts[p])
+        table = output.read_part(parts[p])
         for r in rs:
             rows[(p, r)] = table.slice(r, 1).to_pylist()[0]
     images: dict[str, object] = {}
@@ -258,9 +254,10 @@ def _samples_html(output_uri: str, st: Stats, config: ReportConfig, skeleton: di
 def build_html(output_uri: str, config: ReportConfig | None = None) -> str:
     """The report page for ``output_uri`` as one HTML string."""
     config = config or ReportConfig()
-    st = collect(output_uri)
-    meta = dataset.metadata(output_uri)
-    summ = dataset.summary(output_uri) or {}
+    output = Output(output_uri, config.storage_options)
+    st = collect(output)
+    meta = output.metadata()
+    summ = output.read_json(layout.SUMMARY) or {}
     skeleton, settings = meta.get("skeleton") or {}, meta.get("settings") or {}
     title = config.title or f"annotator report: {output_uri}"
     now = _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
@@ -336,16 +333,17 @@ def build_html(output_uri: str, config: ReportConfig | None = None) -> str:
     h.append("<h2>Samples</h2>")
     h.append(f'<p class="note">People ranked by {_e(st.key)}; the ranked person in colour, others grey. '
              "Joints: blue = left, red = right; hollow = low confidence.</p>")
-    h.append(_samples_html(output_uri, st, config, skeleton))
+    h.append(_samples_html(output, st, config, skeleton))
     h.append("</body></html>")
     return "\n".join(h)
 
 
 def write_report(output_uri: str, out_file: str | None = None, config: ReportConfig | None = None) -> str:
     """Write the page to ``out_file`` (default ``OUTPUT/report.html``) and return its location."""
-    target = out_file or f"{str(output_uri).rstrip('/')}/report.html"
+    config = config or ReportConfig()
+    target = out_file or sources.join(str(output_uri), "report.html")
     page = build_html(output_uri, config)
-    fs, path = fsspec.core.url_to_fs(target)
+    fs, path = sources.filesystem(target, config.storage_options)
     parent = path.rsplit("/", 1)[0] if "/" in path else ""
     if parent:
         fs.makedirs(parent, exist_ok=True)

@@ -1,0 +1,124 @@
+"""One job output on disk: the names under OUTPUT, and the one reader of them.
+
+    _plan/                        the frozen plan (``annotator.plan``; ``plan.json`` written last)
+    _lock                         owner + heartbeat of the job writing now (``annotator.lock``)
+    _fingerprint.json             model sha256, settings, schema version, plan hash
+    parts/part-NNNNNN.parquet     one per shard (``annotator.sink``)
+    _stats/part-NNNNNN.json       per-shard counters
+    _commits/part-NNNNNN.json     rows, sha256, fingerprint: written last, it commits the part
+    _manifest.json                committed parts with their commit records, dataset totals
+    _progress.json, _summary.json the running job's counters; the finished run's summary
+    _runs/<attempt>/round-N.json  Beam: a round's outcomes (removed when the job ends)
+    _filter.json                  outputs of ``annotator filter``: what was kept
+
+Readers go through ``_manifest.json``, never a glob of ``parts/`` (which may hold a part whose
+commit never happened), and verify each part against the sha256 of its commit record.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from annotator import schema, sources
+
+PLAN = "_plan"
+PLAN_META = "plan.json"  # inside PLAN
+LOCK = "_lock"
+FINGERPRINT = "_fingerprint.json"
+PARTS = "parts"
+STATS = "_stats"
+COMMITS = "_commits"
+MANIFEST = "_manifest.json"
+PROGRESS = "_progress.json"
+SUMMARY = "_summary.json"
+RUNS = "_runs"
+FILTER = "_filter.json"
+JOB_FOLDERS = (PARTS, COMMITS, STATS, PLAN)  # what ``--overwrite`` removes (not the lock)
+JOB_FILES = (MANIFEST, SUMMARY, PROGRESS, FINGERPRINT)
+
+
+def part_name(shard_id: str) -> str:
+    return f"part-{shard_id}.parquet"
+
+
+def record_name(shard_id: str) -> str:
+    return f"part-{shard_id}.json"
+
+
+def shard_of(name: str) -> str:
+    """The shard id in a part or record name (``parts/part-000001.parquet`` -> ``000001``)."""
+    return name.rsplit("/", 1)[-1][len("part-"):].rsplit(".", 1)[0]
+
+
+class ChecksumError(IOError):
+    pass
+
+
+class Output:
+    """An output folder on any fsspec filesystem (``storage_options`` per protocol): its paths, its
+    small JSON files and its committed parts."""
+
+    def __init__(self, uri: str, storage_options: dict | None = None):
+        self.uri = str(uri)
+        self.storage_options = storage_options
+        self.fs, root = sources.filesystem(self.uri, storage_options)
+        self.root = root.rstrip("/")
+
+    def path(self, *parts: str) -> str:
+        return "/".join([self.root, *parts])
+
+    def read_json(self, name: str) -> dict | None:
+        try:
+            return json.loads(self.fs.cat_file(self.path(name)))
+        except FileNotFoundError:
+            return None
+
+    def manifest(self) -> dict:
+        manifest = self.read_json(MANIFEST)
+        if manifest is None:
+            raise FileNotFoundError(f"{self.uri} has no {MANIFEST} (not an annotator output, or nothing committed)")
+        return manifest
+
+    def records(self) -> list[dict]:
+        """Commit records of the committed parts, in shard order (the first manifests listed paths only)."""
+        manifest = self.manifest()
+        return manifest.get("records") or [{"part": p, "shard": shard_of(p)} for p in manifest["parts"]]
+
+    def part_uris(self) -> list[str]:
+        """URIs of the committed parts, for other readers (DuckDB, polars, Spark)."""
+        return [sources.join(self.uri, r["part"]) for r in self.records()]
+
+    def open_part(self, record: dict, verify: bool = True) -> pq.ParquetFile:
+        data = self.fs.cat_file(self.path(record["part"]))
+        if verify and record.get("sha256") and hashlib.sha256(data).hexdigest() != record["sha256"]:
+            raise ChecksumError(f"{record['part']}: checksum does not match its commit record")
+        return pq.ParquetFile(pa.BufferReader(data))
+
+    def read_part(self, record: dict, columns: list[str] | None = None, verify: bool = True) -> pa.Table:
+        """One part; ``columns`` may name nested paths such as ``people.list.element.score``."""
+        return self.open_part(record, verify).read(columns=columns)
+
+    def read_table(self, columns: list[str] | None = None) -> pa.Table:
+        """Every committed part, checksums verified, as one table (stream the parts for big outputs)."""
+        tables = [self.read_part(r, columns) for r in self.records()]
+        if not tables:
+            return schema.arrow_schema().empty_table()
+        return pa.concat_tables(tables, promote_options="default")
+
+    def part_metadata(self, record: dict) -> dict:
+        """annotator's key-value metadata of one part (``model``, ``skeleton``, ``settings``, ...),
+        from its footer alone."""
+        with self.fs.open(self.path(record["part"]), "rb") as f:
+            meta = schema.read_metadata(pq.read_schema(f))
+        if isinstance(meta.get("filter"), str):  # written by ``annotator filter``
+            meta["filter"] = json.loads(meta["filter"])
+        return meta
+
+    def metadata(self) -> dict:
+        """Metadata of the first committed part (all parts of one job share it); {} without parts."""
+        records = self.records()
+        return self.part_metadata(records[0]) if records else {}
