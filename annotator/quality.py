@@ -101,9 +101,6 @@ class QualityTerms:
     quality: np.ndarray
     spread_mm: np.ndarray  # mean cross-augmentation std (mm) behind ``spread``; NaN when A = 1
 
-    def as_dict(self) -> dict[str, np.ndarray]:
-        return {name: getattr(self, name) for name in (*TERMS, "quality", "spread_mm")}
-
 
 def canonical_joint_name(name: str) -> str | None:
     """``left_shoulder``, ``lsho``, ``LShoulder``, ``l_shoulder`` -> ``l_shoulder``; None if not a

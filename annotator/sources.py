@@ -10,7 +10,6 @@ Never imports Ray or Beam: runners call these functions.
 
 from __future__ import annotations
 
-import io
 import logging
 import os
 import posixpath
@@ -349,15 +348,6 @@ def iter_video_frames(uri: str, start: int, stop: int, every: int,
         container.close()
         if f is not None:
             f.close()
-
-
-def encode_png(image: np.ndarray) -> bytes:
-    """Helper for tests and tools that need image bytes from an array."""
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.fromarray(image).save(buf, format="PNG")
-    return buf.getvalue()
 
 
 def env_storage_options() -> dict:

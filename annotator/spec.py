@@ -7,9 +7,7 @@ to a default on a thousand-GPU-hour job.
 from __future__ import annotations
 
 import dataclasses
-import tomllib
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from annotator.decode import DEFAULT_MAX_PIXELS
 from annotator.infer import InferenceSettings
@@ -158,13 +156,3 @@ def _coerce(value, type_str, key):
 
 def from_dict(data: dict) -> RunSpec:
     return _build(RunSpec, data, "").validate()
-
-
-def load(path: str | Path, **overrides) -> RunSpec:
-    """Load a TOML job spec; ``overrides`` (e.g. from the command line) win over the file."""
-    with open(path, "rb") as f:
-        data = tomllib.load(f)
-    for key, value in overrides.items():
-        if value is not None:
-            data[key] = value
-    return from_dict(data)

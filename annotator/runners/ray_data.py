@@ -217,7 +217,7 @@ class RayJob(Job):
         try:
             # No prefetch: the blocks are small label tables, and a prefetch window of N holds back
             # the last N finished blocks, so each shard's commit (and the progress bar) lagged N
-            # actor tasks behind its inference (first labels ~12 s later on the bench run).
+            # actor tasks behind its inference (bench/README.md has the measurement).
             for table in ds.iter_batches(batch_format="pyarrow", batch_size=None, prefetch_batches=0):
                 self.lock.check()
                 self.stats.add_processed(table)

@@ -1,10 +1,10 @@
 """GPU proxy benchmark, device half: time the default model's two networks in PyTorch on a GPU.
 
-Runs with a plain ``python3`` that has torch (+ CUDA), onnx and torchvision, plus the onnx2torch
-wheel (carried in ``.whl/``); onnxruntime is optional (used for a CPU cross-check). It reads what
-``bench/gpu_proxy.py`` wrote (``--models``, default ``.gpuproxy/``): ``blazepose-full.onnx``,
+Runs with a plain ``python3`` that has what ``requirements-device.txt`` names (torch with CUDA,
+onnx, onnx2torch; onnxruntime is optional, used for a CPU cross-check). It reads what
+``gpu_proxy.py`` wrote (``--models``, default ``.gpuproxy/``): ``blazepose-full.onnx``,
 ``movenet-multipose.onnx`` and ``reference.npz`` (real inputs with TensorFlow's outputs on them),
-and imports ``bench/gpu_proxy.py`` (numpy + onnx only) to cut MoveNet's decode-free network.
+and imports ``gpu_proxy.py`` (numpy + onnx only) to cut MoveNet's decode-free network.
 
 Measures network forward passes only (inputs already on the device, outputs left there; timed with
 ``torch.cuda.synchronize`` around the loop, after warm-up, median of ``--repeats`` timed runs of
@@ -36,8 +36,8 @@ Does NOT measure TensorFlow itself, decoding, the detector views' resize/letterb
 NMS, reconstruction, filters, host<->device copies or the pipeline: an upper bound for what the
 networks allow. Without CUDA it runs on the CPU, says so (``"cuda": false``) and runs ``fp32`` only.
 
-    python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl
-    PYTHONPATH=/tmp/site python3 bench/gpu_proxy_device.py --models .gpuproxy --out "$OUT"
+    python3 -m pip install -r bench/experimental/requirements-device.txt
+    python3 bench/experimental/gpu_proxy_device.py --models .gpuproxy --out /tmp/gpuproxy   # gpu_proxy.json
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 """GPU proxy benchmark, local half: the default model's two networks as ONNX, checked against TF.
 
-Why: TensorFlow cannot be installed on the lent GPU machine (no network there; it has Python 3.12
-with PyTorch + CUDA, onnx and onnxruntime, no TensorFlow). So the networks of ``default-full`` are
-converted here, TF SavedModel -> ONNX (tf2onnx, opset 13), verified against TensorFlow on the CPU,
-and timed there in PyTorch (onnx2torch) by ``bench/gpu_proxy_device.py``.
+Why: for a GPU machine where TensorFlow cannot be installed but PyTorch can (see ``README.md``
+here). The networks of ``default-full`` are converted on a machine with the repo's venv, TF
+SavedModel -> ONNX (tf2onnx, opset 13), verified against TensorFlow on the CPU, and timed on the
+GPU in PyTorch (onnx2torch) by ``gpu_proxy_device.py``.
 
 What this script does (all on the CPU, here):
 
@@ -26,8 +26,8 @@ What this script does (all on the CPU, here):
 4. runs TF (SavedModel signature) and onnxruntime (CPU) on the same inputs and reports the max abs
    difference of every output; writes the ``.onnx`` files, ``reference.npz`` (inputs + TF outputs,
    so the device script can compare PyTorch on the GPU to TensorFlow directly) and
-   ``manifest.json`` (versions, shapes, differences) into ``--out`` (default ``.gpuproxy/``, which
-   ``.git/info/exclude`` ignores and the device ``run`` carries);
+   ``manifest.json`` (versions, shapes, differences) into ``--out`` (default ``.gpuproxy/`` in the
+   repository, for the device half to read);
 5. checks ``movenet_network`` (MoveNet cut before its decode, FPN ``Resize`` by constant scales,
    which the device half also times) against the same cut with the original ``sizes``.
 
@@ -51,13 +51,13 @@ Network calls per image in the default model (``detect_poses(_batched)``, defaul
 Hence network time per image ~ t_movenet(256 view) + t_movenet(512 view) + people x 6 crops /
 crops-per-second; the device script reports that estimate for one person per image.
 
-Run (repo venv for TF; tf2onnx, onnx and onnxruntime in a throwaway folder, never in .venv)::
+Run (repo venv for TF; ``requirements-convert.txt`` in a throwaway folder, never in .venv)::
 
-    /work/main/.venv/bin/python -m pip install --no-deps --target /tmp/gpuproxy/site \\
-        tf2onnx==1.17.0 onnx==1.23.2 onnxruntime==1.30.0
-    PYTHONPATH=/tmp/gpuproxy/site .venv/bin/python bench/gpu_proxy.py --out .gpuproxy
+    .venv/bin/python -m pip install --no-deps --target /tmp/gpuproxy/site \\
+        -r bench/experimental/requirements-convert.txt
+    PYTHONPATH=/tmp/gpuproxy/site .venv/bin/python bench/experimental/gpu_proxy.py --out .gpuproxy
 
-then the device half (see ``bench/gpu_proxy_device.py``).
+then the device half (see ``gpu_proxy_device.py``).
 """
 
 from __future__ import annotations
@@ -73,7 +73,7 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 IMAGES = REPO / "samples" / "images"
 COMPONENTS = ("blazepose-full", "movenet-multipose")
 CROP_IMAGES = ("astronaut.png", "camera.png", "pose2sim_cam01_f030.jpg", "pose2sim_cam03_f030.jpg")
