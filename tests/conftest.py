@@ -1,4 +1,7 @@
-"""Shared fixtures: the real default model (built at setup), sample images, a real local Ray."""
+"""Shared fixtures: the real default model (built at setup), sample images, a real local Ray.
+
+Tests that run a job or load the model are marked ``slow`` (``-m "not slow"`` is the quick loop;
+CI runs everything); collection refuses an unmarked test that asks for the model or Ray."""
 
 from __future__ import annotations
 
@@ -15,6 +18,16 @@ import pytest  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLES = REPO / "samples"
+
+
+HEAVY_FIXTURES = {"default_model_path", "estimator", "ray_cluster"}
+
+
+def pytest_collection_modifyitems(config, items):
+    unmarked = [item.nodeid for item in items if HEAVY_FIXTURES & set(getattr(item, "fixturenames", ()))
+                and item.get_closest_marker("slow") is None]
+    if unmarked:
+        raise pytest.UsageError("these tests load the model or start Ray: mark them slow: " + ", ".join(unmarked))
 
 
 @pytest.fixture(scope="session")

@@ -13,6 +13,8 @@ import pytest
 from annotator import schema
 from tests.helpers.jobs import annotator
 
+pytestmark = pytest.mark.slow  # runs a job
+
 
 @pytest.fixture(scope="module")
 def input_dir(tmp_path_factory, samples_dir):

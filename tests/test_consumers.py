@@ -66,6 +66,7 @@ def test_doc_has_a_snippet_per_consumer():
     assert set(snippets()) == {"pandas", "polars", "duckdb", "datasets", "annotator.outputs.dataset"}
 
 
+@pytest.mark.slow  # the shared output: a job
 @pytest.mark.parametrize("name", ["pandas", "polars", "duckdb", "datasets"])
 def test_consumer_reads_all_rows_and_a_nested_joint_value(name, labels, truth, tmp_path):
     got = run_snippet(name, labels, tmp_path)
@@ -74,17 +75,20 @@ def test_consumer_reads_all_rows_and_a_nested_joint_value(name, labels, truth, t
     assert abs(truth["value"]) > 100  # a real depth-bearing coordinate, not a default zero
 
 
+@pytest.mark.slow  # the shared output: a job
 def test_datasets_snippet_worked_offline(labels, tmp_path):
     run_snippet("datasets", labels, tmp_path)
     assert not (tmp_path / "hf" / "hub").exists() or not any((tmp_path / "hf" / "hub").iterdir())
 
 
+@pytest.mark.slow  # the shared output: a job
 def test_loader_snippet_yields_image_and_labels(labels, truth, tmp_path):
     got = run_snippet("annotator.outputs.dataset", labels, tmp_path)
     assert got["rows"] == truth["ok"] == 3
     assert got["value"] == pytest.approx(truth["value"], abs=1e-3)
 
 
+@pytest.mark.slow  # the shared output: a job
 def test_duckdb_people_per_image(labels, truth):
     import duckdb
 
@@ -95,6 +99,7 @@ def test_duckdb_people_per_image(labels, truth):
     assert [tuple(r) for r in got] == [tuple(r) for r in truth["people_per_image"]]
 
 
+@pytest.mark.slow  # the shared output: a job
 def test_loader_images_labels_and_worker_split(labels, truth):
     ds = dataset.PoseDataset(str(labels))
     assert len(ds) == truth["ok"]
@@ -121,6 +126,7 @@ def test_loader_images_labels_and_worker_split(labels, truth):
     assert {lab["error"].split(":")[0] for img, lab in pairs if img is None} == {"truncated", "not_an_image"}
 
 
+@pytest.mark.slow  # the shared output: a job
 def test_loader_min_quality_drops_people(labels):
     q = labels  # the job stored each person's quality
     table = dataset.read_table(str(q))

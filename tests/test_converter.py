@@ -110,6 +110,7 @@ def _person_crop(samples_dir, name, box):
     return np.asarray(img, np.float32)[None] / 255.0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("size", ["lite", "full", "heavy"])
 def test_converted_blazepose_equals_tflite(samples_dir, size):
     """Same weights, two builds: our SavedModel vs MediaPipe's .tflite on real person crops."""
@@ -133,6 +134,7 @@ def test_converted_blazepose_equals_tflite(samples_dir, size):
         assert ours["output_poseflag"].numpy()[0, 0] > 0.5
 
 
+@pytest.mark.slow
 def test_converted_movenet_finds_the_person(samples_dir):
     sm = tf.saved_model.load(str(registry.build_component("movenet-multipose", fetch=False)))
     from PIL import Image

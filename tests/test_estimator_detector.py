@@ -18,6 +18,8 @@ import pytest
 
 from .conftest import load_rgb
 
+pytestmark = pytest.mark.slow  # loads the default model
+
 BUS_PEOPLE = [(671, 395, 809, 878), (47, 400, 239, 904), (223, 408, 344, 860), (0, 550, 62, 873)]
 SINGLE_PERSON = ["astronaut.png", "camera.png", "pose2sim_cam01_f030.jpg", "pose2sim_cam02_f030.jpg",
                  "pose2sim_cam03_f030.jpg", "pose2sim_cam04_f030.jpg"]

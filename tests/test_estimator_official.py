@@ -7,12 +7,15 @@ the BlazePose adapter gives on real crops."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from annotator.estimator import camera, crop_models, crops
 from annotator.models import registry
 
 from .conftest import load_rgb
+
+pytestmark = pytest.mark.slow  # loads the real BlazePose weights
 
 
 class OfficialShapedCropModel(tf.Module):

@@ -14,6 +14,8 @@ from annotator.models import registry
 
 from .conftest import load_rgb
 
+pytestmark = pytest.mark.slow  # loads the default model
+
 # BlazePose index -> MoveNet (COCO-17) index, for joints both predict
 BLAZE_TO_COCO = {0: 0, 2: 1, 5: 2, 7: 3, 8: 4, 11: 5, 12: 6, 13: 7, 14: 8, 15: 9, 16: 10,
                  23: 11, 24: 12, 25: 13, 26: 14, 27: 15, 28: 16}

@@ -167,6 +167,7 @@ def test_procrustes_and_scores_know_the_answer():
 
 
 # ------------------------------------------------------------------------------ real scenes
+@pytest.mark.slow
 def test_eval_multiview_command_on_pose2sim_single_person(tmp_path, capsys):
     """The command as a user runs it, on 3 frames x 4 calibrated views of a real person."""
     from annotator import cli
@@ -217,6 +218,7 @@ def multi_person_scene(tmp_path_factory) -> Path:
     return scene
 
 
+@pytest.mark.slow
 def test_eval_multiview_associates_several_people(multi_person_scene, estimator, tmp_path):
     summary = multiview.run(multi_person_scene, tmp_path, multiview.Settings(frames=1), model=estimator)
     assert summary["people_triangulated"] == 2, "both people of the frame"

@@ -13,6 +13,8 @@ from annotator.infer import ImageInput, InferenceSettings, PoseInference
 
 from .conftest import load_rgb
 
+pytestmark = pytest.mark.slow  # loads the default model
+
 
 @pytest.fixture(scope="module")
 def stage(default_model_path):

@@ -21,6 +21,8 @@ import pytest
 
 from annotator.models import loader, registry
 
+pytestmark = pytest.mark.slow  # resolves, archives and serves the real model
+
 REPO = Path(__file__).resolve().parent.parent
 
 

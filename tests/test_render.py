@@ -33,6 +33,7 @@ def skeleton(labels) -> dict:
     return Output(str(labels)).metadata()["skeleton"]
 
 
+@pytest.mark.slow  # the shared output: a job
 def test_cli_writes_an_overlay_per_image_and_a_3d_view_per_person(labels, tmp_path, row):
     out = tmp_path / "png"
     proc = annotator("render", str(labels), "--out", str(out), "--ids", IMAGE_ID, "astronaut.png")
@@ -48,6 +49,7 @@ def test_cli_writes_an_overlay_per_image_and_a_3d_view_per_person(labels, tmp_pa
     assert (out / "astronaut.png.overlay.png").exists()
 
 
+@pytest.mark.slow  # the shared output: a job
 def test_overlay_draws_the_stored_labels_where_they_are(row, skeleton):
     image = dataset.load_image(row["source_uri"])
     drawn = np.asarray(render.overlay(image, row, skeleton, render.RenderConfig(joint_names=False)))
@@ -74,6 +76,7 @@ def test_overlay_draws_the_stored_labels_where_they_are(row, skeleton):
     np.testing.assert_array_equal(drawn[far], image[far])
 
 
+@pytest.mark.slow  # the shared output: a job
 def test_overlay_scales_to_max_side_and_writes_joint_names(row, skeleton):
     image = dataset.load_image(row["source_uri"])
     small = render.overlay(image, row, skeleton, render.RenderConfig(max_side=480))
@@ -92,6 +95,7 @@ def ankles(skeleton: dict) -> list[int]:
     return [skeleton["joint_names"].index(n) for n in ("left_ankle", "right_ankle")]
 
 
+@pytest.mark.slow  # the shared output: a job
 def test_3d_geometry_camera_frame_is_upright(row, skeleton):
     g = render.scene_geometry(row, 0)
     assert g["frame"] == "camera" and not g["ground"]
@@ -102,6 +106,7 @@ def test_3d_geometry_camera_frame_is_upright(row, skeleton):
     np.testing.assert_allclose(g["camera"], 0)
 
 
+@pytest.mark.slow  # the shared output: a job
 def test_3d_geometry_world_frame_places_camera_and_ground(row, skeleton):
     """A camera 2 m up, tilted 20 degrees down, in a z-up world: the camera lands at its centre and
     the person stands above the ground plane's frame, drawn as z = 0."""
@@ -126,6 +131,7 @@ def test_3d_geometry_world_frame_places_camera_and_ground(row, skeleton):
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.slow  # the shared output: a job
 def test_missing_ids_and_error_rows(labels, tmp_path):
     proc = annotator("render", str(labels), "--out", str(tmp_path), "--ids", "nope.jpg")
     assert proc.returncode == 2 and "nope.jpg" in proc.stderr

@@ -31,6 +31,8 @@ window.addEventListener('load', function () {
 });
 </script>"""
 
+pytestmark = pytest.mark.slow  # runs a job
+
 
 @pytest.fixture(scope="module")
 def labels(tmp_path_factory, samples_dir, default_model_path) -> Path:

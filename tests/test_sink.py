@@ -1,17 +1,11 @@
-"""Commit protocol, manifest, checksums and the output lock, on the local disk and memory://."""
+"""Commit protocol, manifest and checksums, on the local disk and memory://."""
 
 from __future__ import annotations
-
-import json
-import os
-import subprocess
-import sys
-import time
 
 import pyarrow as pa
 import pytest
 
-from annotator import encode, layout, lock, schema, sink
+from annotator import encode, layout, schema, sink
 
 
 def _table(shard: str, ids: list[str], errors: dict[str, str] | None = None) -> pa.Table:
@@ -82,40 +76,3 @@ def test_reset_keeps_the_lock(out_uri):
     s.fs.pipe_file(s.path("_lock"), b"{}")
     s.reset()
     assert s.committed() == {} and s.read_json("_manifest.json") is None and s.fs.exists(s.path("_lock"))
-
-
-def test_lock_refuses_a_live_owner_and_takes_over_a_dead_one(tmp_path):
-    out = str(tmp_path / "out")
-    first = lock.OutputLock(out, heartbeat_s=0.2, stale_after_s=60)
-    first.acquire()
-    try:
-        with pytest.raises(lock.LockedError, match=f"pid {os.getpid()}"):
-            lock.OutputLock(out).acquire()
-        time.sleep(0.5)
-        assert json.loads((tmp_path / "out" / "_lock").read_text())["heartbeat_at"] > time.time() - 0.45
-    finally:
-        first.release()
-    assert not (tmp_path / "out" / "_lock").exists()
-    # a lock left by a process that died (SIGKILL: no release) is taken over at once on this host
-    code = (f"from annotator import lock; lk = lock.OutputLock({out!r}); lk.acquire(); "
-            "import os, signal; os.kill(os.getpid(), signal.SIGKILL)")
-    subprocess.run([sys.executable, "-c", code], timeout=120)
-    dead = json.loads((tmp_path / "out" / "_lock").read_text())
-    assert dead["pid"] != os.getpid()
-    with lock.OutputLock(out) as lk:
-        assert json.loads((tmp_path / "out" / "_lock").read_text())["token"] == lk.token
-
-
-def test_lock_goes_stale_without_heartbeat_and_the_old_owner_notices(tmp_path):
-    out = f"memory://lock-{tmp_path.name}/out"
-    old = lock.OutputLock(out, heartbeat_s=3600, stale_after_s=1)
-    old.acquire()
-    old.owner["host"] = "elsewhere"  # not this host: only the heartbeat can tell it is gone
-    old.refresh()
-    time.sleep(1.2)
-    new = lock.OutputLock(out, stale_after_s=1)
-    new.acquire()
-    old.refresh()  # the old owner's next heartbeat finds the lock taken
-    with pytest.raises(lock.LockLostError):
-        old.check()
-    new.release()

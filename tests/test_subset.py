@@ -16,6 +16,8 @@ from annotator.outputs import subset as filter_mod
 from tests.helpers.jobs import annotator
 from tests.helpers.shared_output import shared_output, without_quality
 
+pytestmark = pytest.mark.slow  # runs a job
+
 
 @pytest.fixture(scope="module")
 def labels(tmp_path_factory, samples_dir, default_model_path) -> Path:
