@@ -66,16 +66,21 @@ def _exclusive_create(fs, path: str, data: bytes) -> bool:
         raise
 
 
-def read_lock(output_uri: str, storage_options: dict | None = None) -> dict | None:
-    """The lock document of ``output_uri`` (None without one): a worker that commits for a job
-    checks the token in it, as the driver's heartbeat thread is not in its process."""
-    fs, root = sources.filesystem(output_uri, storage_options)
+def _read(fs, path: str) -> dict | None:
+    """The lock document; None without one, {} when it cannot be read (half-written, or the store failed)."""
     try:
-        return json.loads(fs.cat_file(f"{root.rstrip('/')}/{LOCK}"))
+        return json.loads(fs.cat_file(path))
     except FileNotFoundError:
         return None
     except (ValueError, OSError):
         return {}
+
+
+def read_lock(output_uri: str, storage_options: dict | None = None) -> dict | None:
+    """The lock document of ``output_uri``: a worker that commits for a job checks the token in it,
+    as the driver's heartbeat thread is not in its process."""
+    fs, root = sources.filesystem(output_uri, storage_options)
+    return _read(fs, f"{root.rstrip('/')}/{LOCK}")
 
 
 @dataclass
@@ -100,12 +105,7 @@ class OutputLock:
         return json.dumps({**self.owner, "heartbeat_at": time.time()}).encode()
 
     def read(self) -> dict | None:
-        try:
-            return json.loads(self.fs.cat_file(self.path))
-        except FileNotFoundError:
-            return None
-        except (ValueError, OSError):
-            return {}
+        return _read(self.fs, self.path)
 
     def _stale(self, doc: dict) -> str | None:
         """Why ``doc`` no longer holds the lock, or None if it does."""
