@@ -3,22 +3,28 @@
     _plan/                        the frozen plan (``annotator.plan``; ``plan.json`` written last)
     _lock                         owner + heartbeat of the job writing now (``annotator.lock``)
     _fingerprint.json             model sha256, settings, schema version, plan hash
-    parts/part-NNNNNN.parquet     one per shard (``annotator.sink``)
+    _attempts/<attempt>/parts/... a part as written, before its commit (``annotator.sink``)
     _stats/part-NNNNNN.json       per-shard counters
-    _commits/part-NNNNNN.json     rows, sha256, fingerprint: written last, it commits the part
+    _commits/part-NNNNNN.json     rows, sha256, fingerprint: it commits the part
+    parts/part-NNNNNN.parquet     one per shard, committed: it appears here only after its record
     _manifest.json                committed parts with their commit records, dataset totals
     _progress.json, _summary.json the running job's counters; the finished run's summary
+    README.md                     the Hugging Face dataset card (``annotator.outputs.card``)
     _runs/<attempt>/round-N.json  Beam: a round's outcomes (removed when the job ends)
     _filter.json                  outputs of ``annotator filter``: what was kept
 
-Readers go through ``_manifest.json``, never a glob of ``parts/`` (which may hold a part whose
-commit never happened), and verify each part against the sha256 of its commit record.
+``parts/`` holds committed parts only, so a glob of it (pandas, DuckDB, ``datasets``, Ray Data)
+reads the dataset. ``_manifest.json`` stays the authority: a ``final`` one (written when a job
+ends) lists exactly the parts with their checksums; while a job runs, or after it was killed, the
+reader rebuilds the list from ``_commits/`` (a record whose part is not published does not count).
+Readers verify each part against the sha256 of its commit record.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from concurrent.futures import ThreadPoolExecutor
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -37,8 +43,10 @@ PROGRESS = "_progress.json"
 SUMMARY = "_summary.json"
 RUNS = "_runs"
 FILTER = "_filter.json"
-JOB_FOLDERS = (PARTS, COMMITS, STATS, PLAN)  # what ``--overwrite`` removes (not the lock)
-JOB_FILES = (MANIFEST, SUMMARY, PROGRESS, FINGERPRINT)
+ATTEMPTS = "_attempts"
+CARD = "README.md"
+JOB_FOLDERS = (PARTS, COMMITS, STATS, PLAN, ATTEMPTS)  # what ``--overwrite`` removes (not the lock)
+JOB_FILES = (MANIFEST, SUMMARY, PROGRESS, FINGERPRINT, CARD)
 
 
 def part_name(shard_id: str) -> str:
@@ -47,6 +55,11 @@ def part_name(shard_id: str) -> str:
 
 def record_name(shard_id: str) -> str:
     return f"part-{shard_id}.json"
+
+
+def attempt_path(attempt: str, part: str) -> str:
+    """Where attempt ``attempt`` writes the file it will publish as ``part`` (relative to the root)."""
+    return f"{ATTEMPTS}/{attempt}/{part}"
 
 
 def shard_of(name: str) -> str:
@@ -84,9 +97,50 @@ class Output:
         return manifest
 
     def records(self) -> list[dict]:
-        """Commit records of the committed parts, in shard order (the first manifests listed paths only)."""
+        """Commit records of the committed parts, in shard order: a final manifest's, else (a job is
+        running or was killed) rebuilt from ``_commits/`` (the first manifests listed paths only)."""
         manifest = self.manifest()
+        if manifest.get("final") is False:
+            return [r for _, r in sorted(self.commit_records().items())]
         return manifest.get("records") or [{"part": p, "shard": shard_of(p)} for p in manifest["parts"]]
+
+    def listing(self, folder: str, recursive: bool = False) -> dict[str, dict]:
+        """Files under ``folder`` (relative to the root) by their path relative to the root, with size."""
+        base = self.path(folder) if folder else self.root
+        try:
+            self.fs.invalidate_cache(base)
+            found = self.fs.find(base, detail=True) if recursive else {
+                i["name"]: i for i in self.fs.ls(base, detail=True) if i.get("type") != "directory"}
+        except FileNotFoundError:
+            return {}
+        root = self.fs._strip_protocol(self.root).rstrip("/") + "/"
+        return {self.fs._strip_protocol(name)[len(root):]: info for name, info in found.items()}
+
+    def commit_records(self, known: dict[str, dict] | None = None, threads: int = 32) -> dict[str, dict]:
+        """Commit records by shard id whose part is published with the size its record says. Records
+        in ``known`` (a final manifest's) are trusted when their record file is still there; the
+        others are read, concurrently."""
+        listed = {shard_of(name): name for name in self.listing(COMMITS)
+                  if name.rsplit("/", 1)[-1].startswith("part-") and name.endswith(".json")}
+        records = {s: r for s, r in (known or {}).items() if s in listed}
+        paths = [self.path(listed[s]) for s in listed if s not in records]
+        if len(paths) == 1:
+            got = [self.fs.cat_file(paths[0])]
+        elif paths:
+            with ThreadPoolExecutor(threads) as ex:
+                got = list(ex.map(self.fs.cat_file, paths))
+        else:
+            got = []
+        for data in got:
+            rec = json.loads(data)
+            records[rec["shard"]] = rec
+        sizes = self.published_sizes(records.values())
+        return {s: r for s, r in records.items() if sizes.get(r["part"]) == r["bytes"]}
+
+    def published_sizes(self, records) -> dict[str, int]:
+        """Sizes of the published files that ``records`` name, by relative path (one listing per folder)."""
+        folders = {r["part"].rsplit("/", 1)[0] if "/" in r["part"] else "" for r in records}
+        return {name: info.get("size") for folder in folders for name, info in self.listing(folder).items()}
 
     def part_uris(self) -> list[str]:
         """URIs of the committed parts, for other readers (DuckDB, polars, Spark)."""

@@ -1,20 +1,23 @@
-"""Output dataset: one Parquet part per input shard, written once, committed last.
+"""Output dataset: one Parquet part per input shard, written once, committed, then published.
 
-Commit protocol (exactly-once per shard):
+Commit protocol (exactly-once per shard), for any file a job or an export writes under a root:
 
-1. the part is written under its deterministic name ``parts/part-<shard>.parquet``: on filesystems
-   with an atomic rename (local disk, memory) to an attempt name first, then renamed; on object
-   stores (GCS, S3) directly, since a PUT becomes visible whole or not at all;
+1. the file is written under ``_attempts/<attempt>/<its final path>`` (nothing reads there);
 2. its per-shard stats go to ``_stats/part-<shard>.json``;
-3. the commit record ``_commits/part-<shard>.json`` (rows, checksum, fingerprint) is written last.
+3. the commit record ``_commits/part-<shard>.json`` (rows, bytes, checksum, fingerprint, attempt)
+   is written: this commits the shard;
+4. the file is published: renamed (local disk, memory) or copied server-side (GCS, S3: the object
+   becomes visible whole, when the copy completes) to its final path, e.g. ``parts/part-<shard>.parquet``.
 
-A part without a commit record does not exist for readers or for resume: a crash at any point
-leaves either a committed part or a shard that the next run writes again under the same name (so
-nothing is duplicated). A commit record whose part has another size is ignored too (a repair that
-died between its two writes), and the shard is recomputed. ``_manifest.json`` lists the committed
-parts (``parts``: paths; ``records``: their commit records); readers (``annotator.layout.Output``,
-which also names every file here) and ``annotator status`` use it, never a glob of ``parts/``
-(Daft #3576, ray #55043).
+So ``parts/`` never holds a part without its commit record, and a glob of it reads the dataset
+(Daft #3576, ray #55043 are what a glob of half-written parts does). A crash before 3 leaves an
+attempt that the next run ignores and writes again under the same final name (nothing is
+duplicated); a crash between 3 and 4 leaves a record whose attempt file the next run publishes
+(``committed`` rolls it forward). A commit record whose published file has another size and no
+attempt file to publish is ignored (the shard is recomputed). ``_manifest.json`` lists the
+committed parts (``parts``: paths; ``records``: their commit records); readers
+(``annotator.layout.Output``, which also names every file here) use it, and the final manifest
+removes the attempts left by killed runs.
 
 Never imports Ray or Beam.
 """
@@ -26,8 +29,9 @@ import json
 import time
 import uuid
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -36,9 +40,20 @@ from annotator import errors, layout
 from annotator.layout import COMMITS, MANIFEST, PARTS, STATS, record_name
 
 ROW_GROUP_SIZE = 1024
-RENAME_PROTOCOLS = ("file", "local", "memory")
-RECORD_FIELDS = ("shard", "part", "rows", "rows_ok", "rows_error", "people", "errors_by_reason", "bytes",
-                 "sha256", "fingerprint", "attempt", "committed_at", "repairs")
+RECORD_FIELDS = ("shard", "part", "rows", "rows_ok", "rows_error", "people", "errors_by_reason",
+                 "quality_histogram", "bytes", "sha256", "fingerprint", "attempt", "committed_at", "repairs")
+QUALITY_BINS = 10  # people[].quality histogram over [0, 1] in each commit record (for the dataset card)
+
+
+def quality_histogram(table: pa.Table) -> list[int] | None:
+    """People per quality decile ([0, 0.1), ..., [0.9, 1]); None where people have no ``quality``."""
+    people = table.column("people").type.value_type
+    if people.get_field_index("quality") < 0:
+        return None
+    q = pc.list_flatten(table.column("people")).combine_chunks() if table.num_rows else None
+    values = np.asarray(q.field("quality").drop_null(), np.float64) if q is not None and len(q) else np.zeros(0)
+    bins = np.clip((values * QUALITY_BINS).astype(np.int64), 0, QUALITY_BINS - 1)
+    return np.bincount(bins, minlength=QUALITY_BINS).astype(int).tolist()
 
 
 def table_counts(table: pa.Table) -> dict:
@@ -47,93 +62,137 @@ def table_counts(table: pa.Table) -> dict:
     reasons = Counter(errors.reason(e) for e in table.column("error").drop_null().to_pylist())
     return {"rows": table.num_rows, "rows_ok": ok, "rows_error": table.num_rows - ok,
             "people": int(pc.sum(table.column("num_people")).as_py() or 0),
-            "errors_by_reason": dict(sorted(reasons.items()))}
+            "errors_by_reason": dict(sorted(reasons.items())), "quality_histogram": quality_histogram(table)}
 
 
-class DatasetSink(layout.Output):
-    """Writes and commits parts under ``output_uri`` (any fsspec filesystem)."""
+class _HashingWriter:
+    """A write-only file wrapper that counts and hashes what passes through (streamed writes)."""
+
+    def __init__(self, f):
+        self.f, self.sha, self.bytes = f, hashlib.sha256(), 0
+
+    def write(self, data) -> int:
+        self.sha.update(data)
+        self.bytes += len(data)
+        return self.f.write(data)
+
+    def tell(self) -> int:
+        return self.bytes
+
+    def flush(self) -> None:
+        self.f.flush()
+
+
+class CommitSink(layout.Output):
+    """Writes files under ``uri`` with the commit protocol above (any fsspec filesystem)."""
+
+    def __init__(self, uri: str, storage_options: dict | None = None, attempt: str | None = None):
+        super().__init__(uri, storage_options)
+        self.attempt = attempt or uuid.uuid4().hex[:12]
+
+    # -- reading state --------------------------------------------------------------------------
+
+    def committed(self, threads: int = 32) -> dict[str, dict]:
+        """Commit records by shard id, each checked against its published file's size; a record whose
+        attempt file is still there is published first (a run died between commit and publish).
+
+        A final manifest (written at the end of a run) is trusted for the records it lists; records
+        it does not list (or all of them, after a crash) are read, concurrently.
+        """
+        manifest = self.read_json(layout.MANIFEST) or {}
+        known = {e["shard"]: e for e in manifest.get("records", [])} if manifest.get("final") else {}
+        attempts = self.listing(layout.ATTEMPTS, recursive=True)
+        if attempts:  # roll forward: only after a run that died (a final manifest removes _attempts/)
+            listed = {layout.shard_of(n): n for n in self.listing(layout.COMMITS) if n.endswith(".json")}
+            for shard in listed:
+                rec = known.get(shard) or json.loads(self.fs.cat_file(self.path(listed[shard])))
+                src = layout.attempt_path(rec["attempt"], rec["part"])
+                if (attempts.get(src) or {}).get("size") == rec["bytes"]:
+                    self.publish(src, rec["part"])
+        return self.commit_records(known, threads)
+
+    # -- writing ---------------------------------------------------------------------------------
+
+    def publish(self, src: str, part: str) -> None:
+        """Move an attempt file to its final path (relative paths): a rename where the filesystem has
+        one, else a server-side copy then delete (the final object appears whole)."""
+        self.fs.makedirs(self.path(part).rsplit("/", 1)[0], exist_ok=True)
+        self.fs.mv(self.path(src), self.path(part))
+
+    def put(self, part: str, content: bytes | Callable) -> tuple[str, int, str]:
+        """Step 1: write ``content`` (bytes, or a function that writes to a file object: streamed and
+        hashed on the way) as this attempt's copy of ``part``; returns (attempt path, bytes, sha256)."""
+        src = layout.attempt_path(self.attempt, part)
+        self.fs.makedirs(self.path(src).rsplit("/", 1)[0], exist_ok=True)
+        if isinstance(content, bytes | bytearray):
+            self.fs.pipe_file(self.path(src), bytes(content))
+            return src, len(content), hashlib.sha256(content).hexdigest()
+        with self.fs.open(self.path(src), "wb") as f:
+            w = _HashingWriter(f)
+            content(w)
+        return src, w.bytes, w.sha.hexdigest()
+
+    def write_file(self, shard_id: str, part: str, content: bytes | Callable, record: dict,
+                   stats: dict | None = None) -> dict:
+        """Write, commit and publish one shard's file ``part`` (path relative to the root). Returns the
+        commit record: ``record`` (read after ``content`` ran, so a content function may fill it in)
+        + shard, part, bytes, sha256, attempt, committed_at."""
+        src, size, sha = self.put(part, content)
+        record = {"shard": shard_id, "part": part, **record, "bytes": size, "sha256": sha,
+                  "attempt": self.attempt, "committed_at": time.time()}
+        if stats is not None:
+            self.fs.pipe_file(self.path(layout.STATS, record_name(shard_id)),
+                              json.dumps({**stats, **record}, sort_keys=True).encode())
+        self.commit(record)
+        self.publish(src, part)
+        return record
+
+    def commit(self, record: dict) -> None:
+        """Step 3: the commit record (a separate step so a test can stop a run right before it)."""
+        self.fs.pipe_file(self.path(COMMITS, record_name(record["shard"])), json.dumps(record, sort_keys=True).encode())
+
+    def remove_attempts(self) -> None:
+        """Attempt files of runs that died before their commit (nothing refers to them)."""
+        if self.fs.exists(self.path(layout.ATTEMPTS)):
+            self.fs.rm(self.path(layout.ATTEMPTS), recursive=True)
+
+    def write_json(self, name: str, obj) -> None:
+        self.fs.pipe_file(self.path(name), json.dumps(obj, indent=2, sort_keys=True).encode())
+
+    def reset(self, folders=layout.JOB_FOLDERS, files=layout.JOB_FILES) -> None:
+        """``--overwrite``: remove everything a previous job wrote here (not the lock)."""
+        for name in folders:
+            if self.fs.exists(self.path(name)):
+                self.fs.rm(self.path(name), recursive=True)
+        for name in files:
+            if self.fs.exists(self.path(name)):
+                self.fs.rm_file(self.path(name))
+
+
+class DatasetSink(CommitSink):
+    """Writes and commits label parts under ``output_uri`` (any fsspec filesystem)."""
 
     def __init__(self, output_uri: str, file_metadata: dict[bytes, bytes] | None = None, fingerprint: str = "",
                  storage_options: dict | None = None, row_group_size: int = ROW_GROUP_SIZE,
                  attempt: str | None = None):
-        super().__init__(output_uri, storage_options)
+        super().__init__(output_uri, storage_options, attempt)
         self.file_metadata = file_metadata or {}
         self.fingerprint = fingerprint
         self.row_group_size = row_group_size
-        self.attempt = attempt or uuid.uuid4().hex[:12]
-        proto = self.fs.protocol if isinstance(self.fs.protocol, str) else self.fs.protocol[0]
-        self.rename = proto in RENAME_PROTOCOLS
 
     def makedirs(self) -> None:
         for sub in (PARTS, COMMITS, STATS):
             self.fs.makedirs(self.path(sub), exist_ok=True)
 
-    # -- reading state --------------------------------------------------------------------------
-
-    def _listing(self, sub: str) -> dict[str, dict]:
-        try:
-            return {p["name"].rsplit("/", 1)[-1]: p for p in self.fs.ls(self.path(sub), detail=True)}
-        except FileNotFoundError:
-            return {}
-
-    def committed(self, threads: int = 32) -> dict[str, dict]:
-        """Commit records by shard id, each checked against its part's size.
-
-        A final manifest (written at the end of a run) is trusted for the records it lists; records
-        it does not list (or all of them, after a crash) are read, concurrently.
-        """
-        listed = {layout.shard_of(name): name for name in self._listing(COMMITS)
-                  if name.startswith("part-") and name.endswith(".json")}
-        if not listed:
-            return {}
-        manifest = self.read_json(MANIFEST) or {}
-        records: dict[str, dict] = {}
-        if manifest.get("final"):
-            records = {e["shard"]: e for e in manifest.get("records", []) if e["shard"] in listed}
-        todo = [s for s in listed if s not in records]
-        paths = [self.path(COMMITS, listed[s]) for s in todo]
-        if paths:
-            if len(paths) == 1:
-                got = {paths[0]: self.fs.cat_file(paths[0])}
-            else:
-                with ThreadPoolExecutor(threads) as ex:
-                    got = dict(zip(paths, ex.map(self.fs.cat_file, paths), strict=True))
-            for data in got.values():
-                rec = json.loads(data)
-                records[rec["shard"]] = rec
-        sizes = {name: info.get("size") for name, info in self._listing(PARTS).items()}
-        return {s: r for s, r in records.items() if sizes.get(r["part"].rsplit("/", 1)[-1]) == r["bytes"]}
-
-    # -- writing ---------------------------------------------------------------------------------
-
-    def _put(self, final: str, data: bytes) -> None:
-        if self.rename:
-            attempt_path = f"{final.rsplit('/', 1)[0]}/.attempt-{self.attempt}-{final.rsplit('/', 1)[1]}"
-            self.fs.pipe_file(attempt_path, data)
-            self.fs.mv(attempt_path, final)
-        else:
-            self.fs.pipe_file(final, data)
-
     def write_shard(self, shard_id: str, table: pa.Table, stats: dict | None = None,
                     repairs: int = 0) -> dict:
-        """Write one shard's rows (sorted by image id) and commit it; returns the commit record."""
+        """Write one shard's rows (sorted by image id), commit and publish it; returns the commit record."""
         table = table.sort_by("image_id").replace_schema_metadata(self.file_metadata)
         buf = pa.BufferOutputStream()
         pq.write_table(table, buf, row_group_size=self.row_group_size, compression="zstd")
-        data = buf.getvalue().to_pybytes()
-        name = layout.part_name(shard_id)
-        self._put(self.path(PARTS, name), data)
-        record = {"shard": shard_id, "part": f"{PARTS}/{name}", **table_counts(table), "bytes": len(data),
-                  "sha256": hashlib.sha256(data).hexdigest(), "fingerprint": self.fingerprint,
-                  "attempt": self.attempt, "committed_at": time.time(), "repairs": repairs}
-        if stats is not None:
-            self.fs.pipe_file(self.path(STATS, record_name(shard_id)),
-                              json.dumps({**stats, **record}, sort_keys=True).encode())
-        self.fs.pipe_file(self.path(COMMITS, record_name(shard_id)), json.dumps(record, sort_keys=True).encode())
-        return record
-
-    def write_json(self, name: str, obj) -> None:
-        self.fs.pipe_file(self.path(name), json.dumps(obj, indent=2, sort_keys=True).encode())
+        record = {**table_counts(table), "fingerprint": self.fingerprint, "repairs": repairs}
+        return self.write_file(shard_id, f"{PARTS}/{layout.part_name(shard_id)}", buf.getvalue().to_pybytes(),
+                               record, stats)
 
     def write_manifest(self, records: dict[str, dict], final: bool, **extra) -> dict:
         """``_manifest.json``: ``parts`` (committed part paths, relative to the output, in shard order),
@@ -150,13 +209,7 @@ class DatasetSink(layout.Output):
             **extra, "parts": [p["part"] for p in parts], "records": parts,
         }
         self.write_json(MANIFEST, manifest)
+        if final:
+            self.remove_attempts()
         return manifest
 
-    def reset(self) -> None:
-        """``--overwrite``: remove everything a previous job wrote here (not the lock)."""
-        for name in layout.JOB_FOLDERS:
-            if self.fs.exists(self.path(name)):
-                self.fs.rm(self.path(name), recursive=True)
-        for name in layout.JOB_FILES:
-            if self.fs.exists(self.path(name)):
-                self.fs.rm_file(self.path(name))

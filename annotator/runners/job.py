@@ -23,6 +23,7 @@ from annotator import plan as plan_mod
 from annotator.infer import skeleton_of
 from annotator.lock import OutputLock
 from annotator.models import loader, registry
+from annotator.outputs import card
 from annotator.progress import ProgressBar, RunStats, shard_stats
 from annotator.sink import DatasetSink
 from annotator.spec import RunSpec
@@ -150,6 +151,8 @@ class Job:
         self.sink.write_json(layout.FINGERPRINT, {"fingerprint": fp, "components": doc})
         self.sink.fingerprint = fp
         self.fp = fp
+        # a final manifest would be trusted by readers while this run publishes new parts
+        self.sink.write_manifest(self.committed, final=False, shards_total=plan.num_shards)
         return plan, reused
 
     def error_ids(self, records: dict[str, dict]) -> dict[str, list[str]]:
@@ -297,6 +300,10 @@ class Job:
         self.sink.write_json(layout.PROGRESS, self.stats.progress(
             state="failed" if summary["shards_failed"] else "finished", attempt_id=self.sink.attempt,
             dataset=self.dataset_totals()))
+        try:
+            card.write_card(self.output, self.so, licence=registry.info(self.model.path).get("licence"))
+        except Exception as e:  # noqa: BLE001 - the labels are committed; `annotator card` rewrites the card
+            log.warning("could not write the dataset card: %s", e)
         return summary
 
 
