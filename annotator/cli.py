@@ -199,13 +199,44 @@ def _add_eval(sub) -> None:
     m.add_argument("--num-aug", type=int, default=1, help="test-time augmentations (default 1)")
     m.add_argument("--model", default="default", help="built-in name, SavedModel folder, archive or URI")
     m.add_argument("--skeleton", default="", help="joint set to evaluate ('' = all joints of the model)")
+    m.add_argument("--world-up", type=_vector3, metavar="X,Y,Z",
+                   help="the world's up direction in the calibration's frame (default: from the calibration format, "
+                        "Qualisys: 0,0,1; otherwise each camera's own up)")
+    m.add_argument("--ground-plane", action="store_true",
+                   help="put standing people on the floor (X . up = --floor-height) to fix depth and scale, as "
+                        "`annotator run` does for images with extrinsics")
+    m.add_argument("--floor-height", type=float, default=0.0, metavar="MM", help="floor height along up (default 0)")
+    m.add_argument("--ablate", action="store_true",
+                   help="instead: the ablation of every estimator step (same frames and triangulation for every "
+                        "row; OUT/ablation.md and ablation.json; builds each row in memory, ~1 min per row and frame"
+                        " batch on 2 cores)")
+    m.add_argument("--rows", default="", help="with --ablate: comma-separated row numbers to run (default all)")
     m.set_defaults(func=cmd_eval_multiview)
+
+
+def _vector3(text: str) -> tuple[float, float, float]:
+    values = tuple(float(x) for x in text.split(","))
+    if len(values) != 3:
+        raise argparse.ArgumentTypeError(f"expected X,Y,Z, got {text!r}")
+    return values  # type: ignore[return-value]
 
 
 def cmd_eval_multiview(args) -> int:
     from annotator.eval import multiview
 
-    settings = multiview.Settings(frames=args.frames, num_aug=args.num_aug, model=args.model, skeleton=args.skeleton)
+    settings = multiview.Settings(frames=args.frames, num_aug=args.num_aug, model=args.model, skeleton=args.skeleton,
+                                  world_up=args.world_up, ground_plane=args.ground_plane,
+                                  floor_height_mm=args.floor_height)
+    if args.ablate:
+        from annotator.eval import ablation
+
+        rows = ablation.default_rows()
+        if args.rows:
+            rows = [rows[int(i)] for i in args.rows.split(",")]
+        report = ablation.run(args.scene_dir, args.out, frames=args.frames, rows=rows, settings=settings,
+                              variant=args.model if args.model != "default" else "default-full")
+        print(ablation.format_table(report), end="")
+        return 0 if report["rows"] else 1
     summary = multiview.run(args.scene_dir, args.out, settings)
     print(multiview.format_table(summary), end="")
     print(json.dumps(summary, sort_keys=True))

@@ -24,6 +24,7 @@ class Prediction:
     quality: np.ndarray | None = None  # [K], annotator.quality
     depth_sigma_mm: np.ndarray | None = None  # [K], 1-sigma depth uncertainty
     depth_source: list[str] | None = None  # [K], 'monocular' or 'ground_plane'
+    poses2d_raw: np.ndarray | None = None  # [K,J,2] the crop model's own 2D (not stored; evaluation)
 
     @staticmethod
     def empty(num_joints: int) -> Prediction:

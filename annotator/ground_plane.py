@@ -7,8 +7,10 @@ person's foot meets the floor at one point: that fixes the depth, and with it th
 
 How: scaling an absolute pose about the camera centre C, ``P' = C + s (P - C)``, leaves its 2D
 projection unchanged, so it only decides depth and size. ``s`` is chosen so that the grounded foot
-(of the two ankles, the one whose ray meets the floor nearest: a lifted foot's ray meets it
-further away) lies at ankle height above the floor. Applied only when the geometry is sound: the
+point lies at its height above the floor. The candidates are every foot landmark the skeleton has
+(toe tips, heels, ankles), each with a height that is a lower bound of where that landmark sits on
+a standing person; the one whose ray meets its height nearest the camera decides (a lifted foot,
+or a landmark sitting higher than its bound, meets it further away). Applied only when the geometry is sound: the
 person is upright (ankles to shoulders within ``max_tilt_degrees`` of up), the ankle
 is confident and in the image, the ray points down at the floor steeply enough to be well
 conditioned, and ``s`` is within ``scale_range``. Otherwise the monocular answer stays.
@@ -25,9 +27,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-# Lateral malleolus above the sole: 0.039 x stature (Drillis & Contini anthropometry), ~66 mm for
-# 1.7 m; a shoe adds ~15 mm. Not fitted to any clip.
-ANKLE_HEIGHT_MM = 80.0
+# Lower bounds (mm above the floor) of foot landmarks on a standing, barefoot adult, from anatomy
+# (the lateral malleolus is at 0.039 x stature, Drillis & Contini: ~62 mm at 1.6 m; the heel's
+# back point and the toe tip sit on the sole's curve). Lower bounds, because the nearest floor
+# intersection wins (module doc): a landmark assumed too low is outvoted, one assumed too high is
+# not. Not fitted to any clip.
+FOOT_HEIGHTS_MM = {"toe": 15.0, "heel": 30.0, "ankle": 65.0}
+ANKLE_HEIGHT_MM = FOOT_HEIGHTS_MM["ankle"]
 # Relative depth uncertainty (1 sigma) of a monocular metric estimate: adult stature varies by ~4 %
 # (1 sigma) and the crop model's own size error adds to it. A prior, not fitted to any clip.
 MONOCULAR_RELATIVE_SIGMA = 0.06
@@ -84,6 +90,21 @@ def _joints(names: list[str]) -> dict[str, int | None]:
     }
 
 
+def foot_points(names: list[str]) -> list[tuple[int, float]]:
+    """(joint index, lower-bound height mm) of every foot landmark: toe tips, heels, ankles
+    (BlazePose ``left_foot_index``/``left_heel``, MeTRAbs ``ltoe``/``lhee``/``lank``, ...)."""
+    out = []
+    for i, n in enumerate(names):
+        s = re.sub(r"[^a-z]", "", n.lower())
+        if re.fullmatch(r"(left|right|l|r)(footindex|toe|bigtoe|btoe|toes)|(left|right)foottip", s):
+            out.append((i, FOOT_HEIGHTS_MM["toe"]))
+        elif re.fullmatch(r"(left|right|l|r)(heel|hee|hel)", s):
+            out.append((i, FOOT_HEIGHTS_MM["heel"]))
+        elif re.fullmatch(r"(left|right|l|r)(ankle|ank)", s):
+            out.append((i, FOOT_HEIGHTS_MM["ankle"]))
+    return out
+
+
 def camera_centre(extrinsics: np.ndarray) -> np.ndarray:
     """World position of the camera (mm) from a world->camera 4x4 matrix."""
     rot, trans = extrinsics[:3, :3], extrinsics[:3, 3]
@@ -97,6 +118,14 @@ def root_depth(poses: np.ndarray, extrinsics: np.ndarray | None) -> np.ndarray:
     if extrinsics is None:
         return centre[..., 2]
     return centre @ extrinsics[2, :3] + extrinsics[2, 3]
+
+
+def rescale(poses: np.ndarray, extrinsics: np.ndarray | None, scale: np.ndarray) -> np.ndarray:
+    """Scale poses [..., J, 3] about the camera centre by ``scale`` (broadcast over the leading axes):
+    the 2D projection stays, depth and size change. World frame with ``extrinsics``, else camera."""
+    centre = np.zeros(3) if extrinsics is None else camera_centre(np.asarray(extrinsics, np.float64))
+    s = np.asarray(scale, np.float64)[..., None, None]
+    return (centre + s * (np.asarray(poses, np.float64) - centre)).astype(np.asarray(poses).dtype)
 
 
 def monocular_depth_sigma(poses: np.ndarray, extrinsics: np.ndarray | None,
@@ -145,6 +174,7 @@ def apply(poses: np.ndarray, names: list[str], extrinsics: np.ndarray, plane: Gr
         return GroundResult(poses.copy(), scale, applied, sigma)
     ankles = [idx["l_ankle"], idx["r_ankle"]]
     shoulders = [idx["l_shoulder"], idx["r_shoulder"]]
+    feet = foot_points(names)
     cos_tilt = math.cos(math.radians(plane.max_tilt_degrees))
     depth = root_depth(poses, extrinsics)
     for i in range(k):
@@ -154,7 +184,7 @@ def apply(poses: np.ndarray, names: list[str], extrinsics: np.ndarray, plane: Gr
         if norm < 1e-6 or axis @ up / norm < cos_tilt:
             continue  # not upright
         candidates = []
-        for j in ankles:
+        for j, foot_height in feet:
             if confidences is not None and confidences[i, j] < plane.min_confidence:
                 continue
             if poses2d is not None and image_size is not None:
@@ -165,7 +195,7 @@ def apply(poses: np.ndarray, names: list[str], extrinsics: np.ndarray, plane: Gr
             down = -(ray @ up) / max(np.linalg.norm(ray), 1e-9)
             if down < plane.min_ray_slope:
                 continue  # the ray meets the floor far away or not at all: ill conditioned
-            s = (plane.height_mm + ANKLE_HEIGHT_MM - centre @ up) / (ray @ up)
+            s = (plane.height_mm + foot_height - centre @ up) / (ray @ up)
             candidates.append((s, down, np.linalg.norm(ray)))
         if not candidates:
             continue

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import time
 from collections import defaultdict
 from dataclasses import dataclass
@@ -96,21 +97,36 @@ class ImageInput:
 
 
 class PoseInference:
-    """Callable stage: ``infer(list[ImageInput]) -> list[Prediction]``."""
+    """Callable stage: ``infer(list[ImageInput]) -> list[Prediction]``.
 
-    def __init__(self, model_path: str, settings: InferenceSettings):
+    ``model`` is a SavedModel path (loaded here, once) or an already loaded model object (the
+    evaluation's in-memory estimators). The pipeline and ``annotator eval`` both label through this
+    class, so what is measured is what is written.
+    """
+
+    def __init__(self, model, settings: InferenceSettings):
         import tensorflow as tf
 
         global MODEL_LOADS
         self.gpus = enable_gpu_memory_growth()
         started = time.perf_counter()
-        self.model = tf.saved_model.load(str(model_path))
-        MODEL_LOADS += 1
+        if isinstance(model, (str, os.PathLike)):
+            self.model = tf.saved_model.load(str(model))
+            MODEL_LOADS += 1
+        else:
+            self.model = model
         self.load_seconds = time.perf_counter() - started
         self.settings = settings
-        self._kwargs = settings.model_kwargs()
         self.skeleton = skeleton_of(self.model, settings.skeleton)
         self.num_joints = len(self.skeleton["joint_names"])
+        # derived skeletons of annotator's own models: ask for the native joints and map afterwards
+        # (the model's own mapping), so the ground plane sees toes and heels
+        self._joint_map = native_joint_map(self.model, settings.skeleton)
+        self._native_names = (skeleton_of(self.model, "")["joint_names"] if self._joint_map is not None
+                              else self.skeleton["joint_names"])
+        self._kwargs = settings.model_kwargs()
+        if self._joint_map is not None:
+            self._kwargs["skeleton"] = ""
         self.calls = 0
         self.infer_seconds = 0.0
         self.warmup_seconds: float | None = None
@@ -157,30 +173,65 @@ class PoseInference:
         return out  # type: ignore[return-value]
 
     def _prediction(self, res: dict, j: int, item: ImageInput) -> Prediction:
-        """Image j's people: TTA means, quality from the per-augmentation spread, depth (ground
-        plane where it applies) and its uncertainty, ``min_quality``."""
+        """Image j's people: depth (ground plane where it applies) and its uncertainty, the
+        requested skeleton, TTA means, quality from the per-augmentation spread, ``min_quality``."""
         boxes = res["boxes"][j].numpy()
         poses3d = res["poses3d"][j].numpy()
         poses2d = res["poses2d"][j].numpy()
+        raw2d = res["poses2d_raw"][j].numpy() if "poses2d_raw" in res else None
         if poses3d.ndim == 3:  # a model that ignores average_aug=False: one "augmentation"
             poses3d, poses2d = poses3d[:, None], poses2d[:, None]
+            raw2d = None if raw2d is None else raw2d[:, None]
         conf = res["joint_confidences"][j].numpy() if "joint_confidences" in res else None
         pose_scores = res["pose_scores"][j].numpy() if "pose_scores" in res else None
         height, width = item.image.shape[:2]
+        depth = ground_plane.estimate(poses3d.mean(axis=1), self._native_names, item.extrinsics,
+                                      self.settings.plane() if self.settings.ground_plane else None,
+                                      confidences=conf, poses2d=poses2d.mean(axis=1), image_size=(width, height),
+                                      per_aug=poses3d)
+        poses3d = ground_plane.rescale(poses3d, item.extrinsics, depth.scale[:, None])
+        if self._joint_map is not None:
+            poses3d, poses2d = map_joints(poses3d, self._joint_map), map_joints(poses2d, self._joint_map)
+            raw2d = None if raw2d is None else map_joints(raw2d, self._joint_map)
+            conf = None if conf is None else map_confidences(conf, self._joint_map)
         names = self.skeleton["joint_names"]
         q = quality.score(poses3d, boxes, conf, poses2d, pose_scores=pose_scores,
                           joint_names=names, extrinsics=item.extrinsics, image_size=(width, height))
-        mean3d, mean2d = poses3d.mean(axis=1), poses2d.mean(axis=1)
-        depth = ground_plane.estimate(mean3d, names, item.extrinsics,
-                                      self.settings.plane() if self.settings.ground_plane else None,
-                                      confidences=conf, poses2d=mean2d, image_size=(width, height),
-                                      per_aug=poses3d)
         keep = ~(q < self.settings.min_quality)  # NaN (no evidence at all) is kept
-        return Prediction(boxes=boxes[keep], poses2d=mean2d[keep], poses3d=depth.poses.astype(np.float32)[keep],
+        return Prediction(boxes=boxes[keep], poses2d=poses2d.mean(axis=1)[keep],
+                          poses3d=poses3d.mean(axis=1).astype(np.float32)[keep],
                           joint_confidences=None if conf is None else conf[keep],
                           pose_scores=None if pose_scores is None else pose_scores[keep], quality=q[keep],
                           depth_sigma_mm=depth.depth_sigma_mm[keep],
-                          depth_source=[s for s, k in zip(depth.sources(), keep, strict=True) if k])
+                          depth_source=[s for s, k in zip(depth.sources(), keep, strict=True) if k],
+                          poses2d_raw=None if raw2d is None else raw2d.mean(axis=1)[keep])
+
+
+def native_joint_map(model, skeleton: str) -> np.ndarray | None:
+    """[J, J_native] when ``skeleton`` is a derived skeleton of an annotator model (its joints are
+    fixed affine combinations of the native ones, ``estimator.skeletons``); None otherwise (the
+    native skeleton itself, or a model built elsewhere, e.g. an official MeTRAbs)."""
+    if not skeleton or not hasattr(model, "annotator_info"):
+        return None
+    from annotator.estimator import skeletons
+
+    native = tuple(n.decode() for n in model.joint_names.numpy())
+    if native != skeletons.NATIVE.joint_names or skeleton not in skeletons.SKELETONS:
+        return None
+    if skeleton == skeletons.NATIVE.name:
+        return None
+    return skeletons.joint_matrix(skeletons.SKELETONS[skeleton], skeletons.NATIVE)
+
+
+def map_joints(values: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+    """[..., J_native, C] -> [..., J, C] with a joint matrix [J, J_native] (as the model maps)."""
+    return np.einsum("oj,...jc->...oc", matrix, values).astype(values.dtype)
+
+
+def map_confidences(conf: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+    """[..., J_native] -> [..., J]: a derived joint is as sure as its least sure source."""
+    used = matrix != 0
+    return np.stack([conf[..., u].min(axis=-1) for u in used], axis=-1)
 
 
 def skeleton_of(model, name: str) -> dict:

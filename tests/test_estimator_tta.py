@@ -82,7 +82,9 @@ class ToyCropModel(tf.Module):
 
 @pytest.fixture(scope="module")
 def toy():
-    return model.PoseEstimator(None, ToyCropModel(), {}, EstimatorOptions(alignment=False))
+    # MeTRAbs' full schedule (rotations, zooms, gamma, mirroring) and plain averaging: every kind of
+    # augmentation must be undone exactly
+    return model.PoseEstimator(None, ToyCropModel(), {}, EstimatorOptions.metrabs().replace(alignment=False))
 
 
 def _box():
@@ -127,3 +129,16 @@ def test_world_frame_from_known_extrinsics(toy):
     cam = toy.estimate_poses(image, _box(), intrinsic_matrix=K, num_aug=1)["poses3d"].numpy()[0]
     world = toy.estimate_poses(image, _box(), intrinsic_matrix=K, extrinsic_matrix=ext, num_aug=1)["poses3d"].numpy()[0]
     np.testing.assert_allclose(world, (cam - ext[:3, 3]) @ rot, atol=1e-2)
+
+
+def test_the_default_consensus_gives_the_same_3d_and_its_mean_is_the_label():
+    """The shipped defaults (gamma, zoom and mirroring, combined by consensus): every augmentation
+    still lands on the true pose, and the per-augmentation poses average to the returned one."""
+    toy = model.PoseEstimator(None, ToyCropModel(), {}, EstimatorOptions(alignment=False))
+    image = _render()
+    per_aug = toy.estimate_poses(image, _box(), intrinsic_matrix=K, num_aug=5, average_aug=False)["poses3d"].numpy()[0]
+    for a in range(5):
+        assert np.linalg.norm(per_aug[a] - TRUE_POSE, axis=-1).max() < 20.0, a
+    averaged = toy.estimate_poses(image, _box(), intrinsic_matrix=K, num_aug=5)["poses3d"].numpy()[0]
+    np.testing.assert_allclose(averaged, per_aug.mean(0), atol=1e-3)
+    assert np.linalg.norm(averaged - TRUE_POSE, axis=-1).max() < 20.0

@@ -225,3 +225,35 @@ def test_eval_multiview_associates_several_people(multi_person_scene, estimator,
     assert summary["people_matched"] >= 6, "most of the 8 monocular predictions are scored"
     assert summary["reprojection_median_px"] < 30
     assert summary["root_relative_mpjpe_mm"] < 250
+
+
+@pytest.mark.slow
+def test_ablation_on_one_frame_runs_every_kind_of_row(tmp_path, capsys):
+    """The ablation as a user runs it, CI-sized: 1 frame x 4 views, the raw networks, the defaults
+    and the defaults on the floor; every row scored against the same triangulation."""
+    from annotator import cli
+    from annotator.eval import ablation
+
+    rows = ablation.default_rows()
+    pick = [0, next(i for i, r in enumerate(rows) if r.name == "defaults, num_aug 1"),
+            next(i for i, r in enumerate(rows) if r.ground and r.num_aug == 1)]
+    rc = cli.main(["eval", "multiview", str(SINGLE), "--out", str(tmp_path), "--frames", "1", "--ablate",
+                   "--rows", ",".join(map(str, pick)), "--ground-plane"])
+    assert rc == 0
+    report = json.loads((tmp_path / "ablation.json").read_text())
+    assert [r["name"] for r in report["rows"]] == [rows[i].name for i in pick]
+    assert report["people_triangulated"] == 1
+    for r in report["rows"]:
+        for joints in ("all", "coco_19"):
+            assert r[joints]["people_matched"] >= 3, (r["name"], joints)
+            for m in ("root_relative_mpjpe_mm", "root_error_mm", "pa_mpjpe_mm", "limb_scale"):
+                assert np.isfinite(r[joints][m]), (r["name"], joints, m)
+        assert r["ms_per_image"] > 0
+    raw, default, ground = report["rows"]
+    assert raw["options"]["virtual_camera"] is False and default["options"]["virtual_camera"] is True
+    assert ground["ground_plane"] and ground["coco_19"]["grounded_share"] > 0.5
+    assert default["coco_19"]["grounded_share"] == 0
+    # the floor moves people along their rays only: the root-relative shape is (nearly) the same
+    assert abs(ground["coco_19"]["pa_mpjpe_mm"] - default["coco_19"]["pa_mpjpe_mm"]) < 5
+    table = (tmp_path / "ablation.md").read_text()
+    assert table.count("\n| ") == 3 and "raw networks" in capsys.readouterr().out

@@ -100,3 +100,17 @@ def test_metrabs_joint_names_work_too():
     names = ["nose", "lsho", "rsho", "lhip", "rhip", "lkne", "rkne", "lank", "rank"]
     res = gp.apply(_scaled_about_camera(truth, ext, 1.1)[None], names, ext, PLANE)
     np.testing.assert_allclose(res.poses[0], truth, atol=1e-6)
+
+
+def test_the_lowest_foot_landmark_decides_when_ankles_sit_higher_than_their_bound():
+    """BlazePose's ankle landmark sits well above the malleolus bound; its toe tips do not."""
+    ext = _camera()
+    names = NAMES + ["left_heel", "right_heel", "left_foot_index", "right_foot_index"]
+    pose = _standing()
+    pose[7:9, 2] = 150.0  # ankles higher than their lower bound
+    feet = np.array([[-100, -40, 60], [100, -40, 60], [-100, 150, gp.FOOT_HEIGHTS_MM["toe"]],
+                     [100, 150, gp.FOOT_HEIGHTS_MM["toe"]]], np.float64) + [200.0, 300.0, 0]
+    truth = np.concatenate([pose, feet])
+    res = gp.apply(_scaled_about_camera(truth, ext, 0.92)[None], names, ext, PLANE)
+    np.testing.assert_allclose(res.poses[0], truth, atol=1e-6)
+    assert [h for _, h in gp.foot_points(names)] == [65.0, 65.0, 30.0, 30.0, 15.0, 15.0]

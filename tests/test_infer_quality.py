@@ -63,3 +63,40 @@ def test_warm_up_takes_the_job_call_path_and_changes_no_result(stage, samples_di
     (after,) = stage([item])
     np.testing.assert_array_equal(after.poses3d, before.poses3d)
     np.testing.assert_array_equal(after.quality, before.quality)
+
+
+def test_a_derived_skeleton_is_mapped_from_the_native_joints_as_the_model_maps_it(default_model_path, samples_dir):
+    """coco_19 asked of an annotator model: the stage takes the native joints (so the ground plane
+    sees toes and heels) and maps them itself; the labels equal the model's own coco_19 output."""
+    stage = PoseInference(str(default_model_path), InferenceSettings(num_aug=1, skeleton="coco_19"))
+    assert stage._joint_map is not None and stage._joint_map.shape == (19, 33)
+    item = _input(samples_dir, "pose2sim_cam02_f030.jpg")
+    (pred,) = stage([item])
+    ref = stage.model.detect_poses(item.image, intrinsic_matrix=item.intrinsics, num_aug=1, skeleton="coco_19")
+    assert pred.poses3d.shape[1:] == (19, 3) and pred.joint_confidences.shape[1:] == (19,)
+    np.testing.assert_allclose(pred.poses3d, ref["poses3d"].numpy(), atol=0.05)
+    np.testing.assert_allclose(pred.poses2d, ref["poses2d"].numpy(), atol=0.01)
+    np.testing.assert_allclose(pred.joint_confidences, ref["joint_confidences"].numpy(), atol=1e-5)
+
+
+def test_the_ground_plane_moves_people_along_their_rays_onto_the_floor(default_model_path, samples_dir):
+    """A Pose2Sim view with its calibration (Qualisys: z up, the floor at z = 0): the person's
+    depth comes from the floor, the 2D stays, and the move is a scaling about the camera centre."""
+    from annotator import ground_plane
+    from annotator.eval import calibration
+
+    cam = calibration.load(samples_dir.parent / "pose2sim" / "Demo_SinglePerson" / "calibration")[0]
+    image = load_rgb(samples_dir / "pose2sim_cam01_f030.jpg")
+    item = ImageInput(image, cam.intrinsics, cam.distortion, cam.extrinsics)
+    settings = InferenceSettings(num_aug=1, world_up_vector=(0.0, 0.0, 1.0))
+    (mono,) = PoseInference(str(default_model_path), dataclasses.replace(settings, ground_plane=False))([item])
+    (ground,) = PoseInference(str(default_model_path), settings)([item])
+    assert mono.depth_source == ["monocular"] and ground.depth_source == ["ground_plane"]
+    np.testing.assert_allclose(ground.poses2d, mono.poses2d, atol=1e-3)
+    centre = ground_plane.camera_centre(cam.extrinsics)
+    ratio = np.linalg.norm(ground.poses3d[0] - centre, axis=-1) / np.linalg.norm(mono.poses3d[0] - centre, axis=-1)
+    assert np.ptp(ratio) < 1e-3 and ratio[0] != pytest.approx(1.0, abs=1e-3)
+    lowest_toe = min(ground.poses3d[0][[31, 32], 2])
+    assert lowest_toe == pytest.approx(ground_plane.FOOT_HEIGHTS_MM["toe"], abs=40.0)
+    # the floor's uncertainty is smaller than the monocular prior's
+    assert ground.depth_sigma_mm[0] < mono.depth_sigma_mm[0]

@@ -1,7 +1,8 @@
 """Test-time augmentation schedule (MeTRAbs ``multiperson_model._estimate_poses_batched``).
 
 Deterministic, indexed by augmentation i of A: gamma = lin(0.6, 1), rotation = lin(-25, 25) deg,
-scale = lin(0.8, 1, A//2, no endpoint) then lin(1, 1.1, A - A//2), flip when (i - A//2) is odd.
+scale = lin(0.8, 1, A//2, no endpoint) then lin(1, 1.1, A - A//2), flip when (i - A//2) is odd
+(the rotation and zoom extents are parameters; these are MeTRAbs' values).
 ``lin`` returns the midpoint for a single sample, so A = 1 gives (0.8, 0, 1.05, no flip).
 """
 
@@ -27,7 +28,7 @@ def linspace(start, stop, num, endpoint=True) -> tf.Tensor:
 
 
 def schedule(num_aug, rotation_range_degrees: float = 25.0, kinds=("gamma", "rotation", "scale", "flip"),
-             metrabs_single_aug: bool = True):
+             metrabs_single_aug: bool = True, scale_range: tuple[float, float] = (0.8, 1.1)):
     """Per-augmentation (gamma [A], roll radians [A], scale [A], flip bool [A]).
 
     Kinds not in ``kinds`` stay at their identity value (gamma 1, roll 0, scale 1, no flip), so
@@ -40,7 +41,8 @@ def schedule(num_aug, rotation_range_degrees: float = 25.0, kinds=("gamma", "rot
     angle = rotation_range_degrees * math.pi / 180.0
     rolls = linspace(-angle, angle, num_aug)
     half = num_aug // 2
-    scales = tf.concat([linspace(0.8, 1.0, half, endpoint=False), linspace(1.0, 1.1, num_aug - half)], 0)
+    low, high = scale_range
+    scales = tf.concat([linspace(low, 1.0, half, endpoint=False), linspace(1.0, high, num_aug - half)], 0)
     flips = tf.math.floormod(tf.range(num_aug) - half, 2) != 0
     identity = tf.logical_and(num_aug == 1, not metrabs_single_aug)
     ones, zeros = tf.ones_like(gammas), tf.zeros_like(gammas)

@@ -87,6 +87,26 @@ class BlazePoseGHUM(tf.Module):
         return hip, side, roll, ok
 
 
+class BlazePoseEnsemble(BlazePoseGHUM):
+    """Several BlazePose GHUM 3D networks (e.g. full + heavy) on the same crops, outputs averaged
+    before anything is derived from them: landmarks, logits, metric 3D and the presence flag.
+
+    Averaging networks that were trained separately reduces each one's own errors; every
+    downstream step (alignment, reconstruction, confidences) sees one BlazePose-shaped output.
+    """
+
+    def __init__(self, saved_models, name=None):
+        super().__init__(saved_models[0], name=name)
+        self.models = list(saved_models)
+
+    def _run(self, crops):
+        outs = [m.signatures["serving_default"](input_1=crops) for m in self.models]
+        ld = tf.add_n([tf.reshape(o["ld_3d"], [-1, 39, 5]) for o in outs]) / len(outs)
+        world = tf.add_n([tf.reshape(o["world_3d"], [-1, 39, 3]) for o in outs]) / len(outs)
+        flag = tf.add_n([o["output_poseflag"][:, 0] for o in outs]) / len(outs)
+        return ld, world, flag
+
+
 class MetrabsCropModel(tf.Module):
     """Adapter for the official MeTRAbs ``crop_model`` (``predict_multi(f16 crops, K) -> mm``).
 

@@ -339,8 +339,9 @@ class PoseEstimator(tf.Module):
         else:
             box_scale = tf.fill([k], float(cm.box_scale))
 
-        gammas, rolls, scales, flips = augment.schedule(num_aug, kinds=opt.aug_kinds,
-                                                        metrabs_single_aug=opt.metrabs_single_aug)
+        gammas, rolls, scales, flips = augment.schedule(
+            num_aug, opt.rotation_degrees, kinds=opt.aug_kinds, metrabs_single_aug=opt.metrabs_single_aug,
+            scale_range=opt.scale_range)
         a = tf.shape(gammas)[0]
 
         def tile(x):  # [k, ...] -> [A*k, ...] (aug-major)

@@ -30,6 +30,8 @@ class EstimatorOptions:
         scale; False samples full resolution only (bilinear, aliasing when shrinking).
     ``aug_kinds``: which kinds of test-time augmentation vary across ``num_aug`` crops (the rest stay
         at their identity value: gamma 1, no roll, scale 1, no mirroring).
+    ``rotation_degrees``, ``scale_range``: the extent of the rotation (+-degrees) and zoom (lowest,
+        highest) augmentations (MeTRAbs: 25 and (0.8, 1.1)).
     ``metrabs_single_aug``: num_aug = 1 uses MeTRAbs' midpoint crop (gamma 0.8, scale 1.05) instead of
         the identity crop.
     ``reconstruction``: how 2D + root-relative 3D become absolute 3D (``reconstruct.py``):
@@ -46,10 +48,12 @@ class EstimatorOptions:
     alignment: bool = True
     linear_light: bool = True
     antialias: bool = True
-    aug_kinds: tuple[str, ...] = AUG_KINDS
-    metrabs_single_aug: bool = True
+    aug_kinds: tuple[str, ...] = ("gamma", "scale", "flip")
+    rotation_degrees: float = 25.0
+    scale_range: tuple[float, float] = (0.9, 1.1)
+    metrabs_single_aug: bool = False
     reconstruction: str = "blend"
-    aggregation: str = "mean"
+    aggregation: str = "consensus"
     pose_nms: bool = True
 
     def __post_init__(self):
@@ -61,10 +65,17 @@ class EstimatorOptions:
         if self.aggregation not in AGGREGATIONS:
             raise ValueError(f"aggregation {self.aggregation!r}: valid are {', '.join(AGGREGATIONS)}")
 
+    @classmethod
+    def metrabs(cls) -> EstimatorOptions:
+        """MeTRAbs' own machinery, as published (and as annotator had it before the ablation)."""
+        return cls(aug_kinds=AUG_KINDS, rotation_degrees=25.0, scale_range=(0.8, 1.1), metrabs_single_aug=True,
+                   reconstruction="blend", aggregation="mean")
+
     def replace(self, **changes) -> EstimatorOptions:
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
         d["aug_kinds"] = list(self.aug_kinds)
+        d["scale_range"] = list(self.scale_range)
         return d

@@ -15,6 +15,7 @@ left/right swap rate, people matched, ms per image, and Spearman(quality, root-r
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -25,6 +26,7 @@ import numpy as np
 
 from annotator.estimator.options import EstimatorOptions
 from annotator.eval import multiview
+from annotator.infer import PoseInference
 
 log = logging.getLogger(__name__)
 
@@ -41,41 +43,47 @@ class Row:
     num_aug: int = 1
     suppress: bool = False  # suppress_implausible_poses (plausibility checks + 3D pose NMS)
     ground: bool = False  # the scene's floor fixes depth and scale (``annotator.ground_plane``)
+    ensemble: bool = False  # crop model = BlazePose full + heavy, averaged
 
 
 def default_rows(default: EstimatorOptions | None = None) -> list[Row]:
-    """The ablation: cumulative steps from the raw networks, then each variant of one step on top
-    of the shipped defaults (``default``), each TTA kind alone and the whole schedule at 5."""
-    default = default or EstimatorOptions()
+    """The ablation: cumulative steps from the raw networks (the issue's order), then each default
+    step taken out of the shipped defaults (``default``) one at a time, the variants of each step,
+    each TTA kind alone and the whole schedule at 5, and MeTRAbs' machinery as published."""
+    d = default or EstimatorOptions()
     vc = RAW.replace(virtual_camera=True)
     al = vc.replace(alignment=True)
     ll = al.replace(linear_light=True, antialias=True)
-    rows = [
+    metrabs = EstimatorOptions.metrabs()
+    all_kinds = ("gamma", "rotation", "scale", "flip")
+    return [
         Row("raw networks", RAW),
         Row("+ virtual camera", vc),
         Row("+ alignment pass", al),
         Row("+ linear light, anti-aliasing", ll),
+        Row("defaults, num_aug 1", d),
+        Row("defaults without virtual camera", d.replace(virtual_camera=False)),
+        Row("defaults without alignment pass", d.replace(alignment=False)),
+        Row("defaults without linear light, anti-aliasing", d.replace(linear_light=False, antialias=False)),
+        Row("defaults, MeTRAbs single-aug crop (gamma .8, zoom 1.05)", d.replace(metrabs_single_aug=True)),
+        Row("defaults, reconstruction translate", d.replace(reconstruction="translate")),
+        Row("defaults, reconstruction translate_all", d.replace(reconstruction="translate_all")),
+        Row("TTA gamma only, num_aug 5", d.replace(aug_kinds=("gamma",)), num_aug=5),
+        Row("TTA rotation (25 deg) only, num_aug 5", d.replace(aug_kinds=("rotation",)), num_aug=5),
+        Row(f"TTA scale ({d.scale_range[0]}-{d.scale_range[1]}) only, num_aug 5", d.replace(aug_kinds=("scale",)),
+            num_aug=5),
+        Row("TTA flip only, num_aug 5", d.replace(aug_kinds=("flip",)), num_aug=5),
+        Row("defaults, num_aug 5", d, num_aug=5),
+        Row("defaults, num_aug 5, aggregation mean", d.replace(aggregation="mean"), num_aug=5),
+        Row("defaults + plausibility / NMS, num_aug 1", d, suppress=True),
+        Row("defaults + ensemble full+heavy, num_aug 1", d, ensemble=True),
+        Row("defaults + ground plane, num_aug 1", d, ground=True),
+        Row("defaults + ground plane, num_aug 5", d, num_aug=5, ground=True),
+        Row("MeTRAbs machinery (before), num_aug 1", metrabs),
+        Row("MeTRAbs machinery (before), num_aug 5", metrabs, num_aug=5),
+        Row("MeTRAbs schedule, aggregation consensus, num_aug 5",
+            metrabs.replace(aug_kinds=all_kinds, aggregation="consensus"), num_aug=5),
     ]
-    for rec in ("translate_all", "translate", "blend"):
-        rows.append(Row(f"reconstruction: {rec}", default.replace(reconstruction=rec)))
-    rows.append(Row("MeTRAbs single-aug crop (gamma .8, scale 1.05)", default.replace(metrabs_single_aug=True)))
-    for kind in ("gamma", "rotation", "scale", "flip"):
-        rows.append(Row(f"TTA {kind} only, num_aug 5", default.replace(aug_kinds=(kind,)), num_aug=5))
-    for agg in ("mean", "consensus"):
-        rows.append(Row(f"TTA all kinds, aggregation {agg}, num_aug 5",
-                        default.replace(aug_kinds=("gamma", "rotation", "scale", "flip"), aggregation=agg),
-                        num_aug=5))
-    rows.append(Row("defaults, num_aug 1", default))
-    rows.append(Row("defaults, num_aug 5", default, num_aug=5))
-    rows.append(Row("defaults + plausibility / NMS, num_aug 1", default, suppress=True))
-    # MeTRAbs as published, around these networks: the machinery before this ablation
-    rows.append(Row("MeTRAbs machinery (before), num_aug 1", EstimatorOptions(
-        aug_kinds=("gamma", "rotation", "scale", "flip"), metrabs_single_aug=True, reconstruction="blend",
-        aggregation="mean")))
-    rows.append(Row("MeTRAbs machinery (before), num_aug 5", EstimatorOptions(
-        aug_kinds=("gamma", "rotation", "scale", "flip"), metrabs_single_aug=True, reconstruction="blend",
-        aggregation="mean"), num_aug=5))
-    return rows
 
 
 @dataclass
@@ -86,6 +94,8 @@ class Networks:
     crop_model: object
     variant: str
 
+    ensemble: object | None = None  # full + heavy, built on first use
+
     @classmethod
     def load(cls, variant: str = "default-full") -> Networks:
         import tensorflow as tf
@@ -95,26 +105,26 @@ class Networks:
 
         v = registry.VARIANTS[registry.canonical(variant)]
         det = detectors.MoveNetMultiPose(tf.saved_model.load(str(registry.build_component(v.detector, fetch=False))))
-        crop = crop_models.BlazePoseGHUM(tf.saved_model.load(str(registry.build_component(v.crop_model,
-                                                                                          fetch=False))))
+        crop = crop_models.BlazePoseGHUM(_component(v.crop_model))
         return cls(det, crop, v.name)
 
-    def estimator(self, options: EstimatorOptions):
-        from annotator.estimator import model
+    def estimator(self, options: EstimatorOptions, ensemble: bool = False):
+        from annotator.estimator import crop_models, model
 
-        return model.PoseEstimator(self.detector, self.crop_model, {"ablation": True}, options)
+        crop = self.crop_model
+        if ensemble:
+            if self.ensemble is None:
+                self.ensemble = crop_models.BlazePoseEnsemble([self.crop_model.model, _component("blazepose-heavy")])
+            crop = self.ensemble
+        return model.PoseEstimator(self.detector, crop, {"ablation": True}, options)
 
 
-class _Fixed:
-    """A model wrapper that fixes ``suppress_implausible_poses`` for ``multiview.predict``."""
+def _component(name: str):
+    import tensorflow as tf
 
-    def __init__(self, model, suppress: bool):
-        self.model, self.suppress = model, suppress
-        self.joint_names = model.joint_names
-        self.per_skeleton_joint_names = model.per_skeleton_joint_names
+    from annotator.models import registry
 
-    def detect_poses(self, image, **kwargs):
-        return self.model.detect_poses(image, suppress_implausible_poses=self.suppress, **kwargs)
+    return tf.saved_model.load(str(registry.build_component(name, fetch=False)))
 
 
 @dataclass
@@ -132,7 +142,8 @@ def run(scene_dir: str | Path, out: str | Path | None = None, frames: int = 20, 
         networks: Networks | None = None) -> dict:
     """Run every row on the same frames and score it against one triangulation. Writes
     ``OUT/ablation.json`` and ``OUT/ablation.md`` when ``out`` is given; returns the JSON dict.
-    Rows with ``ground`` use ``settings.ground_plane`` (and are skipped when the scene has none)."""
+    Rows with ``ground`` put people on the floor ``settings.floor_height_mm`` (skipped unless
+    ``settings.ground_plane``); every row uses ``settings.world_up`` (or the rig's up)."""
     from annotator.estimator import skeletons
 
     settings = settings or multiview.Settings()
@@ -145,28 +156,31 @@ def run(scene_dir: str | Path, out: str | Path | None = None, frames: int = 20, 
     coco = skeletons.SKELETONS["coco_19"]
     coco_matrix = skeletons.joint_matrix(coco, native)
 
-    reference_row = Row("reference", RAW)
-    ref_model = networks.estimator(reference_row.options)
-    ref_dets, _, _ = multiview.predict(ref_model, scene, 1, "", settings.detector_threshold, names)
+    def inference(options: EstimatorOptions, num_aug: int = 1, suppress: bool = False, ground: bool = False,
+                  ensemble: bool = False) -> dict[str, PoseInference]:
+        row_settings = dataclasses.replace(settings, num_aug=num_aug, skeleton="",
+                                           suppress_implausible_poses=suppress, ground_plane=ground)
+        return multiview.inferences(networks.estimator(options, ensemble), row_settings, scene)
+
+    ref_dets, _, _ = multiview.predict(inference(RAW), scene)
     refs, reproj = multiview.references(ref_dets, scene.views, settings, mirror)
     log.info("reference: %d people triangulated over %d frames", len(refs), len(scene.indices))
 
     results: list[Result] = []
     for row in rows:
-        if row.ground and settings.ground_plane is None:
+        if row.ground and not settings.ground_plane:
             continue
-        est = _Fixed(networks.estimator(row.options), row.suppress)
-        first = scene.views[0]
-        est.detect_poses(scene.frames[first.name][scene.indices[0]], **multiview.camera_arguments(first.camera),
-                         num_aug=row.num_aug, average_aug=False)  # trace once, not timed
-        dets, seconds, calls = multiview.predict(est, scene, row.num_aug, "", settings.detector_threshold, names,
-                                                 settings.ground_plane if row.ground else None)
+        inf = inference(row.options, row.num_aug, row.suppress, row.ground, row.ensemble)
+        next(iter(inf.values())).warm_up()  # trace once (one model behind every view), not timed
+        dets, seconds, calls = multiview.predict(inf, scene)
         people = multiview.score_against(dets, refs, scene.views, names, settings, mirror)
         body = multiview.score_against(dets, refs, scene.views, names, settings, mirror, coco_matrix,
                                        list(coco.joint_names))
         qe = multiview.quality_vs_error(body)
+        body_summary = {**multiview.summarize(body), "people_matched": len(body),
+                        **{f"{m}_ci95": bootstrap_ci(body, m) for m in ("root_relative_mpjpe_mm", "root_error_mm")}}
         results.append(Result(row, {**multiview.summarize(people), "people_matched": len(people)},
-                              {**multiview.summarize(body), "people_matched": len(body)},
+                              body_summary,
                               round(1000 * seconds / max(calls, 1), 1),
                               qe.get("spearman_root_relative_mpjpe_mm"),
                               {"quality_vs_error": qe, "predictions": [_compact(r) for r in body]}))
@@ -191,6 +205,25 @@ def run(scene_dir: str | Path, out: str | Path | None = None, frames: int = 20, 
     return report
 
 
+def bootstrap_ci(rows: list[multiview.PersonResult], metric: str, resamples: int = 1000, seed: int = 0) -> list | None:
+    """95 % interval of the median of ``metric``, resampling whole frames (the views of one frame
+    share a pose, so they are not independent): how much of a difference between rows is noise."""
+    frames = sorted({r.frame for r in rows})
+    if len(frames) < 3:
+        return None
+    by_frame = {f: [getattr(r, metric) for r in rows if r.frame == f] for f in frames}
+    rng = np.random.default_rng(seed)
+    medians = []
+    for _ in range(resamples):
+        pick = rng.choice(len(frames), len(frames))
+        values = np.concatenate([by_frame[frames[i]] for i in pick])
+        values = values[np.isfinite(values)]
+        if len(values):
+            medians.append(np.median(values))
+    lo, hi = np.percentile(medians, [2.5, 97.5])
+    return [round(float(lo), 1), round(float(hi), 1)]
+
+
 def _compact(r: multiview.PersonResult) -> dict:
     """One scored prediction (coco_19 joints) for later analysis: where, errors, quality."""
     return {"frame": r.frame, "view": r.view, "person": r.person,
@@ -210,16 +243,23 @@ def format_table(report: dict) -> str:
     """Markdown table of an ablation report (coco_19 body joints first, then all joints)."""
     head = ("| row | rel. MPJPE coco_19 / all | PA-MPJPE | root err | depth bias | limb scale | L/R swaps "
             "| matched | ms / image | Spearman(q, err) |")
+
+    def ci(c, m):
+        v = c.get(f"{m}_ci95")
+        return f" ({v[0]:.0f}-{v[1]:.0f})" if v else ""
+
     lines = [head, "|" + "---|" * 10]
     for r in report["rows"]:
         c, a = r["coco_19"], r["all"]
         lines.append(
-            f"| {r['name']} | {_cell(c.get('root_relative_mpjpe_mm'))} / {_cell(a.get('root_relative_mpjpe_mm'))} "
-            f"| {_cell(c.get('pa_mpjpe_mm'))} | {_cell(c.get('root_error_mm'))} "
+            f"| {r['name']} | {_cell(c.get('root_relative_mpjpe_mm'))}{ci(c, 'root_relative_mpjpe_mm')} / "
+            f"{_cell(a.get('root_relative_mpjpe_mm'))} "
+            f"| {_cell(c.get('pa_mpjpe_mm'))} | {_cell(c.get('root_error_mm'))}{ci(c, 'root_error_mm')} "
             f"| {_cell(c.get('root_depth_bias_mm'))} | {_cell(c.get('limb_scale'), 3)} "
             f"| {_cell(c.get('swap_rate'), 2)} | {c.get('people_matched')} | {_cell(r['ms_per_image'])} "
             f"| {_cell(r['spearman_quality_error'], 2)} |")
     lines.append("")
+    lines.append("In brackets: 95 % interval of the median, resampling frames.")
     lines.append(f"{len(report['frames'])} frames x {len(report['views'])} views of {Path(report['scene']).name}, "
                  f"{report['people_triangulated']} people triangulated from the raw networks' 2D "
                  f"(median reprojection {report['reprojection_median_px']} px); medians, mm; model "

