@@ -40,6 +40,7 @@ from annotator import errors, layout
 from annotator.layout import COMMITS, MANIFEST, PARTS, STATS, record_name
 
 ROW_GROUP_SIZE = 1024
+RENAME_PROTOCOLS = ("file", "local", "memory")  # an atomic rename publishes; elsewhere a server-side copy
 RECORD_FIELDS = ("shard", "part", "rows", "rows_ok", "rows_error", "people", "errors_by_reason",
                  "quality_histogram", "bytes", "sha256", "fingerprint", "attempt", "committed_at", "repairs")
 QUALITY_BINS = 10  # people[].quality histogram over [0, 1] in each commit record (for the dataset card)
@@ -89,6 +90,7 @@ class CommitSink(layout.Output):
     def __init__(self, uri: str, storage_options: dict | None = None, attempt: str | None = None):
         super().__init__(uri, storage_options)
         self.attempt = attempt or uuid.uuid4().hex[:12]
+        self.protocol = self.fs.protocol if isinstance(self.fs.protocol, str) else self.fs.protocol[0]
 
     # -- reading state --------------------------------------------------------------------------
 
@@ -117,7 +119,11 @@ class CommitSink(layout.Output):
         """Move an attempt file to its final path (relative paths): a rename where the filesystem has
         one, else a server-side copy then delete (the final object appears whole)."""
         self.fs.makedirs(self.path(part).rsplit("/", 1)[0], exist_ok=True)
-        self.fs.mv(self.path(src), self.path(part))
+        if self.protocol in RENAME_PROTOCOLS:
+            self.fs.mv(self.path(src), self.path(part))
+        else:  # GCS rewrite / S3 CopyObject: the destination appears when the copy is complete
+            self.fs.copy(self.path(src), self.path(part))
+            self.fs.rm_file(self.path(src))
 
     def put(self, part: str, content: bytes | Callable) -> tuple[str, int, str]:
         """Step 1: write ``content`` (bytes, or a function that writes to a file object: streamed and

@@ -208,6 +208,6 @@ def write_card(output_uri: str, storage_options: dict | None = None, licence: st
     text = card_text(output, licence)
     tmp = output.path(f".{layout.CARD}.{uuid.uuid4().hex[:8]}")
     output.fs.pipe_file(tmp, text.encode())
-    output.fs.mv(tmp, output.path(layout.CARD))
+    sink.CommitSink(output_uri, storage_options).publish(tmp[len(output.root) + 1:], layout.CARD)
     return f"{output.uri.rstrip('/')}/{layout.CARD}"
 
