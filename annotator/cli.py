@@ -359,6 +359,66 @@ def cmd_filter(args) -> int:
     return 0
 
 
+def _add_export(sub) -> None:
+    p = sub.add_parser("export", help="a finished output as training data: WebDataset shards, COCO keypoints or "
+                                      "person crops with their camera")
+    p.add_argument("output", help="a finished job's output folder or URI")
+    p.add_argument("dest", help="folder or URI to write to (gs://, s3://, ...)")
+    p.add_argument("--format", required=True, choices=["webdataset", "coco", "crops"],
+                   help="webdataset: <shard>.tar with image + .json labels per sample; coco: person_keypoints.json "
+                        "(17 body joints); crops: <shard>.tar with a crop + its virtual camera and 3D per person")
+    p.add_argument("--status", choices=["ok", "error", "all"], default="ok", help="rows to export (default ok)")
+    p.add_argument("--min-quality", type=float, help="keep people with quality >= Q")
+    p.add_argument("--min-score", type=float, help="keep people with detector score >= S")
+    p.add_argument("--keep-emptied", action="store_true", help="keep rows whose people were all removed")
+    p.add_argument("--crop-size", type=int, default=256, help="crops: side in pixels (default 256)")
+    p.add_argument("--crop-scale", type=float, default=1.25,
+                   help="crops: the crop shows this times the person's box (default 1.25)")
+    p.add_argument("--jpeg-quality", type=int, default=95, help="crops and re-encoded images (default 95)")
+    p.add_argument("--engine", choices=["auto", "threads", "ray"], default="auto",
+                   help="threads, or one Ray task per part (auto: Ray from 32 parts on, or with --ray-address)")
+    p.add_argument("--workers", type=int, default=4, help="threads: parts exported at a time (default 4)")
+    p.add_argument("--ray-address", help="run the Ray tasks on this cluster (default: a local Ray)")
+    p.add_argument("--storage-options", type=json.loads, metavar="JSON",
+                   help='fsspec options per protocol, e.g. \'{"gs": {"endpoint_url": "http://127.0.0.1:4443"}}\'')
+    p.add_argument("--overwrite", action="store_true", help="replace an export made with other settings at DEST")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_export)
+
+
+def cmd_export(args) -> int:
+    from annotator.lock import LockedError
+    from annotator.outputs import export
+
+    config = export.ExportConfig(
+        args.format, export.Filters(args.status, args.min_quality, args.min_score, args.keep_emptied),
+        crop_size=args.crop_size, crop_scale=args.crop_scale, jpeg_quality=args.jpeg_quality, engine=args.engine,
+        workers=args.workers, ray_address=args.ray_address, overwrite=args.overwrite, progress=not args.no_progress,
+        storage_options=args.storage_options)
+    try:
+        summary = export.export(args.output, args.dest, config)
+    except (export.ExportError, LockedError) as e:
+        print(f"annotator export: {e}", file=sys.stderr)
+        return 2
+    print(export.format_summary(summary))
+    return 0
+
+
+def _add_card(sub) -> None:
+    p = sub.add_parser("card", help="(re)write OUTPUT/README.md, the Hugging Face dataset card (a job writes it "
+                                    "when it ends)")
+    p.add_argument("output", help="a job's output folder or URI")
+    p.add_argument("--licence", help="licence of the model's weights (default: from the built-in model's info)")
+    p.set_defaults(func=cmd_card)
+
+
+def cmd_card(args) -> int:
+    from annotator.outputs import card
+
+    print(card.write_card(args.output, licence=args.licence))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from annotator import __version__
 
@@ -371,6 +431,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_render(sub)
     _add_report(sub)
     _add_filter(sub)
+    _add_export(sub)
+    _add_card(sub)
     _add_eval(sub)
     return parser
 
