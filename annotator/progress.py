@@ -127,12 +127,13 @@ class RunStats:
 
     def add_actors(self, started: dict[str, dict]) -> None:
         """Fold in the actors that checked in at start-up (``ActorRegistry``): one that got no batch
-        still shows, with 0 images, and each shows its model load and warm-up seconds."""
+        still shows, with 0 images, and each shows its model load and warm-up seconds and the node
+        it ran on (the engine's node id and address, where the runner knows them)."""
         with self.lock:
             for actor, info in started.items():
                 cur = self.actors.setdefault(actor, {"images": 0, "gpu": info.get("gpu", ""), "model_loads": 0})
                 cur["model_loads"] = max(cur["model_loads"], int(info.get("model_loads") or 0))
-                cur.update({k: info[k] for k in ("load_seconds", "warmup_seconds") if k in info})
+                cur.update({k: info[k] for k in ("load_seconds", "warmup_seconds", "node", "node_ip") if k in info})
 
     def rates(self) -> dict:
         elapsed = max(time.time() - self.started, 1e-6)

@@ -47,13 +47,22 @@ PROPAGATED_ENV = ("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "STORAGE_EMULATOR_HOST", 
                   "GOOGLE_APPLICATION_CREDENTIALS", "TF_CPP_MIN_LOG_LEVEL")
 
 
-def init_ray(address: str | None, num_cpus: int | None = None, num_gpus: int | None = None) -> None:
-    """Connect to ``address`` or start an embedded local Ray that stays on loopback."""
+def init_ray(address: str | None, num_cpus: int | None = None, num_gpus: int | None = None) -> bool:
+    """Connect to ``address`` (else ``RAY_ADDRESS``, as inside a submitted Ray job) or start an
+    embedded local Ray that stays on loopback; True when this process started its own Ray.
+
+    Never a bare ``ray.init()``: that joins whatever cluster last wrote ``/tmp/ray/ray_current_cluster``
+    on this machine (another user's, or a test's), so a local run could land on a stranger's cluster."""
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    if address is None:
+        # read when Ray is imported, and by every process the embedded Ray starts: with it, nodes
+        # take 127.0.0.1 (without it Ray picks the machine's outward address). Not for a cluster:
+        # there the driver must find its node's real address.
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     import ray
 
     if ray.is_initialized():
-        return
-    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+        return False
     env = {k: os.environ[k] for k in PROPAGATED_ENV if k in os.environ}
     kwargs = {"include_dashboard": False, "log_to_driver": True, "logging_level": logging.WARNING,
               "configure_logging": True, "runtime_env": {"env_vars": env} if env else None}
@@ -63,8 +72,9 @@ def init_ray(address: str | None, num_cpus: int | None = None, num_gpus: int | N
     if address:
         ray.init(address=address, **kwargs)
     else:
-        ray.init(num_cpus=num_cpus, num_gpus=num_gpus, **kwargs)
+        ray.init(address="local", num_cpus=num_cpus, num_gpus=num_gpus, **kwargs)
     quiet_ray_logs()
+    return address is None
 
 
 class ActorRegistry:
@@ -110,8 +120,12 @@ def quiet_ray_logs() -> None:
 
 
 def _check_in(registry, info: dict) -> None:
-    """``InferenceStage``'s ``on_ready`` on a Ray actor: tell the job's ``ActorRegistry``."""
-    registry.register.remote(info)
+    """``InferenceStage``'s ``on_ready`` on a Ray actor: tell the job's ``ActorRegistry``, with the
+    Ray node the actor runs on (nodes of one machine share a host name)."""
+    import ray
+
+    node = ray.get_runtime_context().get_node_id()
+    registry.register.remote({**info, "node": node, "node_ip": ray.util.get_node_ip_address()})
 
 
 class _Collector:
@@ -161,10 +175,10 @@ class RayJob(Job):
 
     def start(self) -> None:
         import ray
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-        init_ray(self.spec.compute.ray_address)
-        check_cpus(self.spec.compute, float(ray.cluster_resources().get("CPU", 0)),
-                   fixed=not self.spec.compute.ray_address)
+        local = init_ray(self.spec.compute.ray_address)
+        check_cpus(self.spec.compute, float(ray.cluster_resources().get("CPU", 0)), fixed=local)
         ctx = ray.data.DataContext.get_current()
         ctx.enable_progress_bars = False
         ctx.print_on_execution_start = False
@@ -174,7 +188,10 @@ class RayJob(Job):
         # start reading once the minimum actor pool is up: work is then spread over all actors from
         # the first batch, and a cluster without the requested GPUs fails fast instead of hanging
         ctx.wait_for_min_actors_s = int(self.spec.compute.actor_start_timeout_s)
-        self.registry = ray.remote(num_cpus=0)(ActorRegistry).remote()
+        # on the driver's own node: a registry on a node that is lost would take every actor's
+        # check-in with it (and the driver outlives no loss of its own node anyway)
+        here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+        self.registry = ray.remote(num_cpus=0)(ActorRegistry).options(scheduling_strategy=here).remote()
 
     def describe_skeleton(self) -> dict:
         """From the model's build info, else loaded in a Ray task: the driver never imports TensorFlow."""
@@ -189,7 +206,18 @@ class RayJob(Job):
     def finish_rounds(self) -> None:
         import ray
 
-        self.stats.add_actors(ray.get(self.registry.all.remote(), timeout=60))
+        try:
+            self.stats.add_actors(ray.get(self.registry.all.remote(), timeout=60))
+        except Exception as e:  # noqa: BLE001 - the summary then lists the actors that labelled rows only
+            log.warning("the actor registry did not answer (%s): the summary lists only actors that sent rows",
+                        errors.describe(e))
+
+    def min_actors(self, attempt: int) -> int:
+        """The pool a round waits for: the whole pool first (a cluster without the GPUs fails fast),
+        one actor in a retry round. A round that lost a node (its actors restart nowhere: no GPU
+        left) would otherwise wait for the lost pool and fail the job; with one, the nodes that
+        are left finish it, and the pool grows again as nodes come back."""
+        return self.spec.compute.actors if attempt == 1 else 1
 
     def run_round(self, plan: plan_mod.Plan, work: dict[str, list[str] | None], attempt: int,
                   bar: ProgressBar) -> dict[str, str]:
@@ -209,7 +237,8 @@ class RayJob(Job):
             ds = ds.map_batches(
                 stages.InferenceStage, batch_size=c.batch_size, batch_format="numpy",
                 fn_constructor_kwargs={**self.inference_kwargs(), "on_ready": partial(_check_in, self.registry)},
-                compute=ray.data.ActorPoolStrategy(min_size=c.actors, max_size=c.max_actors or c.actors),
+                compute=ray.data.ActorPoolStrategy(min_size=self.min_actors(attempt),
+                                                   max_size=c.max_actors or c.actors),
                 num_cpus=c.cpus_per_actor, num_gpus=c.gpus_per_actor or None,
                 max_restarts=c.actor_max_restarts, max_task_retries=c.actor_task_retries)
         collector = _Collector(self, work, attempt)
