@@ -27,6 +27,14 @@ def _add_run(sub) -> None:
                    help="drop people whose quality score (0-1, people[].quality) is below this (default 0)")
     p.add_argument("--fov", type=float, dest="default_fov_degrees",
                    help="field of view (degrees) assumed when EXIF has no focal length (default 55)")
+    p.add_argument("--world-up", type=_vector3, dest="world_up_vector", metavar="X,Y,Z",
+                   help="the world's up direction in the extrinsics' frame (default 0,-1,0 as MeTRAbs; a Z-up "
+                        "lab: 0,0,1): keeps crops upright and defines the floor")
+    p.add_argument("--floor-height", type=float, dest="ground_height_mm", metavar="MM",
+                   help="images with extrinsics: the floor is X . up = MM in the world frame (default 0); standing "
+                        "people are put on it, which fixes their depth and scale")
+    p.add_argument("--no-ground-plane", action="store_false", dest="ground_plane", default=None,
+                   help="keep the monocular depth even where extrinsics give a floor")
     p.add_argument("--actors", type=int, help="inference actors (default 1)")
     p.add_argument("--gpus-per-actor", type=float)
     p.add_argument("--cpus-per-actor", type=float)
@@ -64,7 +72,7 @@ def run_spec_data(args) -> dict:
             data[key] = True
     settings = data.setdefault("settings", {})
     for key in ("skeleton", "num_aug", "detector_threshold", "max_detections", "default_fov_degrees",
-                "min_quality"):
+                "min_quality", "world_up_vector", "ground_height_mm", "ground_plane"):
         if getattr(args, key, None) is not None:
             settings[key] = getattr(args, key)
     compute = data.setdefault("compute", {})

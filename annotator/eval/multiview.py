@@ -590,8 +590,9 @@ def _spearman(x: np.ndarray, y: np.ndarray) -> float:
 
 def quality_vs_error(rows: list[PersonResult]) -> dict:
     """Does the quality score rank labels by their error? Spearman correlation between each
-    prediction's quality and its errors (negative = higher quality, lower error), and the median
-    error of the better and the worse half by quality."""
+    prediction's quality and its errors (negative = higher quality, lower error), the median
+    error of the better and the worse half by quality, and which share of the largest errors (the
+    worst quarter by error) the worst quarter by quality holds (0.25 would be chance)."""
     q = np.array([r.quality for r in rows], np.float64)
     out: dict = {"n": int(np.isfinite(q).sum())}
     if out["n"] < 4:
@@ -603,6 +604,9 @@ def quality_vs_error(rows: list[PersonResult]) -> dict:
         cut = np.median(q[ok])
         out[f"{m}_median_top_half"] = round(float(np.median(e[ok][q[ok] > cut])), 1)
         out[f"{m}_median_bottom_half"] = round(float(np.median(e[ok][q[ok] <= cut])), 1)
+        large = e[ok] >= np.quantile(e[ok], 0.75)
+        worst = q[ok] <= np.quantile(q[ok], 0.25)
+        out[f"{m}_large_in_worst_quarter"] = round(float((large & worst).sum() / max(large.sum(), 1)), 3)
     return out
 
 
