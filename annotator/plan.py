@@ -427,9 +427,13 @@ def load(plan_dir_uri: str, storage_options: dict | None = None) -> Plan | None:
     """The frozen plan, or None when there is none (or only an unfinished one)."""
     fs, plan_dir = sources.filesystem(plan_dir_uri, storage_options)
     plan_dir = plan_dir.rstrip("/")
-    if not fs.exists(f"{plan_dir}/{PLAN_META}"):
+    try:
+        meta = json.loads(fs.cat_file(f"{plan_dir}/{PLAN_META}"))
+    except FileNotFoundError:
         return None
-    meta = json.loads(fs.cat_file(f"{plan_dir}/{PLAN_META}"))
+    except ValueError:  # written last: a run died writing it, before anything was committed
+        log.warning("%s/%s is incomplete: planning again", plan_dir_uri, PLAN_META)
+        return None
     if meta.get("version") != PLAN_VERSION:
         raise PlanError(f"plan version {meta.get('version')} is not {PLAN_VERSION}; use --overwrite")
     shards = pq.read_table(pa.BufferReader(fs.cat_file(f"{plan_dir}/shards.parquet")))

@@ -147,23 +147,42 @@ class CommitSink(layout.Output):
         record = {"shard": shard_id, "part": part, **record, "bytes": size, "sha256": sha,
                   "attempt": self.attempt, "committed_at": time.time()}
         if stats is not None:
-            self.fs.pipe_file(self.path(layout.STATS, record_name(shard_id)),
-                              json.dumps({**stats, **record}, sort_keys=True).encode())
+            self.put_small(f"{layout.STATS}/{record_name(shard_id)}",
+                           json.dumps({**stats, **record}, sort_keys=True).encode())
         self.commit(record)
         self.publish(src, part)
         return record
 
     def commit(self, record: dict) -> None:
         """Step 3: the commit record (a separate step so a test can stop a run right before it)."""
-        self.fs.pipe_file(self.path(COMMITS, record_name(record["shard"])), json.dumps(record, sort_keys=True).encode())
+        self.put_small(f"{COMMITS}/{record_name(record['shard'])}", json.dumps(record, sort_keys=True).encode())
+
+    def put_small(self, name: str, data: bytes) -> None:
+        """A small file (record, stats, manifest; ``name`` relative to the root) that appears whole:
+        written beside its name (hidden: no listing takes it) and renamed, where the filesystem can
+        (a process killed inside a local write leaves a truncated file, and a truncated commit
+        record or manifest stopped every later run); an object store's PUT is whole anyway."""
+        if self.protocol not in RENAME_PROTOCOLS:
+            self.fs.pipe_file(self.path(name), data)
+            return
+        folder, _, base = name.rpartition("/")
+        tmp = self.path(*([folder] if folder else []), f".{base}.{self.attempt}.tmp")
+        self.fs.pipe_file(tmp, data)
+        self.fs.mv(tmp, self.path(name))
 
     def remove_attempts(self) -> None:
-        """Attempt files of runs that died before their commit (nothing refers to them)."""
+        """Attempt files of runs that died before their commit (nothing refers to them), and their
+        half-written small files (``put_small``)."""
         if self.fs.exists(self.path(layout.ATTEMPTS)):
             self.fs.rm(self.path(layout.ATTEMPTS), recursive=True)
+        if self.protocol in RENAME_PROTOCOLS:
+            for folder in ("", COMMITS, STATS):
+                for name in self.listing(folder):
+                    if name.rsplit("/", 1)[-1].startswith(".") and name.endswith(".tmp"):
+                        self.fs.rm_file(self.path(name))
 
     def write_json(self, name: str, obj) -> None:
-        self.fs.pipe_file(self.path(name), json.dumps(obj, indent=2, sort_keys=True).encode())
+        self.put_small(name, json.dumps(obj, indent=2, sort_keys=True).encode())
 
     def reset(self, folders=layout.JOB_FOLDERS, files=layout.JOB_FILES) -> None:
         """``--overwrite``: remove everything a previous job wrote here (not the lock)."""
