@@ -1,7 +1,8 @@
 """The snippets of docs/consumers.md, run as written (each in a fresh interpreter, so no annotator
-import leaks in) on a real ``annotator run`` output: pandas, polars, DuckDB, Hugging Face
-``datasets`` (offline) and ``annotator.dataset`` all read the same rows and the same nested joint
-value that pyarrow reads."""
+import leaks in) on a real ``annotator run`` output: pandas, polars, DuckDB (globs of ``parts/``),
+Hugging Face ``datasets`` (the folder itself, offline, through its dataset card), Ray Data (with its
+training loader) and ``annotator.dataset`` all read the same rows and the same nested joint value
+that pyarrow reads."""
 
 from __future__ import annotations
 
@@ -50,11 +51,12 @@ def snippets() -> dict[str, str]:
     return out
 
 
-def run_snippet(name: str, out: Path, tmp_path: Path) -> dict:
+def run_snippet(name: str, out: Path, tmp_path: Path, env: dict | None = None) -> dict:
     code = snippets()[name].replace('out = "labels"', f"out = {str(out)!r}", 1)
-    code = code.replace("parts = committed_parts(out)", f"parts = committed_parts(out)\nimage_id = {IMAGE_ID!r}", 1)
-    code += "\nimport json as _j\nprint('RESULT', _j.dumps({'rows': int(rows), 'value': float(value)}))\n"
-    env = {"HF_HOME": str(tmp_path / "hf"), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    code = code.replace('parts = f"{out}/parts"', f'parts = f"{{out}}/parts"\nimage_id = {IMAGE_ID!r}', 1)
+    code += ("\nimport json as _j\nprint('RESULT', _j.dumps({'rows': int(rows), 'value': float(value), "
+             "'people': int(globals().get('seen', -1))}))\n")
+    env = {"HF_HOME": str(tmp_path / "hf"), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path), **(env or {})}
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env,
                           cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -63,7 +65,7 @@ def run_snippet(name: str, out: Path, tmp_path: Path) -> dict:
 
 
 def test_doc_has_a_snippet_per_consumer():
-    assert set(snippets()) == {"pandas", "polars", "duckdb", "datasets", "annotator.outputs.dataset"}
+    assert set(snippets()) == {"pandas", "polars", "duckdb", "datasets", "ray.data", "annotator.outputs.dataset"}
 
 
 @pytest.mark.slow  # the shared output: a job
@@ -73,6 +75,14 @@ def test_consumer_reads_all_rows_and_a_nested_joint_value(name, labels, truth, t
     assert got["rows"] == truth["rows"] == 5
     assert got["value"] == pytest.approx(truth["value"], abs=1e-3)
     assert abs(truth["value"]) > 100  # a real depth-bearing coordinate, not a default zero
+
+
+@pytest.mark.slow  # the shared output: a job; starts a local Ray
+def test_ray_data_snippet_and_its_training_loader(labels, truth, tmp_path):
+    got = run_snippet("ray.data", labels, tmp_path, env={"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"})
+    assert got["rows"] == truth["rows"] == 5
+    assert got["value"] == pytest.approx(truth["value"], abs=1e-3)
+    assert got["people"] > 0  # the loader's epochs yielded one sample per good person
 
 
 @pytest.mark.slow  # the shared output: a job

@@ -78,6 +78,7 @@ def test_layout_and_metadata_are_the_jobs(labels_q, tmp_path):
     assert pq.read_schema(dest / src_parts[0]).equals(pq.read_schema(labels_q / src_parts[0]), check_metadata=False)
     record = json.loads((dest / "_filter.json").read_text())
     assert record["people_out"] == record["people_in"] == len(people(labels_q))
+    assert "A filtered copy of" in (dest / "README.md").read_text()  # its own dataset card
 
 
 def test_min_score_and_emptied_rows(labels, tmp_path):

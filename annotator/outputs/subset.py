@@ -33,6 +33,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from annotator import layout, quality, schema, sink
+from annotator.outputs import card
 from annotator.outputs.dataset import has_quality
 
 log = logging.getLogger(__name__)
@@ -134,6 +135,7 @@ def filter_output(output_uri: str, dest_uri: str, config: FilterConfig, overwrit
               "elapsed_seconds": round(time.time() - started, 3)}
     out.write_manifest(records, final=True, filter=record)
     out.write_json(layout.FILTER, record)
+    card.write_card(dest_uri, storage_options)
     return record
 
 
