@@ -116,8 +116,11 @@ def card_text(output: layout.Output, licence: str | None = None) -> str:
     summary = output.read_json(layout.SUMMARY) or {}
     filtered = output.read_json(layout.FILTER)
     first = records[0] if records else None
-    arrow_schema = (pq.read_schema(output.fs.open(output.path(first["part"]), "rb")) if first
-                    else schema.arrow_schema())
+    if first:
+        with output.fs.open(output.path(first["part"]), "rb") as f:
+            arrow_schema = pq.read_schema(f)
+    else:
+        arrow_schema = schema.arrow_schema()
     meta = schema.read_metadata(arrow_schema)
     arrow_schema = arrow_schema.remove_metadata()
     model = meta.get("model") or {}

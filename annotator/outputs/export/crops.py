@@ -53,8 +53,27 @@ def person_crops(image: np.ndarray, row: dict, people: list[int], world_up: list
         dist = tf.broadcast_to(camera.pad_distortion(tf.constant(row["distortion"], tf.float32)),
                                [k, camera.NUM_DISTORTION])
     rot, crop_k = crops.virtual_camera(boxes, intr, up, size, box_scale=scale, distortion=dist)
-    linear = crops.to_linear(tf.constant(image[np.newaxis]))
-    out = crops.warp(linear, intr, rot, crop_k, size, tf.zeros([k], tf.int32), distortion=dist)
+    # only the part of the image the crops see is linearised and pyramided (a person in a full-HD frame
+    # covers a fraction of it): a window aligned to the coarsest pyramid level, so its pixels are the
+    # full image's; cutting it shifts the principal point, nothing else
+    edge = np.linspace(-0.5, size - 0.5, 17, dtype=np.float32)
+    border = np.concatenate([np.stack([edge, np.full_like(edge, v)], -1) for v in (-0.5, size - 0.5)]
+                            + [np.stack([np.full_like(edge, v), edge], -1) for v in (-0.5, size - 0.5)])
+    seen, valid = crops.crop_to_image_points(tf.broadcast_to(border, [k, *border.shape]), intr, rot, crop_k, dist)
+    seen = seen.numpy()[valid.numpy()]
+    height, width = image.shape[:2]
+    x0, y0, x1, y1 = 0, 0, width, height
+    if len(seen) and valid.numpy().all():
+        align, margin = 4, 8  # 2 ** (pyramid levels - 1); bilinear taps and pyramid edges
+        x0 = int(max(0, np.floor((seen[:, 0].min() - margin) / align) * align))
+        y0 = int(max(0, np.floor((seen[:, 1].min() - margin) / align) * align))
+        x1 = int(min(width, np.ceil(seen[:, 0].max() + margin)))
+        y1 = int(min(height, np.ceil(seen[:, 1].max() + margin)))
+    if x1 - x0 < 2 or y1 - y0 < 2:  # the crops see nothing of the image: keep it whole
+        x0, y0, x1, y1 = 0, 0, width, height
+    shift = tf.constant([[0, 0, x0], [0, 0, y0], [0, 0, 0]], tf.float32)
+    linear = crops.to_linear(tf.constant(image[np.newaxis, y0:y1, x0:x1]))
+    out = crops.warp(linear, intr - shift, rot, crop_k, size, tf.zeros([k], tf.int32), distortion=dist)
     pixels = tf.cast(tf.round(tf.clip_by_value(crops.to_display(out), 0.0, 1.0) * 255.0), tf.uint8)
     return pixels.numpy(), rot.numpy().astype(np.float64), crop_k.numpy().astype(np.float64)
 
