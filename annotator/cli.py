@@ -45,6 +45,10 @@ def _add_run(sub) -> None:
     p.add_argument("--kind", choices=["auto", "folder", "tar", "manifest", "video"],
                    help="input kind (default: detected from what INPUT holds)")
     p.add_argument("--video-every", type=int, help="videos: annotate every k-th frame (default 1)")
+    p.add_argument("--video-overlap", type=int,
+                   help="videos: frames each shard reads past its end to smooth its last frames (default 8)")
+    p.add_argument("--no-temporal", action="store_false", dest="temporal", default=None,
+                   help="videos: per-frame values (track ids only), no left/right repair, body scale or smoothing")
     p.add_argument("--batch-timeout", type=float, dest="batch_timeout_s",
                    help="seconds one inference call may take before it is retried (default 600; 0 = none)")
     p.add_argument("--shard-attempts", type=int, help="tries a failing shard gets before it is named (default 3)")
@@ -64,7 +68,8 @@ def run_spec_data(args) -> dict:
 
         with open(args.spec, "rb") as f:
             data = tomllib.load(f)
-    for key in ("input", "output", "runner", "model", "shard_size", "kind", "video_every"):
+    for key in ("input", "output", "runner", "model", "shard_size", "kind", "video_every", "video_overlap",
+                "temporal"):
         if getattr(args, key, None) is not None:
             data[key] = getattr(args, key)
     for key in ("overwrite", "retry_errors"):
@@ -219,6 +224,11 @@ def _add_eval(sub) -> None:
                         "row; OUT/ablation.md and ablation.json; builds each row in memory, ~1 min per row and frame"
                         " batch on 2 cores)")
     m.add_argument("--rows", default="", help="with --ablate: comma-separated row numbers to run (default all)")
+    m.add_argument("--consecutive", type=int, metavar="N",
+                   help="instead: N consecutive frames, scored per frame and after the temporal step of videos "
+                        "(tracks, left/right repair, one body scale, smoothing): accelerations, identity switches; "
+                        "OUT/temporal.md and temporal.json")
+    m.add_argument("--start", type=int, default=0, help="with --consecutive: the first frame (default 0)")
     m.set_defaults(func=cmd_eval_multiview)
 
 
@@ -245,6 +255,13 @@ def cmd_eval_multiview(args) -> int:
                               variant=args.model if args.model != "default" else "default-full")
         print(ablation.format_table(report), end="")
         return 0 if report["rows"] else 1
+    if args.consecutive:
+        from annotator.eval import temporal
+
+        report = temporal.run(args.scene_dir, args.out, settings,
+                              temporal.TemporalSettings(consecutive=args.consecutive, start=args.start))
+        print(temporal.format_table(report), end="")
+        return 0
     summary = multiview.run(args.scene_dir, args.out, settings)
     print(multiview.format_table(summary), end="")
     print(json.dumps(summary, sort_keys=True))

@@ -25,6 +25,7 @@ class Prediction:
     depth_sigma_mm: np.ndarray | None = None  # [K], 1-sigma depth uncertainty
     depth_source: list[str] | None = None  # [K], 'monocular' or 'ground_plane'
     poses2d_raw: np.ndarray | None = None  # [K,J,2] the crop model's own 2D (not stored; evaluation)
+    track_ids: np.ndarray | None = None  # [K] int64, -1 = none (videos: ``annotator.sequence`` sets them on rows)
 
     @staticmethod
     def empty(num_joints: int) -> Prediction:
@@ -70,6 +71,9 @@ def _people(pred: Prediction, camera: Camera | None) -> list[dict]:
             "depth_sigma_mm": (None if pred.depth_sigma_mm is None or not np.isfinite(pred.depth_sigma_mm[i])
                                else float(pred.depth_sigma_mm[i])),
             "depth_source": None if pred.depth_source is None else pred.depth_source[i],
+            # schema 1.3: the temporal step of videos fills these on the assembled shard
+            "track_id": None if pred.track_ids is None or pred.track_ids[i] < 0 else int(pred.track_ids[i]),
+            "joints2d_raw": None, "joints3d_cam_raw": None, "joints3d_world_raw": None,
         })
     return people
 

@@ -73,6 +73,7 @@ class PlanOptions:
     kind: str = "auto"
     shard_size: int = sources.DEFAULT_SHARD_SIZE
     every: int = 1  # videos: every k-th frame
+    overlap: int = 0  # videos: frames a shard reads past its end (its temporal step's context; not its rows)
 
 
 @dataclass
@@ -117,6 +118,8 @@ class Plan:
             diffs.append(f"shard_size {m['shard_size']} != {opts.shard_size}")
         if m["kind"] == "video" and m["every"] != opts.every:
             diffs.append(f"every {m['every']} != {opts.every}")
+        if m["kind"] == "video" and m.get("overlap", 0) != opts.overlap:
+            diffs.append(f"overlap {m.get('overlap', 0)} != {opts.overlap}")
         if diffs:
             raise PlanError("the output's frozen plan was made from other options (" + "; ".join(diffs)
                             + "); use --overwrite to start over, or write to a new output")
@@ -360,7 +363,10 @@ def _plan_tars(w: _Writer, fs, base: str, entries: list[sources.Entry]) -> None:
 
 
 def _plan_videos(w: _Writer, fs, base: str, entries: list[sources.Entry], shard_size: int, every: int,
-                 storage_options: dict | None) -> int:
+                 storage_options: dict | None, overlap: int = 0) -> int:
+    """Frame ranges of ``shard_size`` frames; all but a video's last shard read ``overlap`` more
+    frames (the next shard's first): ``stop`` is where reading ends, the next shard's ``start``
+    where the shard's own rows end (``annotator.sequence``)."""
     videos = [e for e in entries if sources.has_ext(e.path, sources.VIDEO_EXTENSIONS)]
     if not videos:
         raise PlanError("no videos found")
@@ -374,8 +380,10 @@ def _plan_videos(w: _Writer, fs, base: str, entries: list[sources.Entry], shard_
         ranges = ([(0, -1)] if info.frames < 0 else
                   [(s, min(s + span, info.frames)) for s in range(0, info.frames, span)])
         for start, stop in ranges:
+            total += max(-1 if stop < 0 else len(range(start, stop, every)), 0)
+            if 0 <= stop < info.frames:
+                stop = min(stop + overlap * every, info.frames)
             n = -1 if stop < 0 else len(range(start, stop, every))  # start is a multiple of every
-            total += max(n, 0)
             w.add_shard({"shard": _shard_id(i), "kind": "video", "source": uri,
                          "name": sources.relative(e.path, base), "members": n,
                          "bytes": e.size or 0, "etag": e.etag, "start": start, "stop": stop, "every": every,
@@ -412,12 +420,14 @@ def create(opts: PlanOptions, plan_dir_uri: str, storage_options: dict | None = 
             _plan_tars(w, in_fs, base, entries)
             num_members = None
         else:
-            num_members = _plan_videos(w, in_fs, base, entries, opts.shard_size, opts.every, storage_options)
+            num_members = _plan_videos(w, in_fs, base, entries, opts.shard_size, opts.every, storage_options,
+                                       opts.overlap)
             if any(s["members"] < 0 for s in w.shards):
                 num_members = None
     except PlanError as e:
         raise PlanError(f"planning {opts.input}: {e}") from None
     meta = {"input": opts.input, "kind": kind, "shard_size": opts.shard_size, "every": opts.every,
+            **({"overlap": opts.overlap} if kind == "video" else {}),
             "num_members": num_members, "listed_objects": len(entries),
             "listing_seconds": round(listed, 3), "planning_seconds": round(time.perf_counter() - started, 3)}
     return w.finish(meta)

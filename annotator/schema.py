@@ -60,20 +60,23 @@ def version(major: int = SCHEMA_MAJOR) -> str:
     return definition(major)["version"]
 
 
-def file_metadata(model: dict, skeleton: dict, settings: dict) -> dict[bytes, bytes]:
-    """Parquet key-value metadata for one output file."""
+def file_metadata(model: dict, skeleton: dict, settings: dict, temporal: dict | None = None) -> dict[bytes, bytes]:
+    """Parquet key-value metadata for one output file (``temporal``: videos' temporal step)."""
     def js(x):
         return json.dumps(x, sort_keys=True).encode()
-    return {
+    out = {
         b"annotator.schema_version": version().encode(),
         b"annotator.version": __version__.encode(),
         b"annotator.model": js(model),
         b"annotator.skeleton": js(skeleton),
         b"annotator.settings": js(settings),
     }
+    if temporal is not None:
+        out[b"annotator.temporal"] = js(temporal)
+    return out
 
 
-_JSON_KEYS = ("model", "skeleton", "settings")
+_JSON_KEYS = ("model", "skeleton", "settings", "temporal")
 
 
 def read_metadata(schema: pa.Schema) -> dict:
@@ -124,6 +127,8 @@ def markdown(major: int = SCHEMA_MAJOR) -> str:
               "keys, so readers of an older minor version keep working; a major version gets a new file",
               "(`pose_labels_v2.json`). Readers should check the major version before trusting field meanings.",
               "",
+              "- 1.3: `people[].track_id` and the per-frame `people[].joints2d_raw`, `joints3d_cam_raw`,",
+              "  `joints3d_world_raw` (videos: tracks and the temporal step); metadata key `annotator.temporal`.",
               "- 1.2: `people[].depth_sigma_mm` and `people[].depth_source` (depth uncertainty, ground plane).",
               "- 1.1: `people[].quality` (per-person label quality in [0, 1]).",
               "- 1.0: first version.", ""]

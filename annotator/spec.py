@@ -56,6 +56,8 @@ class RunSpec:
     kind: str = "auto"  # auto | folder | tar | manifest | video
     shard_size: int = DEFAULT_SHARD_SIZE
     video_every: int = 1  # videos: annotate every k-th frame
+    video_overlap: int = 8  # videos: frames a shard reads past its end (context of its temporal step)
+    temporal: bool = True  # videos: left/right repair, one body scale per track, smoothing (annotator.sequence)
     max_pixels: int = DEFAULT_MAX_PIXELS
     overwrite: bool = False  # replace an output made with another model/settings/plan
     retry_errors: bool = False  # rerun the error rows of committed shards and recommit them
@@ -101,6 +103,7 @@ class RunSpec:
              "memory:// lives in this process only, out of the Ray workers' reach: use runner = \"beam\" or a "
              "folder"),
             (self.video_every >= 1, "video_every must be >= 1"),
+            (self.video_overlap >= 0, "video_overlap must be >= 0"),
             (self.lock_heartbeat_s > 0 and self.lock_stale_s > 2 * self.lock_heartbeat_s,
              "lock_stale_s must be more than twice lock_heartbeat_s"),
             (not (self.overwrite and self.retry_errors), "overwrite and retry_errors exclude each other"),

@@ -38,7 +38,7 @@ def test_video_frames_with_calibration_on_two_pinned_gpu_actors(ray_cluster, def
     k = [[1400.0, 0, 539.5], [0, 1400.0, 959.5], [0, 0, 1]]
     (src / "cam01.camera.json").write_text(json.dumps({"intrinsics": k, "extrinsics": ext.tolist()}))
     out = tmp_path / "out"
-    summary = ray_data.run(job_spec(str(src), str(out), video_every=50, shard_size=1, kind="video",
+    summary = ray_data.run(job_spec(str(src), str(out), video_every=50, shard_size=1, kind="video", video_overlap=0,
                                      compute={"actors": 2, "gpus_per_actor": 1.0, "batch_size": 1}))
     assert summary["shards_total"] == 2 and summary["shards_committed"] == 2 and summary["shards_failed"] == 0
     # each actor warms up before the first batch: one may finish both 1-image batches alone, so no

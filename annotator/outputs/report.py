@@ -6,8 +6,9 @@ at all, inline CSS, and every image (charts and sample overlays) is a ``data:`` 
 
 Contents: counts, error reasons, people per image, the quality histogram (detector score histogram
 for outputs without ``people[].quality``), what a ``--min-quality`` threshold would keep,
-throughput from the run summary, model and settings from the file metadata, and a grid of
-sampled overlays: the best, median and worst people by quality (or score).
+throughput from the run summary, model and settings from the file metadata, person tracks of
+videos (``tracks.py``: lengths, a strip of one track's frames), and a grid of sampled overlays:
+the best, median and worst people by quality (or score).
 
 Statistics are computed from the committed parts, one part at a time, reading only the small
 columns; only the sampled rows are read in full.
@@ -28,7 +29,7 @@ import numpy as np
 
 from annotator import errors, layout, sources
 from annotator.layout import Output
-from annotator.outputs import dataset, render
+from annotator.outputs import dataset, render, tracks
 
 log = logging.getLogger(__name__)
 
@@ -329,6 +330,8 @@ def build_html(output_uri: str, config: ReportConfig | None = None) -> str:
     if meta.get("filter"):
         info += [(f"filter.{k}", _fmt(v)) for k, v in sorted(meta["filter"].items())]
     h.append(_table(info))
+
+    h.append(tracks.section_html(output, skeleton, config.storage_options))  # videos (schema 1.3)
 
     h.append("<h2>Samples</h2>")
     h.append(f'<p class="note">People ranked by {_e(st.key)}; the ranked person in colour, others grey. '

@@ -6,6 +6,7 @@
       -> RunInference(PoseModelHandler)     BatchElements to ``batch_size``; ``InferenceStage`` loaded
                                             once per worker; one Arrow (IPC) piece per shard and batch
       -> GroupByKey(shard) -> CommitShard   the sink's commit protocol, on the worker, under the lock
+                                            (the shards of one video: one group, committed in order)
       -> outcomes of the round              one small JSON the driver reads: records, stats, failures
 
 Why these choices:
@@ -38,6 +39,7 @@ from annotator import plan as plan_mod
 from annotator.lock import LockLostError, read_lock
 from annotator.progress import ProgressBar, batch_times
 from annotator.runners import job as job_mod
+from annotator.sequence import CommitOrder
 from annotator.shards import ShardRows, by_shard, from_ipc, to_ipc
 from annotator.sink import DatasetSink
 
@@ -118,36 +120,51 @@ class PoseModelHandler(ModelHandler):
 
 
 class CommitShard(beam.DoFn):
-    """GroupByKey(shard) -> the shard's commit record (or why it was not committed)."""
+    """GroupByKey(commit group) -> each shard's commit record (or why it was not committed). A
+    group is one shard, or all shards of one video, committed in frame order: each continues the
+    tracks of the one before it (``sequence.CommitOrder``)."""
 
     def __init__(self, output: str, storage_options: dict | None, file_metadata: dict, fingerprint: str,
                  attempt_id: str, lock_token: str, only: dict[str, list[str] | None], old_records: dict,
-                 attempt: int):
+                 attempt: int, sequences: dict | None = None, last_round: bool = False):
         self.args = (output, storage_options, file_metadata, fingerprint, attempt_id)
         self.lock_token, self.only, self.old_records, self.attempt = lock_token, only, old_records, attempt
+        self.sequences, self.last_round = sequences or {}, last_round
         self.sink: DatasetSink | None = None
 
     def setup(self) -> None:
         output, so, meta, fp, attempt_id = self.args
         self.sink = DatasetSink(output, file_metadata=meta, fingerprint=fp, storage_options=so, attempt=attempt_id)
 
-    def process(self, element: tuple[str, Iterable[bytes]]) -> Iterator[dict]:
-        shard_id, pieces = element
+    def process(self, element: tuple[str, Iterable[tuple[str, bytes]]]) -> Iterator[dict]:
+        _, items = element
+        shards: dict[str, ShardRows] = {}
+        for shard_id, piece in items:
+            shards.setdefault(shard_id, ShardRows()).add(from_ipc(piece))
+        order = CommitOrder(self.sequences, set(), set(self.only))
+        for shard_id in sorted(shards):
+            ok = order.can_commit(shard_id)
+            if not ok and not (self.last_round and order.blocked_by_failure(shard_id)):
+                order.fail(shard_id)
+                yield {"shard": shard_id, "fail": order.waiting_reason(shard_id)}
+                continue
+            outcome = self.commit(shard_id, shards[shard_id], ok)
+            (order.done if "record" in outcome else order.fail)(shard_id)
+            yield outcome
+
+    def commit(self, shard_id: str, rows: ShardRows, continue_previous: bool) -> dict:
         started = time.perf_counter()
-        rows = ShardRows()
-        for piece in pieces:
-            rows.add(from_ipc(piece))
         if not rows.complete:
-            yield {"shard": shard_id, "fail": rows.why_incomplete()}
-            return
+            return {"shard": shard_id, "fail": rows.why_incomplete()}
         if (read_lock(self.args[0], self.args[1]) or {}).get("token") != self.lock_token:
             raise LockLostError(f"the lock of {self.args[0]} was taken over by another job")
         only, table = self.only.get(shard_id), pa.concat_tables(rows.take())
         rec, run_stats = job_mod.commit_shard(self.sink, shard_id, [table], only,
-                                              self.old_records.get(shard_id), self.attempt)
-        yield {"shard": shard_id, "record": rec, "run_stats": run_stats, "repaired": only is not None,
-               "seconds": time.perf_counter() - started,
-               "batches": [[a, t, n] for (a, t), n in batch_times(table).items()]}
+                                              self.old_records.get(shard_id), self.attempt,
+                                              self.sequences.get(shard_id), continue_previous)
+        return {"shard": shard_id, "record": rec, "run_stats": run_stats, "repaired": only is not None,
+                "seconds": time.perf_counter() - started,
+                "batches": [[a, t, n] for (a, t), n in batch_times(table).items()]}
 
 
 def _write_outcomes(outcomes: list[dict], uri: str, storage_options: dict | None) -> None:
@@ -173,7 +190,10 @@ class BeamJob(job_mod.Job):
         handler = PoseModelHandler(self.inference_kwargs(), c.batch_size)
         commit = CommitShard(
             self.output, self.so, self.sink.file_metadata, self.fp, self.sink.attempt, self.lock.token,
-            dict(work), {s: self.committed[s] for s, only in work.items() if only is not None}, attempt)
+            dict(work), {s: self.committed[s] for s, only in work.items() if only is not None}, attempt,
+            {s: q for s, q in self.sequences.items() if s in work}, attempt == c.shard_attempts)
+        # the shards of one video share a group (committed in order on one worker); others go alone
+        groups = {s: f"video:{q.video}" for s, q in self.sequences.items() if s in work}
         decode_kwargs = self.decode_kwargs()
         # the driver shows progress from the commit records as they appear
         done = threading.Event()
@@ -188,6 +208,7 @@ class BeamJob(job_mod.Job):
                      | "Read" >> beam.FlatMap(lambda item: stages.read_shard(item, **read_kwargs))
                      | "Decode" >> beam.FlatMap(lambda b: split_rows(stages.decode_batch(b, **decode_kwargs)))
                      | "Infer" >> RunInference(handler)
+                     | "Group" >> beam.Map(lambda kv, g=groups: (g.get(kv[0], kv[0]), kv))
                      | "ByShard" >> beam.GroupByKey()
                      | "Commit" >> beam.ParDo(commit)
                      | "Outcomes" >> beam.combiners.ToList()

@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from annotator import errors, layout, schema, sources, stages
+from annotator import errors, layout, schema, sequence, sources, stages
 from annotator import plan as plan_mod
 from annotator.infer import skeleton_of
 from annotator.lock import OutputLock
@@ -79,13 +79,18 @@ def load_skeleton(model_path: str, skeleton: str, reference: str | None = None,
 
 
 def commit_shard(sink: DatasetSink, shard_id: str, tables: list[pa.Table], only: list[str] | None,
-                 old_record: dict | None, attempt: int) -> tuple[dict, dict]:
+                 old_record: dict | None, attempt: int, seq: sequence.ShardSequence | None = None,
+                 continue_previous: bool = True) -> tuple[dict, dict]:
     """Write one shard's rows and commit it (the sink's protocol); returns (commit record, this
     run's stats). Pure of runner state, so it runs on a driver thread (Ray) or a worker (Beam).
 
     ``only`` (``--retry-errors``): the rows given replace those ids in the committed part
-    ``old_record``; the other rows are kept as they were."""
+    ``old_record``; the other rows are kept as they were. ``seq`` (video shards): the temporal
+    step runs on the assembled rows first (``annotator.sequence``; ``continue_previous``: continue
+    the committed tracks of the shard before it)."""
     table = pa.concat_tables(tables)
+    if seq is not None and only is None:
+        table = sequence.apply(table, seq, sink, sequence.skeleton_of_metadata(sink.file_metadata), continue_previous)
     extras = table.select(list(stages.EXTRA_COLUMNS))
     rows = table.select(schema.arrow_schema().names).cast(schema.arrow_schema())
     run_stats = shard_stats(rows, extras, attempt)  # what this run computed
@@ -95,6 +100,9 @@ def commit_shard(sink: DatasetSink, shard_id: str, tables: list[pa.Table], only:
         redone = pa.array(rows.column("image_id").to_pylist(), pa.string())
         old = old.filter(pc.invert(pc.is_in(old.column("image_id"), value_set=redone)))
         rows = pa.concat_tables([old, rows])
+        if seq is not None:
+            rows = sequence.apply(rows, seq, sink, sequence.skeleton_of_metadata(sink.file_metadata),
+                                  continue_previous)
         repairs = int(old_record.get("repairs", 0)) + 1
         file_stats = shard_stats(rows, extras, attempt)
     return sink.write_shard(shard_id, rows, file_stats, repairs=repairs), run_stats
@@ -123,6 +131,7 @@ class Job:
         self.shards_total = 0
         self.last_manifest = 0.0
         self.last_progress = 0.0
+        self.sequences: dict[str, sequence.ShardSequence] = {}
 
     # -- setup ---------------------------------------------------------------------------------
 
@@ -131,7 +140,8 @@ class Job:
             self.sink.reset()
         self.sink.makedirs()
         plan_uri = sources.join(self.output, layout.PLAN)
-        opts = plan_mod.PlanOptions(self.input, self.spec.kind, self.spec.shard_size, self.spec.video_every)
+        opts = plan_mod.PlanOptions(self.input, self.spec.kind, self.spec.shard_size, self.spec.video_every,
+                                    self.spec.video_overlap)
         plan = plan_mod.load(plan_uri, self.so)
         reused = plan is not None
         if plan is None:
@@ -139,6 +149,10 @@ class Job:
         else:
             plan.check_options(opts)
         doc = fingerprint_doc(self.model, self.spec, plan.hash)
+        self.temporal = sequence.TemporalSettings(consistency=self.spec.temporal, overlap=self.spec.video_overlap)
+        self.sequences = sequence.plan_sequences(plan.rows(), self.temporal)  # video shards only
+        if self.sequences:
+            doc["temporal"] = self.temporal.to_dict()
         fp = fingerprint(doc)
         self.committed = self.sink.committed()
         other = {s: r for s, r in self.committed.items() if r.get("fingerprint") != fp}
@@ -203,12 +217,14 @@ class Job:
 
     # -- commit ---------------------------------------------------------------------------------
 
-    def commit(self, shard_id: str, tables: list[pa.Table], only: list[str] | None, attempt: int) -> dict:
+    def commit(self, shard_id: str, tables: list[pa.Table], only: list[str] | None, attempt: int,
+               continue_previous: bool = True) -> dict:
         """Commit on this process (a driver thread), under the output lock."""
         started = time.perf_counter()
         self.lock.check()
         rec, run_stats = commit_shard(self.sink, shard_id, tables, only,
-                                      self.committed.get(shard_id) if only is not None else None, attempt)
+                                      self.committed.get(shard_id) if only is not None else None, attempt,
+                                      self.sequences.get(shard_id), continue_previous)
         self.record_commit(shard_id, rec, run_stats, time.perf_counter() - started, repaired=only is not None)
         return rec
 
@@ -262,7 +278,8 @@ class Job:
         self.shards_total = plan.num_shards
         self.start()
         self.sink.file_metadata = schema.file_metadata(self.model.to_dict(), self.describe_skeleton(),
-                                                       self.spec.settings.to_dict())
+                                                       self.spec.settings.to_dict(),
+                                                       self.temporal.to_dict() if self.sequences else None)
         work: dict[str, list[str] | None] = {s: None for s in plan.shard_ids() if s not in self.committed}
         if self.spec.retry_errors:
             work.update(self.error_ids(self.committed))

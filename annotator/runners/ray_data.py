@@ -36,6 +36,7 @@ from annotator.lock import LockLostError
 from annotator.progress import ProgressBar
 from annotator.runners import job as job_mod
 from annotator.runners.job import ClusterError, Job
+from annotator.sequence import CommitOrder
 from annotator.shards import ShardRows, by_shard
 from annotator.spec import ComputeSpec, RunSpec
 
@@ -129,13 +130,16 @@ def _check_in(registry, info: dict) -> None:
 
 
 class _Collector:
-    """Groups the streamed rows by shard and commits each complete shard on the job's threads."""
+    """Groups the streamed rows by shard and commits each complete shard on the job's threads; a
+    video shard waits for the shard before it in its video (``sequence.CommitOrder``)."""
 
     def __init__(self, job: RayJob, work: dict[str, list[str] | None], attempt: int):
         self.job, self.work, self.attempt = job, work, attempt
         self.rows = {s: ShardRows() for s in work}
         self.futures: dict[str, Future] = {}
         self.failures: dict[str, str] = {}
+        self.order = CommitOrder(job.sequences, set(job.committed), set(work))
+        self.waiting: dict[str, list[pa.Table]] = {}
 
     def add(self, table: pa.Table) -> None:
         for shard_id, piece in by_shard(table):
@@ -144,9 +148,18 @@ class _Collector:
                 continue
             rows.add(piece)
             if rows.complete:
-                self.futures[shard_id] = self.job.pool.submit(self.job.commit, shard_id, rows.take(),
-                                                              self.work[shard_id], self.attempt)
+                self.waiting[shard_id] = rows.take()
+        self.release()
         self.reap(block=len(self.futures) > 4 * self.job.spec.compute.commit_threads)
+
+    def release(self, fresh: bool = False) -> None:
+        """Submit the waiting shards that may commit now (``fresh``: the last round's shards whose
+        predecessor failed for good, with tracks started afresh)."""
+        for shard_id in sorted(self.waiting):
+            ok = self.order.can_commit(shard_id)
+            if ok or fresh and self.order.blocked_by_failure(shard_id):
+                self.futures[shard_id] = self.job.pool.submit(self.job.commit, shard_id, self.waiting.pop(shard_id),
+                                                              self.work[shard_id], self.attempt, ok)
 
     def reap(self, block: bool = False) -> None:
         """Fold finished commits into the stats (``block``: wait for the oldest first)."""
@@ -158,11 +171,27 @@ class _Collector:
                 raise err
             if err is not None:
                 self.failures[shard_id] = errors.text(errors.COMMIT_ERROR, err)
+                self.order.fail(shard_id)
+            else:
+                self.order.done(shard_id)
+        self.release()
 
     def finish(self, round_error: str | None) -> dict[str, str]:
         """Wait for commits; returns the shards of this round that did not commit, with reasons."""
-        while self.futures:
-            self.reap(block=True)
+        for s, r in self.rows.items():
+            if r.fail or not r.complete and not r.taken:
+                self.order.fail(s)
+        while self.futures or self.waiting:
+            while self.futures:
+                self.reap(block=True)
+            if self.waiting:  # what still waits has a predecessor that did not commit this round
+                if self.attempt == self.job.spec.compute.shard_attempts:
+                    self.release(fresh=True)
+                if not self.futures:
+                    for shard_id in list(self.waiting):
+                        self.failures[shard_id] = self.order.waiting_reason(shard_id)
+                        self.order.fail(shard_id)
+                        del self.waiting[shard_id]
         self.failures.update({s: r.fail for s, r in self.rows.items() if r.fail and s not in self.failures})
         return self.job.round_failures(self.work, self.failures, round_error, lambda s: self.rows[s].why_incomplete())
 
