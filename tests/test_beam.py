@@ -79,9 +79,9 @@ def test_beam_resumes_where_a_run_stopped(beam_output, tmp_path):
     assert json.loads((out / "_manifest.json").read_text())["rows"] == 8
 
 
-def _element(out, shard_id: str, fail: str = "") -> tuple[str, list[bytes]]:
-    """A shard's rows as the inference stage hands them to the commit, in two pieces: the label
-    columns of a committed part plus the driver-only columns."""
+def _element(out, shard_id: str, fail: str = "") -> tuple[str, list[tuple[str, bytes]]]:
+    """A shard's rows as the inference stage hands them to the commit (grouped by commit group: here
+    the shard alone), in two pieces: the label columns of a committed part plus the driver-only columns."""
     part = sink.DatasetSink(str(out)).committed()[shard_id]
     t = sink.DatasetSink(str(out)).read_part(part).replace_schema_metadata(None)
     n = t.num_rows
@@ -92,7 +92,7 @@ def _element(out, shard_id: str, fail: str = "") -> tuple[str, list[bytes]]:
               "_done_at": pa.array([0.0] * n)}
     for name in stages.EXTRA_COLUMNS:
         t = t.append_column(name, extras[name])
-    return shard_id, [to_ipc(t.slice(0, 1)), to_ipc(t.slice(1))]
+    return shard_id, [(shard_id, to_ipc(t.slice(0, 1))), (shard_id, to_ipc(t.slice(1)))]
 
 
 def test_commit_dofn_needs_the_lock_and_skips_failed_shards(beam_output, tmp_path):

@@ -124,13 +124,28 @@ def link_references(refs: list[multiview.Reference], names: list[str], max_mm: f
 
 def matched(detections: dict, refs: list[multiview.Reference], views: list[multiview.View], mirror, max_px: float
             ) -> dict[tuple[int, int, int], int]:
-    """(frame, reference person, view index) -> index of the detection that shows it."""
+    """(frame, reference person, view index) -> index of the detection that shows it: as
+    ``multiview.match`` (smallest median distance of the 2D to the reprojected triangulation, left/right
+    either way, under ``max_px``), with the lens model in numpy (``consistency.project``)."""
     out = {}
     for ref in refs:
+        joints = np.flatnonzero(ref.valid)
         for v, view in enumerate(views):
-            d = multiview.match(ref, detections[ref.frame][v], view.camera, mirror, max_px)
-            if d is not None:
-                out[(ref.frame, ref.person, v)] = d
+            det = detections[ref.frame][v]
+            if not len(det["pixels"]):
+                continue
+            cam = view.camera
+            proj = consistency.project(ref.joints[joints] @ cam.rotation.T + cam.translation, cam.intrinsics,
+                                       cam.distortion)
+            best, best_d = None, max_px
+            for i, pix in enumerate(det["pixels"]):
+                d = float(np.median(np.linalg.norm(pix[joints] - proj, axis=-1)))
+                if mirror is not None:
+                    d = min(d, float(np.median(np.linalg.norm(pix[mirror][joints] - proj, axis=-1))))
+                if d < best_d:
+                    best, best_d = i, d
+            if best is not None:
+                out[(ref.frame, ref.person, v)] = best
     return out
 
 
