@@ -14,8 +14,9 @@ Steps, in order, on the camera-frame 3D of one track ([N, J, 3], frames ``t`` wi
    depth and size were one unknown for the monocular network.
 3. **Smoothing** (``annotator.smoothing``) of the centroid trajectory and of the centroid-relative
    joints, separately (their noise differs: depth is the noisy part of the first).
-4. **Constant bones.** Each frame is rebuilt along a spanning tree of the skeleton's edges with the
-   track's bone lengths and the smoothed bone directions, about the smoothed centroid.
+4. **Constant bones.** Each frame is moved as little as needed for the bones of a spanning tree of
+   the skeleton's edges to have the track's lengths (iterative constraint projection), about the
+   smoothed centroid.
 
 Frames marked ``context`` (labels a neighbouring shard already committed) anchor steps 1, 2 and 3
 and are not changed.
@@ -200,15 +201,22 @@ def normalise_scale(x: np.ndarray, conf: np.ndarray, lengths: np.ndarray, fixed:
     return out
 
 
-def rebuild_bones(x: np.ndarray, lengths: np.ndarray, skel: SkeletonInfo) -> np.ndarray:
-    """Step 4: poses [N,J,3] rebuilt along the spanning tree with bone ``lengths``, each pose's
-    centroid kept."""
+def rebuild_bones(x: np.ndarray, lengths: np.ndarray, skel: SkeletonInfo, iterations: int = 100) -> np.ndarray:
+    """Step 4: poses [N,J,3] moved as little as needed for their spanning-tree bones to have
+    ``lengths``: each bone's two ends pulled or pushed along it by half the difference, over the tree
+    repeatedly (constraint projection, as in position-based dynamics), so corrections spread over
+    the body instead of piling up at the ends of chains; each pose's centroid is kept."""
     out = x.copy()
-    for k, (p, c) in enumerate(skel.tree):
-        d = x[:, c] - x[:, p]
-        norm = np.linalg.norm(d, axis=-1, keepdims=True)
-        unit = np.where(norm > 1e-9, d / np.maximum(norm, 1e-9), 0.0)
-        out[:, c] = out[:, p] + lengths[k] * unit
+    parents = np.array([p for p, _ in skel.tree], int)
+    children = np.array([c for _, c in skel.tree], int)
+    for _ in range(iterations):
+        for k in range(len(parents)):
+            p, c = parents[k], children[k]
+            d = out[:, c] - out[:, p]
+            norm = np.linalg.norm(d, axis=-1, keepdims=True)
+            corr = np.where(norm > 1e-9, (norm - lengths[k]) / np.maximum(norm, 1e-9), 0.0) * d / 2
+            out[:, p] += corr
+            out[:, c] -= corr
     return out - out.mean(axis=1, keepdims=True) + x.mean(axis=1, keepdims=True)
 
 
