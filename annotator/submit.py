@@ -29,6 +29,7 @@ class Submission:
     env: dict[str, str] = field(default_factory=dict)
     job_id: str | None = None
     executable: str = "annotator"  # the command on the cluster (the image has it on PATH)
+    agent_wait_s: float = 120.0  # how long a cluster that is still starting may refuse the job
 
 
 def entrypoint(spec_name: str, extra_args: list[str], executable: str = "annotator") -> str:
@@ -56,9 +57,18 @@ def submit(sub: Submission) -> str:
     with tempfile.TemporaryDirectory(prefix="annotator-job-") as wd:
         name = Path(sub.spec_path).name
         shutil.copy(sub.spec_path, Path(wd) / name)
-        return client.submit_job(entrypoint=entrypoint(name, sub.extra_args, sub.executable), submission_id=sub.job_id,
-                                 runtime_env={"working_dir": wd, "env_vars": sub.env},
-                                 metadata={"annotator_spec": name})
+        deadline = time.monotonic() + sub.agent_wait_s
+        while True:
+            try:
+                return client.submit_job(entrypoint=entrypoint(name, sub.extra_args, sub.executable),
+                                         submission_id=sub.job_id, runtime_env={"working_dir": wd, "env_vars": sub.env},
+                                         metadata={"annotator_spec": name})
+            except RuntimeError as e:
+                # a cluster that just started answers 500 "No available agent to submit job, please
+                # try again later" until the head's agent is up (seen on a fresh loopback cluster)
+                if "try again later" not in str(e) or time.monotonic() > deadline:
+                    raise
+                time.sleep(2.0)
 
 
 def wait(address: str, job_id: str, poll_s: float = 5.0, echo=print) -> str:

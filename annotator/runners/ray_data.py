@@ -60,6 +60,8 @@ def init_ray(address: str | None, num_cpus: int | None = None, num_gpus: int | N
         # take 127.0.0.1 (without it Ray picks the machine's outward address). Not for a cluster:
         # there the driver must find its node's real address.
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+        # nor does the embedded Ray report usage to usage-stats.ray.io (a job's data stays put)
+        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     import ray
 
     if ray.is_initialized():
