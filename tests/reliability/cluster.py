@@ -111,6 +111,24 @@ def on_loopback(address: str) -> bool:
     return ipaddress.ip_address(address) in LOOPBACK
 
 
+@contextmanager
+def this_process_kv_kept():
+    """Starting a node points this process's Ray key-value client (``ray.experimental.internal_kv``,
+    which Ray Data and the session's own local Ray use) at the new node's GCS. Once the cluster is
+    killed, the next call through it retries for 60 s and then Ray exits the whole process with
+    code 1 (seen: pytest died silently in the test after this module). Put the previous client back."""
+    from ray.experimental import internal_kv
+
+    before = internal_kv.global_gcs_client
+    try:
+        yield
+    finally:
+        if before is None:
+            internal_kv._internal_kv_reset()
+        else:
+            internal_kv._initialize_internal_kv(before)
+
+
 @dataclass
 class LoopbackCluster:
     """Head (CPUs only, optional job server) + workers with one logical GPU each."""
@@ -148,7 +166,8 @@ class LoopbackCluster:
                 # the agent's default port (52365) is taken by any other Ray with a dashboard on the
                 # machine: the job server then has "No available agent to submit job"
                 head.update(dashboard_host="127.0.0.1", dashboard_port=0, dashboard_agent_listen_port=free_port())
-            self.cluster = Cluster(initialize_head=True, head_node_args=head)
+            with this_process_kv_kept():
+                self.cluster = Cluster(initialize_head=True, head_node_args=head)
             # ... but the job server finds its own cluster through that file (else through any GCS
             # process on the machine: a submitted job's driver then joined another cluster): write it
             # into the head's own temp folder, which nothing else reads
@@ -168,8 +187,9 @@ class LoopbackCluster:
         # under the job's driver (seen with ``annotator submit``: FileNotFoundError from getcwd)
         temp = tempfile.mkdtemp(prefix="rn", dir="/tmp")
         self.temps.append(temp)
-        node = self.cluster.add_node(num_cpus=self.worker_cpus, num_gpus=1, object_store_memory=100 * 2**20,
-                                     temp_dir=temp)
+        with this_process_kv_kept():
+            node = self.cluster.add_node(num_cpus=self.worker_cpus, num_gpus=1, object_store_memory=100 * 2**20,
+                                         temp_dir=temp)
         self.nodes.append(node)
         return node
 
@@ -251,6 +271,9 @@ class LoopbackCluster:
         if self.cluster is None:
             return
         pids = self.pids()
+        self.cluster.global_state.disconnect()  # its GCS client would outlive the GCS (see above)
+        for node in self.all_nodes():
+            node._gcs_client = None
         try:
             for node in [*self.nodes, self.cluster.head_node]:
                 if node is not None:
