@@ -124,6 +124,7 @@ class PoseInference:
         self._joint_map = native_joint_map(self.model, settings.skeleton)
         self._native_names = (skeleton_of(self.model, "")["joint_names"] if self._joint_map is not None
                               else self.skeleton["joint_names"])
+        self._keypoints = detector_keypoint_joints(self.model, self._native_names)
         self._kwargs = settings.model_kwargs()
         if self._joint_map is not None:
             self._kwargs["skeleton"] = ""
@@ -184,6 +185,11 @@ class PoseInference:
             raw2d = None if raw2d is None else raw2d[:, None]
         conf = res["joint_confidences"][j].numpy() if "joint_confidences" in res else None
         pose_scores = res["pose_scores"][j].numpy() if "pose_scores" in res else None
+        keypoints = keypoint_poses2d = None
+        if self._keypoints is not None and "detector_keypoints" in res:
+            detector_idx, joint_idx = self._keypoints
+            keypoints = res["detector_keypoints"][j].numpy()[:, detector_idx]
+            keypoint_poses2d = (poses2d if raw2d is None else raw2d)[..., joint_idx, :]
         height, width = item.image.shape[:2]
         depth = ground_plane.estimate(poses3d.mean(axis=1), self._native_names, item.extrinsics,
                                       self.settings.plane() if self.settings.ground_plane else None,
@@ -196,7 +202,8 @@ class PoseInference:
             conf = None if conf is None else map_confidences(conf, self._joint_map)
         names = self.skeleton["joint_names"]
         q = quality.score(poses3d, boxes, conf, poses2d, pose_scores=pose_scores,
-                          joint_names=names, extrinsics=item.extrinsics, image_size=(width, height))
+                          joint_names=names, extrinsics=item.extrinsics, image_size=(width, height),
+                          detector_keypoints=keypoints, keypoint_poses2d=keypoint_poses2d)
         keep = ~(q < self.settings.min_quality)  # NaN (no evidence at all) is kept
         return Prediction(boxes=boxes[keep], poses2d=poses2d.mean(axis=1)[keep],
                           poses3d=poses3d.mean(axis=1).astype(np.float32)[keep],
@@ -205,6 +212,19 @@ class PoseInference:
                           depth_sigma_mm=depth.depth_sigma_mm[keep],
                           depth_source=[s for s, k in zip(depth.sources(), keep, strict=True) if k],
                           poses2d_raw=None if raw2d is None else raw2d.mean(axis=1)[keep])
+
+
+def detector_keypoint_joints(model, joint_names: list[str]) -> tuple[np.ndarray, np.ndarray] | None:
+    """(detector keypoint indices, joint indices) of the detector keypoints that share a name with a
+    joint, for models that output ``detector_keypoints`` (annotator's); None for others."""
+    if not hasattr(model, "detector_keypoint_names"):
+        return None
+    index = {n: i for i, n in enumerate(joint_names)}
+    pairs = [(k, index[n.decode()]) for k, n in enumerate(model.detector_keypoint_names.numpy())
+             if n.decode() in index]
+    if len(pairs) < 3:
+        return None
+    return np.array([a for a, _ in pairs]), np.array([b for _, b in pairs])
 
 
 def native_joint_map(model, skeleton: str) -> np.ndarray | None:

@@ -30,9 +30,16 @@ Terms (each is 1 for a perfect label and falls towards 0; every term is optional
 ``detector``  the detector score (1 for given boxes).
 ``presence``  the crop model's person-presence score (``pose_score``), when the model has one.
 ``confidence``  mean per-joint confidence, when the model has them (an official MeTRAbs has none).
+``keypoints``  mean score of the detector's own keypoints for this person (MoveNet's 17), when the
+    model outputs them (``detector_keypoints``; not for boxes given by the caller).
+``agreement``  the detector's keypoints are a second, independent 2D opinion of the same person:
+    ``d`` = median over keypoints scored >= ``keypoint_min_score`` of the distance to the crop
+    model's own 2D joint of the same name, divided by the box diagonal;
+    ``agreement = exp(-d / agreement_scale)``. Two networks that disagree on where a joint is
+    flag exactly the crops a single network is confidently wrong about (a swapped or misplaced limb).
 
 Combination: the weighted geometric mean of the available terms,
-``quality = exp(sum_k w_k ln t_k / sum_k w_k)`` (default weights: spread 2, the rest 1). A
+``quality = exp(sum_k w_k ln t_k / sum_k w_k)`` (default weights: all 1). A
 geometric mean keeps the score in [0, 1], is increasing in every term, and lets one failed check
 pull the score down. A missing term is left out of both sums (not counted as 1), so the score
 stays on the same [0, 1] scale with fewer terms.
@@ -56,7 +63,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-TERMS = ("spread", "bones", "box", "detector", "presence", "confidence")
+TERMS = ("spread", "bones", "box", "detector", "presence", "confidence", "keypoints", "agreement")
 
 # Typical adult lengths (mm) between joint centres, by canonical joint name (side + part).
 # Rough anthropometric means (a 1.7 m adult); the bones term is tolerant (sigma = ln 1.5).
@@ -76,15 +83,20 @@ _PARTS = {"sho": "shoulder", "elb": "elbow", "wri": "wrist", "hip": "hip", "kne"
 class QualityConfig:
     """Scales and weights of the score. Defaults were chosen on the default model's sample photos
     (TTA spread of 50-240 mm at num_aug=5, box coverage 0.45-0.8); they are heuristics to rank by,
-    not calibrated probabilities."""
+    not calibrated probabilities. Every term weighs the same: on the two calibrated Pose2Sim clips no
+    weighting ranked clearly better, and spread at twice the weight ranked worse at num_aug 5 (the
+    spread of well-behaved augmentations says little about the error; docs/models.md)."""
 
     spread_scale_mm: float = 150.0
     bone_proportion_sigma: float = math.log(1.5)
     bone_size_sigma: float = math.log(2.0)
     box_center: float = 0.4
     box_width: float = 0.08
+    agreement_scale: float = 0.05
+    keypoint_min_score: float = 0.3
     weights: dict[str, float] = field(default_factory=lambda: {
-        "spread": 2.0, "bones": 1.0, "box": 1.0, "detector": 1.0, "presence": 1.0, "confidence": 1.0})
+        "spread": 1.0, "bones": 1.0, "box": 1.0, "detector": 1.0, "presence": 1.0, "confidence": 1.0,
+        "keypoints": 1.0, "agreement": 1.0})
     floor: float = 1e-6  # terms are clipped to [floor, 1] before the log
 
 
@@ -98,6 +110,8 @@ class QualityTerms:
     detector: np.ndarray
     presence: np.ndarray
     confidence: np.ndarray
+    keypoints: np.ndarray
+    agreement: np.ndarray
     quality: np.ndarray
     spread_mm: np.ndarray  # mean cross-augmentation std (mm) behind ``spread``; NaN when A = 1
 
@@ -170,6 +184,21 @@ def box_term(poses2d: np.ndarray, boxes: np.ndarray, config: QualityConfig,
     return _logistic((coverage - c0) / w) * _logistic((np.minimum(precision, 1.0) - c0) / w)
 
 
+def agreement_term(detector_keypoints: np.ndarray, poses2d: np.ndarray, boxes: np.ndarray,
+                   config: QualityConfig) -> np.ndarray:
+    """[K] agreement of the detector's keypoints [K,P,3] (x, y, score) with the crop model's 2D at
+    the same joints [K,P,2], relative to the box diagonal; NaN with fewer than 3 confident keypoints."""
+    kp = np.asarray(detector_keypoints, np.float64)
+    dist = np.linalg.norm(kp[..., :2] - np.asarray(poses2d, np.float64), axis=-1)  # [K,P]
+    ok = (kp[..., 2] >= config.keypoint_min_score) & np.isfinite(dist)
+    diagonal = np.maximum(np.linalg.norm(np.asarray(boxes, np.float64)[:, 2:4], axis=-1), 1e-6)
+    out = np.full(len(kp), np.nan)
+    for i in range(len(kp)):
+        if ok[i].sum() >= 3:
+            out[i] = np.exp(-np.median(dist[i, ok[i]]) / diagonal[i] / config.agreement_scale)
+    return out
+
+
 def _to_camera(poses: np.ndarray, extrinsics: np.ndarray | None) -> np.ndarray:
     """World-frame poses [K,A,J,3] -> camera frame with world->camera ``extrinsics`` [4,4] or [K,4,4]."""
     if extrinsics is None:
@@ -185,7 +214,8 @@ def terms(poses_per_aug: np.ndarray, boxes: np.ndarray | None = None, joint_conf
           poses2d: np.ndarray | None = None, *, scores: np.ndarray | None = None,
           pose_scores: np.ndarray | None = None, joint_names: Sequence[str] | None = None,
           bones: Sequence[tuple[int, int, float]] | None = None, extrinsics: np.ndarray | None = None,
-          image_size: tuple[int, int] | None = None, config: QualityConfig | None = None) -> QualityTerms:
+          image_size: tuple[int, int] | None = None, detector_keypoints: np.ndarray | None = None,
+          keypoint_poses2d: np.ndarray | None = None, config: QualityConfig | None = None) -> QualityTerms:
     """All terms and the combined score for the K people of one image. Arguments as in :func:`score`."""
     config = config or QualityConfig()
     p = np.asarray(poses_per_aug, np.float64)
@@ -223,6 +253,15 @@ def terms(poses_per_aug: np.ndarray, boxes: np.ndarray | None = None, joint_conf
         if conf.ndim == 3:
             conf = conf.mean(axis=1)
         values["confidence"] = conf.reshape(k, -1).mean(axis=-1) if conf.size else nan.copy()
+    if detector_keypoints is not None and k:
+        kp = np.asarray(detector_keypoints, np.float64).reshape(k, -1, 3)
+        given = ~(kp[..., 2] > 0).any(axis=-1)  # boxes from the caller carry no keypoints
+        values["keypoints"] = np.where(given, np.nan, kp[..., 2].mean(axis=-1))
+        if keypoint_poses2d is not None and boxes is not None:
+            kp2 = np.asarray(keypoint_poses2d, np.float64)
+            if kp2.ndim == 4:
+                kp2 = kp2.mean(axis=1)
+            values["agreement"] = agreement_term(kp, kp2.reshape(k, -1, 2), boxes, config)
     num = np.zeros(k)
     den = np.zeros(k)
     for name in TERMS:
@@ -241,7 +280,8 @@ def score(poses_per_aug: np.ndarray, boxes: np.ndarray | None = None, joint_conf
           poses2d: np.ndarray | None = None, *, scores: np.ndarray | None = None,
           pose_scores: np.ndarray | None = None, joint_names: Sequence[str] | None = None,
           bones: Sequence[tuple[int, int, float]] | None = None, extrinsics: np.ndarray | None = None,
-          image_size: tuple[int, int] | None = None, config: QualityConfig | None = None) -> np.ndarray:
+          image_size: tuple[int, int] | None = None, detector_keypoints: np.ndarray | None = None,
+          keypoint_poses2d: np.ndarray | None = None, config: QualityConfig | None = None) -> np.ndarray:
     """Quality [K] float32 in [0, 1] (NaN only when no term is available) for the K people of one image.
 
     poses_per_aug: [K,A,J,3] mm, as ``detect_poses(..., average_aug=False)`` returns them ([K,J,3]
@@ -256,10 +296,12 @@ def score(poses_per_aug: np.ndarray, boxes: np.ndarray | None = None, joint_conf
         ``(joint a, joint b, typical length mm)``.
     image_size: (width, height), so that a person cut by the image border is not penalised for the
         part of the 2D pose outside the image.
+    detector_keypoints: [K,P,3] the detector's own keypoints (x, y, score; score 0 for given boxes),
+        and ``keypoint_poses2d`` [K,P,2] (or [K,A,P,2]) the crop model's 2D at the same P joints.
     """
     return terms(poses_per_aug, boxes, joint_confidences, poses2d, scores=scores, pose_scores=pose_scores,
                  joint_names=joint_names, bones=bones, extrinsics=extrinsics, image_size=image_size,
-                 config=config).quality
+                 detector_keypoints=detector_keypoints, keypoint_poses2d=keypoint_poses2d, config=config).quality
 
 
 def score_stored_person(person: dict, joint_names: Sequence[str] | None = None,

@@ -69,8 +69,8 @@ def test_reference_bones_are_found_by_name_in_our_and_official_metrabs_skeletons
 def test_clean_person_scores_high_and_every_term_near_one():
     t = quality.terms(**inputs(augs(person(), 2.0), det=1.0, conf=1.0))
     for name in quality.TERMS:
-        if name == "presence":
-            assert math.isnan(t.presence[0])  # not given: left out
+        if name in ("presence", "keypoints", "agreement"):
+            assert math.isnan(getattr(t, name)[0])  # not given: left out
         else:
             assert getattr(t, name)[0] > 0.95, name
     assert t.quality[0] > 0.95
@@ -158,8 +158,8 @@ def test_single_augmentation_and_official_metrabs_outputs_drop_terms():
     kw["joint_confidences"] = None
     off = quality.terms(**kw)
     assert math.isnan(off.confidence[0])
-    num = 2 * math.log(off.spread[0]) + sum(math.log(getattr(off, n)[0]) for n in ("bones", "box", "detector"))
-    assert off.quality[0] == pytest.approx(math.exp(num / 5), rel=1e-5)
+    num = sum(math.log(getattr(off, n)[0]) for n in ("spread", "bones", "box", "detector"))
+    assert off.quality[0] == pytest.approx(math.exp(num / 4), rel=1e-5)
     # nothing known: NaN, never a guess
     assert math.isnan(quality.score(person()[None])[0])
 
@@ -207,3 +207,44 @@ def test_stored_person_is_scored_without_spread_and_stored_quality_is_read_when_
     assert got == pytest.approx(float(t.quality[0]), rel=1e-6)
     assert quality.person_quality(row) is None
     assert quality.person_quality({**row, "quality": 0.25}) == 0.25
+
+
+def keypoints_of(p2d: np.ndarray, offset_px: float = 0.0, score: float = 0.8, seed: int = 0) -> np.ndarray:
+    """The detector's own keypoints [1,P,3] for the 2D joints [P,2], each moved ``offset_px`` in a
+    random direction (a second network that places the joints elsewhere)."""
+    angle = np.random.default_rng(seed).uniform(0, 2 * np.pi, len(p2d))
+    moved = p2d + offset_px * np.stack([np.cos(angle), np.sin(angle)], -1)
+    return np.concatenate([moved, np.full((len(p2d), 1), score)], -1)[None]
+
+
+def test_detector_keypoints_that_disagree_with_the_crop_model_score_lower_and_monotonically():
+    kw = inputs(augs(person(), 20.0))
+    p2d = kw["poses2d"][0]
+    diagonal = float(np.linalg.norm(kw["boxes"][0, 2:4]))
+    agree = [quality.terms(**kw, detector_keypoints=keypoints_of(p2d, f * diagonal), keypoint_poses2d=p2d[None])
+             for f in (0.0, 0.02, 0.05, 0.1, 0.2)]
+    values = [t.agreement[0] for t in agree]
+    assert values[0] == pytest.approx(1.0)
+    assert values[2] == pytest.approx(math.exp(-1.0), rel=1e-6)  # d = agreement_scale: exp(-1)
+    assert all(a > b for a, b in zip(values, values[1:], strict=False)), values
+    assert all(a.quality[0] > b.quality[0] for a, b in zip(agree, agree[1:], strict=False))
+    assert all(t.keypoints[0] == pytest.approx(0.8) for t in agree)
+    # lower keypoint scores: a lower score; only confident keypoints are compared
+    low = quality.terms(**kw, detector_keypoints=keypoints_of(p2d, 0.0, score=0.4), keypoint_poses2d=p2d[None])
+    assert low.keypoints[0] == pytest.approx(0.4) and low.quality[0] < agree[0].quality[0]
+    unsure = keypoints_of(p2d, 0.5 * diagonal)
+    unsure[0, 3:, 2] = 0.1  # the far-off keypoints are unsure, three sure ones agree exactly
+    unsure[0, :3, :2] = p2d[:3]
+    assert quality.terms(**kw, detector_keypoints=unsure, keypoint_poses2d=p2d[None]).agreement[0] == pytest.approx(1.0)
+
+
+def test_boxes_from_the_caller_have_no_keypoint_terms():
+    kw = inputs(augs(person(), 20.0))
+    p2d = kw["poses2d"][0]
+    given = keypoints_of(p2d, score=0.0)  # estimate_poses: the model reports score 0
+    t = quality.terms(**kw, detector_keypoints=given, keypoint_poses2d=p2d[None])
+    assert math.isnan(t.keypoints[0]) and math.isnan(t.agreement[0])
+    assert t.quality[0] == pytest.approx(quality.terms(**kw).quality[0])
+    two = keypoints_of(p2d)
+    two[0, 2:, 2] = 0.05  # fewer than 3 confident keypoints: no agreement term
+    assert math.isnan(quality.terms(**kw, detector_keypoints=two, keypoint_poses2d=p2d[None]).agreement[0])

@@ -28,13 +28,12 @@ def linspace(start, stop, num, endpoint=True) -> tf.Tensor:
 
 
 def schedule(num_aug, rotation_range_degrees: float = 25.0, kinds=("gamma", "rotation", "scale", "flip"),
-             metrabs_single_aug: bool = True, scale_range: tuple[float, float] = (0.8, 1.1)):
+             single_crop: tuple[float, float] = (0.8, 1.05), scale_range: tuple[float, float] = (0.8, 1.1)):
     """Per-augmentation (gamma [A], roll radians [A], scale [A], flip bool [A]).
 
     Kinds not in ``kinds`` stay at their identity value (gamma 1, roll 0, scale 1, no flip), so
-    each kind can be measured alone. ``metrabs_single_aug`` False makes num_aug = 1 the identity
-    crop instead of MeTRAbs' midpoint (gamma 0.8, scale 1.05), which suits crop models that were
-    not trained with these augmentations.
+    each kind can be measured alone. num_aug = 1 is one upright, unmirrored crop with
+    ``single_crop`` = (gamma, zoom): MeTRAbs' midpoint (0.8, 1.05) by default.
     """
     num_aug = tf.cast(num_aug, tf.int32)
     gammas = linspace(0.6, 1.0, num_aug)
@@ -44,12 +43,16 @@ def schedule(num_aug, rotation_range_degrees: float = 25.0, kinds=("gamma", "rot
     low, high = scale_range
     scales = tf.concat([linspace(low, 1.0, half, endpoint=False), linspace(1.0, high, num_aug - half)], 0)
     flips = tf.math.floormod(tf.range(num_aug) - half, 2) != 0
-    identity = tf.logical_and(num_aug == 1, not metrabs_single_aug)
     ones, zeros = tf.ones_like(gammas), tf.zeros_like(gammas)
-    gammas = tf.where(tf.logical_or(identity, "gamma" not in kinds), ones, gammas)
-    rolls = tf.where(tf.logical_or(identity, "rotation" not in kinds), zeros, rolls)
-    scales = tf.where(tf.logical_or(identity, "scale" not in kinds), ones, scales)
+    gammas = ones if "gamma" not in kinds else gammas
+    rolls = zeros if "rotation" not in kinds else rolls
+    scales = ones if "scale" not in kinds else scales
     flips = tf.logical_and(flips, "flip" in kinds)
+    single = num_aug == 1
+    gammas = tf.where(single, tf.fill([num_aug], float(single_crop[0])), gammas)
+    scales = tf.where(single, tf.fill([num_aug], float(single_crop[1])), scales)
+    rolls = tf.where(single, zeros, rolls)
+    flips = tf.logical_and(flips, tf.logical_not(single))
     return gammas, rolls, scales, flips
 
 

@@ -15,9 +15,22 @@ from __future__ import annotations
 
 import tensorflow as tf
 
+# MoveNet's 17 keypoints (COCO order), named as BlazePose names the same joints.
+KEYPOINT_NAMES = ("nose", "left_eye", "right_eye", "left_ear", "right_ear", "left_shoulder", "right_shoulder",
+                  "left_elbow", "right_elbow", "left_wrist", "right_wrist", "left_hip", "right_hip", "left_knee",
+                  "right_knee", "left_ankle", "right_ankle")
+KEYPOINT_MIRROR = (0, 2, 1, 4, 3, 6, 5, 8, 7, 10, 9, 12, 11, 14, 13, 16, 15)
+NUM_KEYPOINTS = len(KEYPOINT_NAMES)
+# a detection row: box (x, y, w, h, score), then keypoints (x, y, score) in image pixels
+DETECTION_WIDTH = 5 + 3 * NUM_KEYPOINTS
+
 
 class MoveNetMultiPose(tf.Module):
-    """Wraps the converted MoveNet-MultiPose SavedModel (``input`` int32 [1,H,W,3] -> [1,6,56])."""
+    """Wraps the converted MoveNet-MultiPose SavedModel (``input`` int32 [1,H,W,3] -> [1,6,56]).
+
+    Each detection keeps MoveNet's 17 keypoints and their scores: the crop model never sees them,
+    but they are a second, independent 2D opinion of the person (``detector_keypoints``), which the
+    quality score compares with the crop model's."""
 
     max_people = 6
 
@@ -34,7 +47,7 @@ class MoveNetMultiPose(tf.Module):
         return self.max_people * len(self.views)
 
     def _detect_one(self, image):
-        """image: float32 [H,W,3] in 0..255. Returns [6 x views, 5] boxes (x,y,w,h,score) in pixels."""
+        """image: float32 [H,W,3] in 0..255. Returns [6 x views, DETECTION_WIDTH] detections in pixels."""
         hw = tf.cast(tf.shape(image)[:2], tf.float32)
         # shrink the full-resolution image once, to the largest size any view needs
         largest = max(size / (1.0 + 2.0 * pad) for size, pad in self.views)
@@ -64,43 +77,57 @@ class MoveNetMultiPose(tf.Module):
         y0 = (ymin * net_hw[0] - pad_f[0]) / s_hw[0] - 0.5
         w = (xmax - xmin) * net_hw[1] / s_hw[1]
         h = (ymax - ymin) * net_hw[0] / s_hw[0]
-        return tf.stack([x0, y0, w, h, score], axis=-1)
+        kp = tf.reshape(out[:, :51], [-1, NUM_KEYPOINTS, 3])  # (y, x, score), normalised
+        kx = (kp[..., 1] * net_hw[1] - pad_f[1]) / s_hw[1] - 0.5
+        ky = (kp[..., 0] * net_hw[0] - pad_f[0]) / s_hw[0] - 0.5
+        keypoints = tf.reshape(tf.stack([kx, ky, kp[..., 2]], -1), [-1, 3 * NUM_KEYPOINTS])
+        return tf.concat([tf.stack([x0, y0, w, h, score], axis=-1), keypoints], axis=-1)
 
     # A tf.function with a fixed signature: every exported function (and the flipped pass) calls
     # this one concrete function, so the SavedModel stores the detector graph once.
     @tf.function(input_signature=[tf.TensorSpec((None, None, None, 3), tf.uint8, name="images")])
     def candidates(self, images):
-        """uint8 [N,H,W,3] -> [N, 6 x views, 5] unfiltered candidate boxes (x, y, w, h, score)."""
+        """uint8 [N,H,W,3] -> [N, 6 x views, DETECTION_WIDTH] unfiltered candidates."""
         return tf.map_fn(self._detect_one, tf.cast(images, tf.float32),
-                         fn_output_signature=tf.TensorSpec([self.candidates_per_image, 5], tf.float32))
+                         fn_output_signature=tf.TensorSpec([self.candidates_per_image, DETECTION_WIDTH], tf.float32))
 
     def detect(self, images, threshold, nms_iou_threshold, max_detections, flip_aug):
-        """images: uint8 [N,H,W,3]. Returns a RaggedTensor [N, None, 5] sorted by score."""
+        """images: uint8 [N,H,W,3]. Returns a RaggedTensor [N, None, DETECTION_WIDTH] sorted by score:
+        box (x, y, w, h, score), then the 17 keypoints (x, y, score)."""
         raw = self.candidates(images)
         if flip_aug:
             width = tf.cast(tf.shape(images)[2], tf.float32)
-            flipped = self.candidates(images[:, :, ::-1])
-            fx = width - 1.0 - flipped[..., 0] - flipped[..., 2]
-            flipped = tf.concat([fx[..., tf.newaxis], flipped[..., 1:]], -1)
-            raw = tf.concat([raw, flipped], axis=1)
+            raw = tf.concat([raw, unflip(self.candidates(images[:, :, ::-1]), width)], axis=1)
         return select_boxes(raw, threshold, nms_iou_threshold, max_detections)
 
 
+def unflip(detections, width) -> tf.Tensor:
+    """Detections [..., DETECTION_WIDTH] of a horizontally mirrored image -> the image's own frame
+    (boxes and keypoints mirrored back, left and right keypoints exchanged)."""
+    fx = width - 1.0 - detections[..., 0] - detections[..., 2]
+    kp = tf.reshape(detections[..., 5:], tf.concat([tf.shape(detections)[:-1], [NUM_KEYPOINTS, 3]], 0))
+    kp = tf.gather(kp, KEYPOINT_MIRROR, axis=-2)
+    kp = tf.concat([width - 1.0 - kp[..., :1], kp[..., 1:]], -1)
+    return tf.concat([fx[..., tf.newaxis], detections[..., 1:5],
+                      tf.reshape(kp, tf.concat([tf.shape(detections)[:-1], [3 * NUM_KEYPOINTS]], 0))], -1)
+
+
 def select_boxes(raw, threshold, nms_iou_threshold, max_detections) -> tf.RaggedTensor:
-    """Threshold, per-image NMS and top-k on padded candidates raw [N, M, 5] -> ragged [N, None, 5]."""
-    n = tf.shape(raw)[0]
+    """Threshold, per-image NMS and top-k on padded candidates raw [N, M, C] (box first) ->
+    ragged [N, None, C], every column of a kept candidate kept."""
     m = tf.shape(raw)[1]
-    x, y, w, h, score = tf.unstack(raw, axis=-1)
-    corners = tf.stack([y, x, y + h, x + w], axis=-1)
     limit = tf.where(max_detections > -1, tf.minimum(max_detections, m), m)
-    nms = tf.image.combined_non_max_suppression(
-        corners[:, :, tf.newaxis], score[..., tf.newaxis], max_output_size_per_class=m,
-        max_total_size=m, iou_threshold=nms_iou_threshold, score_threshold=threshold,
-        clip_boxes=False)
-    counts = tf.minimum(nms.valid_detections, limit)
-    b = nms.nmsed_boxes
-    boxes = tf.stack([b[..., 1], b[..., 0], b[..., 3] - b[..., 1], b[..., 2] - b[..., 0],
-                      nms.nmsed_scores], axis=-1)
+
+    def one(cands):
+        x, y, w, h, score = tf.unstack(cands[:, :5], axis=-1)
+        corners = tf.stack([y, x, y + h, x + w], axis=-1)
+        keep = tf.image.non_max_suppression(corners, score, max_output_size=limit,
+                                            iou_threshold=nms_iou_threshold, score_threshold=threshold)
+        kept = tf.gather(cands, keep)
+        count = tf.shape(keep)[0]
+        return tf.pad(kept, [[0, m - count], [0, 0]]), count
+
+    padded, counts = tf.map_fn(one, raw, fn_output_signature=(
+        tf.TensorSpec([None, raw.shape[-1]], tf.float32), tf.TensorSpec([], tf.int32)))
     mask = tf.range(m)[tf.newaxis] < counts[:, tf.newaxis]
-    del n
-    return tf.ragged.boolean_mask(boxes, mask)
+    return tf.ragged.boolean_mask(padded, mask)

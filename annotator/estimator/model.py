@@ -9,7 +9,9 @@ absolute reconstruction, back to the camera and world frames, then the skeleton'
 Extra outputs beyond the official ones (the pipeline uses them where present):
 ``joint_confidences`` [K,J], ``pose_scores`` [K] and ``poses2d_raw`` [K,J,2] (the crop model's own
 2D detections mapped back to image pixels, as opposed to ``poses2d``, the projection of the 3D;
-multi-view evaluation triangulates from these so its reference is independent of the 3D).
+multi-view evaluation triangulates from these so its reference is independent of the 3D), and
+``detector_keypoints`` [K,17,3] (the detector's own keypoints, x, y, score, named by
+``detector_keypoint_names``; score 0 for boxes given to ``estimate_poses``).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import json
 import numpy as np
 import tensorflow as tf
 
-from annotator.estimator import aggregate, augment, camera, crops, filters, reconstruct, skeletons
+from annotator.estimator import aggregate, augment, camera, crops, detectors, filters, reconstruct, skeletons
 from annotator.estimator.options import EstimatorOptions
 
 UNKNOWN_INTRINSIC_MATRIX = ((-1.0, -1.0, -1.0), (-1.0, -1.0, -1.0), (-1.0, -1.0, -1.0))
@@ -87,6 +89,9 @@ class PoseEstimator(tf.Module):
         self.per_skeleton_derived_joints = {
             s: tf.Variable(list(skels[s].derived), dtype=tf.bool, trainable=False) for s in names}
         self.joint_names = tf.Variable(list(native.joint_names), dtype=tf.string, trainable=False)
+        # names of ``detector_keypoints`` (the detector's own 2D, COCO-17 as BlazePose names them)
+        self.detector_keypoint_names = tf.Variable(list(detectors.KEYPOINT_NAMES), dtype=tf.string,
+                                                   trainable=False)
         self.joint_edges = tf.Variable(np.array(native.edges, np.int32).reshape(-1, 2), trainable=False)
         self._skeleton_table = tf.lookup.StaticHashTable(
             tf.lookup.KeyValueTensorInitializer(
@@ -145,11 +150,11 @@ class PoseEstimator(tf.Module):
             distortion_coeffs=(DEFAULT_DISTORTION,), extrinsic_matrix=(DEFAULT_EXTRINSIC_MATRIX,),
             world_up_vector=DEFAULT_WORLD_UP, default_fov_degrees=55.0, internal_batch_size=64,
             antialias_factor=1, num_aug=5, average_aug=True, skeleton=""):
-        boxes = tf.concat([boxes, tf.ones_like(boxes[..., :1])], axis=-1)
+        boxes = _given_boxes(boxes)
         result = self._estimate(images, boxes, intrinsic_matrix, distortion_coeffs, extrinsic_matrix,
                                 world_up_vector, default_fov_degrees, internal_batch_size,
                                 antialias_factor, num_aug, average_aug, skeleton, False)
-        del result["boxes"]
+        del result["boxes"], result["detector_keypoints"]
         return result
 
     @tf.function(input_signature=[
@@ -160,13 +165,12 @@ class PoseEstimator(tf.Module):
             distortion_coeffs=DEFAULT_DISTORTION, extrinsic_matrix=DEFAULT_EXTRINSIC_MATRIX,
             world_up_vector=DEFAULT_WORLD_UP, default_fov_degrees=55.0, internal_batch_size=64,
             antialias_factor=1, num_aug=5, average_aug=True, skeleton=""):
-        ragged = tf.RaggedTensor.from_tensor(boxes[tf.newaxis])
-        ragged = tf.concat([ragged, tf.ones_like(ragged[..., :1])], axis=-1)
+        ragged = _given_boxes(tf.RaggedTensor.from_tensor(boxes[tf.newaxis]))
         result = self._estimate(image[tf.newaxis], ragged, intrinsic_matrix[tf.newaxis],
                                 distortion_coeffs[tf.newaxis], extrinsic_matrix[tf.newaxis],
                                 world_up_vector, default_fov_degrees, internal_batch_size,
                                 antialias_factor, num_aug, average_aug, skeleton, False)
-        del result["boxes"]
+        del result["boxes"], result["detector_keypoints"]
         return {k: v[0] for k, v in result.items()}
 
     # ------------------------------------------------------------------------------ internals
@@ -180,7 +184,7 @@ class PoseEstimator(tf.Module):
     # per API function (with the detector shared the same way, load time went from ~19 s to ~3 s).
     @tf.function(input_signature=[
         tf.TensorSpec((None, None, None, 3), tf.uint8, name="images"),
-        tf.RaggedTensorSpec((None, None, 5), tf.float32, ragged_rank=1)]
+        tf.RaggedTensorSpec((None, None, detectors.DETECTION_WIDTH), tf.float32, ragged_rank=1)]
         + _CAMERA_SPECS + [tf.TensorSpec((), tf.bool, name="suppress_implausible_poses")])
     def _estimate(self, images, boxes, intrinsic_matrix, distortion_coeffs, extrinsic_matrix,
                   world_up_vector, default_fov_degrees, internal_batch_size, antialias_factor,
@@ -196,7 +200,7 @@ class PoseEstimator(tf.Module):
         up_cam = tf.linalg.matvec(extrinsics[:, :3, :3], world_up_vector)
 
         box_image = tf.cast(boxes.value_rowids(), tf.int32)
-        flat_boxes = boxes.flat_values
+        flat_boxes = boxes.flat_values[:, :5]
         box_k = tf.gather(intrinsics, box_image)
         box_dist = tf.gather(distortion, box_image)
         box_up = tf.gather(up_cam, box_image)
@@ -230,8 +234,10 @@ class PoseEstimator(tf.Module):
             poses2d = tf.reduce_mean(poses2d, axis=1)
             raw2d = tf.reduce_mean(raw2d, axis=1)
         lengths = boxes.row_lengths()
+        keypoints = tf.reshape(boxes.flat_values[:, 5:], [-1, detectors.NUM_KEYPOINTS, 3])
         return {
-            "boxes": boxes,
+            "boxes": tf.RaggedTensor.from_row_lengths(boxes.flat_values[:, :5], lengths),
+            "detector_keypoints": tf.RaggedTensor.from_row_lengths(keypoints, lengths),
             "poses3d": tf.RaggedTensor.from_row_lengths(poses3d, lengths),
             "poses2d": tf.RaggedTensor.from_row_lengths(poses2d, lengths),
             "poses2d_raw": tf.RaggedTensor.from_row_lengths(raw2d, lengths),
@@ -340,7 +346,7 @@ class PoseEstimator(tf.Module):
             box_scale = tf.fill([k], float(cm.box_scale))
 
         gammas, rolls, scales, flips = augment.schedule(
-            num_aug, opt.rotation_degrees, kinds=opt.aug_kinds, metrabs_single_aug=opt.metrabs_single_aug,
+            num_aug, opt.rotation_degrees, kinds=opt.aug_kinds, single_crop=opt.single_crop,
             scale_range=opt.scale_range)
         a = tf.shape(gammas)[0]
 
@@ -378,6 +384,12 @@ class PoseEstimator(tf.Module):
         inside = augment.unmirror_joints(inside, flips, self._native_mirror)
         return (tf.transpose(poses, [1, 0, 2, 3]), tf.transpose(raw2d, [1, 0, 2, 3]),
                 tf.transpose(conf, [1, 0, 2]), tf.transpose(inside, [1, 0, 2]), scores)
+
+
+def _given_boxes(boxes):
+    """Caller's boxes [N, None, 4] -> detection rows: score 1, no detector keypoints (score 0)."""
+    return tf.concat([boxes, tf.ones_like(boxes[..., :1]),
+                      tf.zeros_like(tf.tile(boxes[..., :1], [1, 1, 3 * detectors.NUM_KEYPOINTS]))], axis=-1)
 
 
 def signatures(module: PoseEstimator) -> dict:

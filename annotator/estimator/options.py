@@ -32,8 +32,8 @@ class EstimatorOptions:
         at their identity value: gamma 1, no roll, scale 1, no mirroring).
     ``rotation_degrees``, ``scale_range``: the extent of the rotation (+-degrees) and zoom (lowest,
         highest) augmentations (MeTRAbs: 25 and (0.8, 1.1)).
-    ``metrabs_single_aug``: num_aug = 1 uses MeTRAbs' midpoint crop (gamma 0.8, scale 1.05) instead of
-        the identity crop.
+    ``single_crop``: (gamma, zoom) of the one crop of num_aug = 1 (MeTRAbs: its schedule's midpoint,
+        (0.8, 1.05); (1, 1) is the identity crop).
     ``reconstruction``: how 2D + root-relative 3D become absolute 3D (``reconstruct.py``):
         ``blend`` (MeTRAbs: in-crop joints average the 3D with the 2D back-projected to its depth),
         ``translate`` (the 3D moved by the in-crop-weighted translation, shape from 3D only),
@@ -46,12 +46,12 @@ class EstimatorOptions:
 
     virtual_camera: bool = True
     alignment: bool = True
-    linear_light: bool = True
+    linear_light: bool = False
     antialias: bool = True
     aug_kinds: tuple[str, ...] = ("gamma", "scale", "flip")
     rotation_degrees: float = 25.0
     scale_range: tuple[float, float] = (0.9, 1.1)
-    metrabs_single_aug: bool = False
+    single_crop: tuple[float, float] = (0.8, 1.05)
     reconstruction: str = "blend"
     aggregation: str = "consensus"
     pose_nms: bool = True
@@ -68,8 +68,8 @@ class EstimatorOptions:
     @classmethod
     def metrabs(cls) -> EstimatorOptions:
         """MeTRAbs' own machinery, as published (and as annotator had it before the ablation)."""
-        return cls(aug_kinds=AUG_KINDS, rotation_degrees=25.0, scale_range=(0.8, 1.1), metrabs_single_aug=True,
-                   reconstruction="blend", aggregation="mean")
+        return cls(linear_light=True, aug_kinds=AUG_KINDS, rotation_degrees=25.0, scale_range=(0.8, 1.1),
+                   single_crop=(0.8, 1.05), reconstruction="blend", aggregation="mean")
 
     def replace(self, **changes) -> EstimatorOptions:
         return dataclasses.replace(self, **changes)
@@ -78,4 +78,5 @@ class EstimatorOptions:
         d = dataclasses.asdict(self)
         d["aug_kinds"] = list(self.aug_kinds)
         d["scale_range"] = list(self.scale_range)
+        d["single_crop"] = list(self.single_crop)
         return d

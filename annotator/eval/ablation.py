@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 
 # The raw networks, as a user would wire them without MeTRAbs' machinery.
 RAW = EstimatorOptions(virtual_camera=False, alignment=False, linear_light=False, antialias=False,
-                       aug_kinds=(), metrabs_single_aug=False, reconstruction="translate_all",
+                       aug_kinds=(), single_crop=(1.0, 1.0), reconstruction="translate_all",
                        aggregation="mean")
 
 
@@ -46,44 +46,53 @@ class Row:
     ensemble: bool = False  # crop model = BlazePose full + heavy, averaged
 
 
-def default_rows(default: EstimatorOptions | None = None) -> list[Row]:
+def default_rows(default: EstimatorOptions | None = None, full: bool = False) -> list[Row]:
     """The ablation: cumulative steps from the raw networks (the issue's order), then each default
-    step taken out of the shipped defaults (``default``) one at a time, the variants of each step,
-    each TTA kind alone and the whole schedule at 5, and MeTRAbs' machinery as published."""
+    step taken out of (or added to) the shipped defaults (``default``) one at a time, the variants of
+    each step, TTA kinds alone and the whole schedule at 5, and MeTRAbs' machinery as published.
+    ``full`` adds the rows that cost most and decided least (the other TTA kinds alone, the other
+    aggregations and reconstructions)."""
     d = default or EstimatorOptions()
     vc = RAW.replace(virtual_camera=True)
     al = vc.replace(alignment=True)
-    ll = al.replace(linear_light=True, antialias=True)
+    aa = al.replace(antialias=True)
     metrabs = EstimatorOptions.metrabs()
     all_kinds = ("gamma", "rotation", "scale", "flip")
-    return [
+    rows = [
         Row("raw networks", RAW),
         Row("+ virtual camera", vc),
         Row("+ alignment pass", al),
-        Row("+ linear light, anti-aliasing", ll),
+        Row("+ anti-aliasing", aa),
         Row("defaults, num_aug 1", d),
         Row("defaults without virtual camera", d.replace(virtual_camera=False)),
         Row("defaults without alignment pass", d.replace(alignment=False)),
-        Row("defaults without linear light, anti-aliasing", d.replace(linear_light=False, antialias=False)),
-        Row("defaults, MeTRAbs single-aug crop (gamma .8, zoom 1.05)", d.replace(metrabs_single_aug=True)),
+        Row("defaults without anti-aliasing", d.replace(antialias=False)),
+        Row("defaults + linear light", d.replace(linear_light=True)),
+        Row("defaults, single crop identity (gamma 1, zoom 1)", d.replace(single_crop=(1.0, 1.0))),
+        Row("defaults, single crop gamma .8 only", d.replace(single_crop=(0.8, 1.0))),
+        Row("defaults, single crop zoom 1.05 only", d.replace(single_crop=(1.0, 1.05))),
         Row("defaults, reconstruction translate", d.replace(reconstruction="translate")),
-        Row("defaults, reconstruction translate_all", d.replace(reconstruction="translate_all")),
-        Row("TTA gamma only, num_aug 5", d.replace(aug_kinds=("gamma",)), num_aug=5),
-        Row("TTA rotation (25 deg) only, num_aug 5", d.replace(aug_kinds=("rotation",)), num_aug=5),
-        Row(f"TTA scale ({d.scale_range[0]}-{d.scale_range[1]}) only, num_aug 5", d.replace(aug_kinds=("scale",)),
-            num_aug=5),
-        Row("TTA flip only, num_aug 5", d.replace(aug_kinds=("flip",)), num_aug=5),
-        Row("defaults, num_aug 5", d, num_aug=5),
-        Row("defaults, num_aug 5, aggregation mean", d.replace(aggregation="mean"), num_aug=5),
         Row("defaults + plausibility / NMS, num_aug 1", d, suppress=True),
         Row("defaults + ensemble full+heavy, num_aug 1", d, ensemble=True),
         Row("defaults + ground plane, num_aug 1", d, ground=True),
-        Row("defaults + ground plane, num_aug 5", d, num_aug=5, ground=True),
         Row("MeTRAbs machinery (before), num_aug 1", metrabs),
+        Row("TTA rotation (25 deg) only, num_aug 5", d.replace(aug_kinds=("rotation",)), num_aug=5),
+        Row("TTA flip only, num_aug 5", d.replace(aug_kinds=("flip",)), num_aug=5),
+        Row("defaults, num_aug 5", d, num_aug=5),
+        Row("defaults + ground plane, num_aug 5", d, num_aug=5, ground=True),
         Row("MeTRAbs machinery (before), num_aug 5", metrabs, num_aug=5),
-        Row("MeTRAbs schedule, aggregation consensus, num_aug 5",
-            metrabs.replace(aug_kinds=all_kinds, aggregation="consensus"), num_aug=5),
     ]
+    if full:
+        rows += [
+            Row("defaults, reconstruction translate_all", d.replace(reconstruction="translate_all")),
+            Row("TTA gamma only, num_aug 5", d.replace(aug_kinds=("gamma",)), num_aug=5),
+            Row(f"TTA scale ({d.scale_range[0]}-{d.scale_range[1]}) only, num_aug 5",
+                d.replace(aug_kinds=("scale",)), num_aug=5),
+            Row("defaults, num_aug 5, aggregation mean", d.replace(aggregation="mean"), num_aug=5),
+            Row("MeTRAbs schedule, aggregation consensus, num_aug 5",
+                metrabs.replace(aug_kinds=all_kinds, aggregation="consensus"), num_aug=5),
+        ]
+    return rows
 
 
 @dataclass
@@ -162,17 +171,28 @@ def run(scene_dir: str | Path, out: str | Path | None = None, frames: int = 20, 
                                            suppress_implausible_poses=suppress, ground_plane=ground)
         return multiview.inferences(networks.estimator(options, ensemble), row_settings, scene)
 
-    ref_dets, _, _ = multiview.predict(inference(RAW), scene)
+    # rows that label the same way (same options and settings, another name) are labelled once
+    labelled: dict[tuple, tuple] = {}
+
+    def label(options: EstimatorOptions, num_aug: int = 1, suppress: bool = False, ground: bool = False,
+              ensemble: bool = False) -> tuple:
+        key = (options, num_aug, suppress, ground, ensemble)
+        if key not in labelled:
+            inf = inference(*key)
+            next(iter(inf.values())).warm_up()  # trace once (one model behind every view), not timed
+            labelled[key] = multiview.predict(inf, scene)
+        return labelled[key]
+
+    ref_dets, _, _ = label(RAW)
     refs, reproj = multiview.references(ref_dets, scene.views, settings, mirror)
     log.info("reference: %d people triangulated over %d frames", len(refs), len(scene.indices))
 
     results: list[Result] = []
+    report = _report(scene_dir, scene, networks, refs, reproj, results)
     for row in rows:
         if row.ground and not settings.ground_plane:
             continue
-        inf = inference(row.options, row.num_aug, row.suppress, row.ground, row.ensemble)
-        next(iter(inf.values())).warm_up()  # trace once (one model behind every view), not timed
-        dets, seconds, calls = multiview.predict(inf, scene)
+        dets, seconds, calls = label(row.options, row.num_aug, row.suppress, row.ground, row.ensemble)
         people = multiview.score_against(dets, refs, scene.views, names, settings, mirror)
         body = multiview.score_against(dets, refs, scene.views, names, settings, mirror, coco_matrix,
                                        list(coco.joint_names))
@@ -185,6 +205,13 @@ def run(scene_dir: str | Path, out: str | Path | None = None, frames: int = 20, 
                               qe.get("spearman_root_relative_mpjpe_mm"),
                               {"quality_vs_error": qe, "predictions": [_compact(r) for r in body]}))
         log.info("%s: %s", row.name, results[-1].coco_19)
+        report = _report(scene_dir, scene, networks, refs, reproj, results)
+        if out is not None:  # after every row: a long run stopped early keeps what it measured
+            write(report, out)
+    return report
+
+
+def _report(scene_dir, scene, networks, refs, reproj, results: list[Result]) -> dict:
     report = {
         "scene": str(scene_dir), "frames": scene.indices, "views": [v.name for v in scene.views],
         "variant": networks.variant, "people_triangulated": len(refs),
@@ -197,12 +224,16 @@ def run(scene_dir: str | Path, out: str | Path | None = None, frames: int = 20, 
                  for r in results],
         "time": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
-    if out is not None:
-        out = Path(out)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "ablation.json").write_text(json.dumps(report, indent=2))
-        (out / "ablation.md").write_text(format_table(report))
+    paired_differences(report)
     return report
+
+
+def write(report: dict, out: str | Path) -> None:
+    """``OUT/ablation.json`` and ``OUT/ablation.md``."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "ablation.json").write_text(json.dumps(report, indent=2))
+    (out / "ablation.md").write_text(format_table(report))
 
 
 def bootstrap_ci(rows: list[multiview.PersonResult], metric: str, resamples: int = 1000, seed: int = 0) -> list | None:
@@ -224,6 +255,38 @@ def bootstrap_ci(rows: list[multiview.PersonResult], metric: str, resamples: int
     return [round(float(lo), 1), round(float(hi), 1)]
 
 
+BASELINE = "defaults, num_aug 1"
+
+
+def paired_differences(report: dict, baseline: str = BASELINE, resamples: int = 1000, seed: int = 0) -> None:
+    """Add to each row ``vs_baseline``: the median over predictions of (row error - baseline error)
+    for the same frame, view and person, with a 95 % interval resampling frames. Paired, so the
+    differences between people and frames (most of the spread) cancel; the honest test of whether
+    a step helps."""
+    base = next((r for r in report["rows"] if r["name"] == baseline), None)
+    if base is None:
+        return
+    rng = np.random.default_rng(seed)
+    key = ("frame", "view", "person")
+    ref = {tuple(p[k] for k in key): p for p in base["predictions"]}
+    for r in report["rows"]:
+        out = {}
+        for m in ("root_relative_mpjpe_mm", "root_error_mm"):
+            pairs = [(p["frame"], p[m] - ref[k][m]) for p in r["predictions"]
+                     if (k := tuple(p[x] for x in key)) in ref]
+            if len(pairs) < 4:
+                continue
+            frames = sorted({f for f, _ in pairs})
+            by_frame = {f: [d for g, d in pairs if g == f] for f in frames}
+            meds = [np.median(np.concatenate([by_frame[frames[i]] for i in rng.choice(len(frames), len(frames))]))
+                    for _ in range(resamples)]
+            lo, hi = np.percentile(meds, [2.5, 97.5])
+            out[m] = {"median": round(float(np.median([d for _, d in pairs])), 1),
+                      "ci95": [round(float(lo), 1), round(float(hi), 1)], "n": len(pairs)}
+        r["vs_baseline"] = out
+    report["baseline"] = baseline
+
+
 def _compact(r: multiview.PersonResult) -> dict:
     """One scored prediction (coco_19 joints) for later analysis: where, errors, quality."""
     return {"frame": r.frame, "view": r.view, "person": r.person,
@@ -242,13 +305,18 @@ def _cell(value, digits=0) -> str:
 def format_table(report: dict) -> str:
     """Markdown table of an ablation report (coco_19 body joints first, then all joints)."""
     head = ("| row | rel. MPJPE coco_19 / all | PA-MPJPE | root err | depth bias | limb scale | L/R swaps "
-            "| matched | ms / image | Spearman(q, err) |")
+            "| matched | ms / image | Spearman(q, err) | vs defaults: rel. / root |")
 
     def ci(c, m):
         v = c.get(f"{m}_ci95")
         return f" ({v[0]:.0f}-{v[1]:.0f})" if v else ""
 
-    lines = [head, "|" + "---|" * 10]
+    lines = [head, "|" + "---|" * 11]
+
+    def delta(r, m):
+        v = r.get("vs_baseline", {}).get(m)
+        return "-" if v is None else f"{v['median']:+.0f} ({v['ci95'][0]:+.0f}..{v['ci95'][1]:+.0f})"
+
     for r in report["rows"]:
         c, a = r["coco_19"], r["all"]
         lines.append(
@@ -257,9 +325,12 @@ def format_table(report: dict) -> str:
             f"| {_cell(c.get('pa_mpjpe_mm'))} | {_cell(c.get('root_error_mm'))}{ci(c, 'root_error_mm')} "
             f"| {_cell(c.get('root_depth_bias_mm'))} | {_cell(c.get('limb_scale'), 3)} "
             f"| {_cell(c.get('swap_rate'), 2)} | {c.get('people_matched')} | {_cell(r['ms_per_image'])} "
-            f"| {_cell(r['spearman_quality_error'], 2)} |")
+            f"| {_cell(r['spearman_quality_error'], 2)} "
+            f"| {delta(r, 'root_relative_mpjpe_mm')} / {delta(r, 'root_error_mm')} |")
     lines.append("")
-    lines.append("In brackets: 95 % interval of the median, resampling frames.")
+    lines.append("In brackets: 95 % interval of the median, resampling frames. Last column: median of the paired "
+                 f"differences to the row '{report.get('baseline', BASELINE)}' (same frame, view and person; "
+                 "negative = better), with its 95 % interval.")
     lines.append(f"{len(report['frames'])} frames x {len(report['views'])} views of {Path(report['scene']).name}, "
                  f"{report['people_triangulated']} people triangulated from the raw networks' 2D "
                  f"(median reprojection {report['reprojection_median_px']} px); medians, mm; model "
