@@ -88,10 +88,15 @@ def rows_by_id(output: str, storage_options: dict | None = None) -> dict[str, di
     return {r["image_id"]: r for r in table.to_pylist()}
 
 
-def assert_same(got: dict[str, dict], ref: dict[str, dict]) -> None:
-    """The same images, each with equal fields and people (within ``ATOL``)."""
+def assert_same(got: dict[str, dict], ref: dict[str, dict], moved: tuple[str, str] | None = None) -> None:
+    """The same images, each with equal fields and people (within ``ATOL``); ``moved``: (input URI
+    of ``got``, input folder of ``ref``), the same files copied elsewhere (an object store)."""
     from tests.helpers.jobs import assert_same_labels
 
+    if moved:
+        src, local = (x.rstrip("/") + "/" for x in moved)
+        assert all(r["source_uri"].startswith(src) for r in got.values())
+        got = {k: {**r, "source_uri": local + r["source_uri"][len(src):]} for k, r in got.items()}
     assert_same_labels(got, ref, atol={k: v for k, v in ATOL.items() if k != "score"})
     for image_id, r in ref.items():
         for pg, pr in zip(got[image_id]["people"], r["people"], strict=True):
