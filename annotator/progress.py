@@ -30,6 +30,7 @@ def shard_stats(table: pa.Table, extras: pa.Table | None, attempt: int) -> dict:
     if extras is not None and extras.num_rows:
         out["stage_seconds"] = {s: float(pc.sum(extras.column(f"_{s}_s")).as_py() or 0.0)
                                 for s in ("read", "decode", "infer")}
+        out["storage_retries"] = int(pc.sum(extras.column("_read_retries")).as_py() or 0)
         actors = Counter(extras.column("_actor").to_pylist())
         gpus = dict(zip(extras.column("_actor").to_pylist(), extras.column("_gpu").to_pylist(), strict=True))
         loads = dict(zip(extras.column("_actor").to_pylist(), extras.column("_model_loads").to_pylist(),
@@ -63,6 +64,8 @@ class RunStats:
     actors: dict = field(default_factory=dict)
     decode_pids: set = field(default_factory=set)
     failed_shards: dict = field(default_factory=dict)
+    # store requests retried (``annotator.retries``): by the reads of the committed rows, and by the driver
+    storage_retries: int = 0
     started: float = field(default_factory=time.time)
     # when labelled rows first reached the driver: the job's fixed cost as a user sees it
     first_rows_at: float | None = None
@@ -117,6 +120,7 @@ class RunStats:
             self.people_per_image.update(stats.get("people_per_image", {}))
             self.stage_seconds.update(stats.get("stage_seconds", {}))
             self.stage_seconds["commit"] += commit_seconds
+            self.storage_retries += stats.get("storage_retries", 0)
             for actor, a in stats.get("actors", {}).items():
                 cur = self.actors.setdefault(actor, {"images": 0, "gpu": a["gpu"], "model_loads": 0})
                 cur["images"] += a["images"]
@@ -175,6 +179,7 @@ class RunStats:
             "people": self.people, "shards_committed": self.shards_committed,
             "shards_repaired": self.shards_repaired, "shards_skipped": self.shards_skipped,
             "shards_failed": len(self.failed_shards), "failed_shards": dict(sorted(self.failed_shards.items())),
+            "storage_retries": self.storage_retries,
             "errors_by_reason": dict(sorted(self.errors_by_reason.items())),
             "people_per_image": dict(sorted(self.people_per_image.items(), key=lambda kv: int(kv[0]))),
             "elapsed_seconds": r["elapsed_seconds"],

@@ -24,6 +24,8 @@ from dataclasses import dataclass
 import fsspec
 import numpy as np
 
+from annotator import retries as retry_count
+
 log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".jfif")
@@ -57,6 +59,8 @@ def filesystem(uri: str, storage_options: dict | None = None):
     for key, value in (storage_options or {}).items():
         if _ALIASES.get(key, key) == proto:
             opts.update(value)
+    if proto not in ("file", "memory"):
+        retry_count.watch()  # the store clients' own retries, for the summary
     return fsspec.core.url_to_fs(str(uri), **opts)
 
 
@@ -233,6 +237,7 @@ def read_many(uris: list[str], storage_options: dict | None = None, timeout_s: f
                     retry.append(i)
             if not retry or attempt == retries:
                 break
+            retry_count.add(len(retry))
             time.sleep(backoff_s * 2 ** attempt)
             todo = retry
     return out  # type: ignore[return-value]

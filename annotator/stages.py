@@ -9,11 +9,13 @@ Batch contract (columns):
   frames with raw_h/raw_w > 0); the camera columns of ``annotator.camera_codec`` (intrinsics
   [N,3,3], distortion [N,12], extrinsics [N,4,4], NaN: not given; camera_source, '' if not given);
   error (str, '' when ok); shard_rows (int64: the shard's row count, set on the rows of its last
-  batch, else -1); fail (str: why the whole shard failed, '' normally); read_s (float).
+  batch, else -1); fail (str: why the whole shard failed, '' normally); read_s (float); read_retries
+  (int: storage requests this process retried since its last batch, on a batch's first row).
 * after ``decode_batch``: the same minus data/raw_*, the camera now always given for ok rows, plus
   image (uint8 HxWx3; 1x1 for error rows), width, height, decode_s, decode_pid.
 * after ``InferenceStage``: an Arrow table of the label schema plus driver-only columns that start
-  with ``_`` (shard_rows, fail, per-stage seconds, actor, GPU ids, model loads), which the sink drops.
+  with ``_`` (shard_rows, fail, per-stage seconds, read retries, actor, GPU ids, model loads), which
+  the sink drops.
 
 Why a shard can "fail" as a whole: a tar or video that cannot be read to the end, or an inference
 batch that keeps timing out. Its rows are then not committed; the runner retries the shard a
@@ -34,7 +36,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 import numpy as np
 import pyarrow as pa
 
-from annotator import camera_codec, encode, errors, infer, plan, sources
+from annotator import camera_codec, encode, errors, infer, plan, retries, sources
 from annotator import decode as decode_mod
 from annotator.camera_codec import Camera
 from annotator.errors import BAD_CAMERA, CHANGED, EMPTY_SHARD, SHARD_READ_ERROR, TIMEOUT
@@ -43,7 +45,7 @@ from annotator.models import loader
 
 log = logging.getLogger(__name__)
 
-EXTRA_COLUMNS = ("_shard_rows", "_fail", "_read_s", "_decode_s", "_infer_s", "_actor", "_gpu",
+EXTRA_COLUMNS = ("_shard_rows", "_fail", "_read_s", "_read_retries", "_decode_s", "_infer_s", "_actor", "_gpu",
                  "_model_loads", "_decode_pid", "_done_at")
 
 
@@ -82,6 +84,9 @@ class _Rows:
         cams = camera_codec.columns(n)
         raw_hw = np.zeros((n, 2), np.int32)
         data = np.empty(n, dtype=object)
+        read_retries = np.zeros(n, np.int64)  # storage requests retried for these rows: on the first
+        if n:
+            read_retries[0] = retries.take()
         for i, r in enumerate(rows):
             camera_codec.put(cams, i, r["camera"])
             if r["raw"] is not None:
@@ -99,6 +104,7 @@ class _Rows:
             "shard_rows": np.full(n, self.count if last else -1, np.int64),
             "fail": np.asarray([r["fail"] for r in rows], dtype=object),
             "read_s": np.full(n, elapsed / max(n, 1), np.float64),
+            "read_retries": read_retries,
         }
 
 
@@ -274,6 +280,7 @@ def decode_batch(batch: dict, max_pixels: int = decode_mod.DEFAULT_MAX_PIXELS,
         "shard_rows": np.asarray(batch["shard_rows"], np.int64),
         "fail": np.asarray(batch["fail"], dtype=object),
         "read_s": np.asarray(batch["read_s"], np.float64),
+        "read_retries": np.asarray(batch["read_retries"], np.int64),
         "decode_s": decode_s,
         "decode_pid": np.full(n, os.getpid(), np.int64),
     }
@@ -377,6 +384,7 @@ class InferenceStage:
             "_shard_rows": pa.array(np.asarray(batch["shard_rows"], np.int64)),
             "_fail": pa.array(fails, pa.string()),
             "_read_s": pa.array(np.asarray(batch["read_s"], np.float64)),
+            "_read_retries": pa.array(np.asarray(batch["read_retries"], np.int64)),
             "_decode_s": pa.array(np.asarray(batch["decode_s"], np.float64)),
             "_infer_s": pa.array(infer_s),
             "_actor": pa.array([self.actor] * n, pa.string()),

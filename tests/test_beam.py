@@ -86,7 +86,8 @@ def _element(out, shard_id: str, fail: str = "") -> tuple[str, list[tuple[str, b
     t = sink.DatasetSink(str(out)).read_part(part).replace_schema_metadata(None)
     n = t.num_rows
     extras = {"_shard_rows": pa.array([n] * n, pa.int64()), "_fail": pa.array([fail] * n, pa.string()),
-              "_read_s": pa.array([0.0] * n), "_decode_s": pa.array([0.0] * n), "_infer_s": pa.array([0.1] * n),
+              "_read_s": pa.array([0.0] * n), "_read_retries": pa.array([0] * n, pa.int64()),
+              "_decode_s": pa.array([0.0] * n), "_infer_s": pa.array([0.1] * n),
               "_actor": pa.array(["test:1"] * n), "_gpu": pa.array([""] * n),
               "_model_loads": pa.array([1] * n, pa.int64()), "_decode_pid": pa.array([1] * n, pa.int64()),
               "_done_at": pa.array([0.0] * n)}

@@ -45,7 +45,8 @@ def _rows(frames: range, shard: str, seed: int = 0, video: str = "/data/walk.mp4
     table = encode.to_table(out)
     n = table.num_rows
     extras = {"_shard_rows": pa.array(np.full(n, n, np.int64)), "_fail": pa.array([""] * n),
-              "_read_s": pa.array(np.zeros(n)), "_decode_s": pa.array(np.zeros(n)), "_infer_s": pa.array(np.zeros(n)),
+              "_read_s": pa.array(np.zeros(n)), "_read_retries": pa.array(np.zeros(n, np.int64)),
+              "_decode_s": pa.array(np.zeros(n)), "_infer_s": pa.array(np.zeros(n)),
               "_actor": pa.array(["a"] * n), "_gpu": pa.array([""] * n), "_model_loads": pa.array(np.ones(n, np.int64)),
               "_decode_pid": pa.array(np.ones(n, np.int64)), "_done_at": pa.array(np.zeros(n))}
     for name in stages.EXTRA_COLUMNS:

@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from annotator import errors, layout, schema, sequence, sources, stages
+from annotator import errors, layout, retries, schema, sequence, sources, stages
 from annotator import plan as plan_mod
 from annotator.infer import skeleton_of
 from annotator.lock import OutputLock
@@ -306,6 +306,7 @@ class Job:
         self.stats.failed_shards = dict(failures) if work else {}
         self.finish_rounds()
         manifest = self.sink.write_manifest(self.committed, final=True, shards_total=plan.num_shards)
+        self.stats.storage_retries += retries.take()  # the driver's own (plan, commits, manifests, lock)
         summary = self.stats.summary(
             output=self.output, input=self.input, model=self.model.to_dict(), shards_total=plan.num_shards,
             rows_in_dataset=manifest["rows"], dataset={k: manifest[k] for k in (
