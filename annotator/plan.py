@@ -292,6 +292,8 @@ def _plan_manifest(w: _Writer, fs, entries: list[sources.Entry], shard_size: int
         uris = t.column(uri_col).cast(pa.string())
         if uris.null_count:
             raise PlanError(f"manifest {path} has {uris.null_count} rows without a URI")
+        # credentials inside a URI never reach the plan (nor ids, rows, logs): such rows become error rows
+        uris = pc.replace_substring_regex(uris, pattern=sources.USERINFO, replacement=r"\1***@")
         # relative entries are relative to the manifest's folder
         base = sources.to_uri(fs, posixpath.dirname(path)) + "/"
         absolute = pc.or_(pc.match_substring(uris, "://"), pc.starts_with(uris, "/"))

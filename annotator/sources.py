@@ -47,6 +47,15 @@ def protocol_of(uri: str) -> str:
     return _ALIASES.get(p, p)
 
 
+# ``scheme://user:password@host/...``: a URI with user info (plans keep it as ``scheme://***@host/...``)
+USERINFO = r"^([a-zA-Z][a-zA-Z0-9+.-]*://)[^/@]*@"
+_USERINFO = re.compile(USERINFO)
+
+
+class CredentialsInURI(ValueError):
+    """A URI that carries user info: refused (it would be copied into the plan, rows and logs)."""
+
+
 def is_process_local(uri: str) -> bool:
     return protocol_of(uri) in PROCESS_LOCAL
 
@@ -219,9 +228,18 @@ def read_many(uris: list[str], storage_options: dict | None = None, timeout_s: f
     out: list[bytes | Exception | None] = [None] * len(uris)
     by_fs: dict[str, list[int]] = {}
     for i, uri in enumerate(uris):
-        by_fs.setdefault(protocol_of(uri), []).append(i)
+        if _USERINFO.match(uri):  # never sent anywhere (plans hold such URIs redacted anyway)
+            out[i] = CredentialsInURI("credentials inside a URI are not accepted: give them as storage options "
+                                      "or in the environment")
+        else:
+            by_fs.setdefault(protocol_of(uri), []).append(i)
     for idx in by_fs.values():
-        fs, _ = filesystem(uris[idx[0]], storage_options)
+        try:
+            fs, _ = filesystem(uris[idx[0]], storage_options)
+        except (ValueError, ImportError) as e:  # an unknown protocol (or its package missing): these rows only
+            for i in idx:
+                out[i] = e
+            continue
         todo = list(idx)
         for attempt in range(retries + 1):
             paths = {i: filesystem(uris[i], storage_options)[1] for i in todo}

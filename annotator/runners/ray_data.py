@@ -42,10 +42,13 @@ from annotator.spec import ComputeSpec, RunSpec
 
 log = logging.getLogger(__name__)
 
-# Environment the workers need as well (emulators, gcsfs switches, endpoints).
+# Environment the workers need as well (emulators, gcsfs switches, endpoints). Never secrets: Ray
+# writes a runtime_env in plain text into every node's runtime_env_agent.log (seen: the AWS keys).
+# An embedded Ray's workers inherit the driver's environment anyway; a cluster's nodes use their
+# own credentials, or the spec's storage options (task arguments, not logged).
 PROPAGATED_ENV = ("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "STORAGE_EMULATOR_HOST", "AWS_ENDPOINT_URL",
-                  "AWS_ENDPOINT_URL_S3", "AWS_DEFAULT_REGION", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
-                  "GOOGLE_APPLICATION_CREDENTIALS", "TF_CPP_MIN_LOG_LEVEL")
+                  "AWS_ENDPOINT_URL_S3", "AWS_DEFAULT_REGION", "GOOGLE_APPLICATION_CREDENTIALS",
+                  "TF_CPP_MIN_LOG_LEVEL")
 
 
 def init_ray(address: str | None, num_cpus: int | None = None, num_gpus: int | None = None) -> bool:
