@@ -2,9 +2,9 @@
 
 The object-store clients retry transient failures themselves (gcsfs: 5xx, 408/429, connection
 errors; botocore and s3fs: throttling, 5xx, resets, short reads) and say so only in their debug
-log. ``watch()`` counts those log records with a filter on each client's logger; the filter also
-drops every record the logger's own level would have dropped, so nothing more reaches any
-handler than before. ``annotator.sources.read_many``'s own retries are counted with ``add``.
+log. ``watch()`` counts those log records with a handler on each client's logger, which passes
+on to the usual handlers only what the logger's own level let through before, so nothing more
+reaches them. ``annotator.sources.read_many``'s own retries are counted with ``add``.
 Counts are per process: read tasks hand theirs on with their rows (``_read_retries``), the
 driver adds its own (plan, commits, publish, manifest, lock) to the summary.
 """
@@ -43,25 +43,31 @@ def take() -> int:
     return n
 
 
-class _RetryFilter(logging.Filter):
-    def __init__(self, texts: tuple[str, ...], level: int):
-        super().__init__()
-        self.texts, self.level = texts, level
+class _Counter(logging.Handler):
+    """On a client's logger (which then propagates no more): counts its retry records and hands
+    on to the parent loggers what the logger's previous level let through."""
 
-    def filter(self, record: logging.LogRecord) -> bool:
+    def __init__(self, logger: logging.Logger, texts: tuple[str, ...], level: int):
+        super().__init__()
+        self.logger, self.texts, self.pass_level = logger, texts, level
+
+    def emit(self, record: logging.LogRecord) -> None:
         msg = str(record.msg)
         if any(t in msg for t in self.texts):
             add()
-        return record.levelno >= self.level
+        if record.levelno >= self.pass_level and self.logger.parent is not None:
+            self.logger.parent.handle(record)
 
 
 def watch() -> None:
-    """Start counting (idempotent). Lowers each client logger to DEBUG behind a filter that
-    passes on only what its previous level let through."""
+    """Start counting (idempotent). Lowers each client logger to DEBUG; its records (and its
+    child loggers', e.g. ``gcsfs.credentials``, which inherit DEBUG) go through a ``_Counter``
+    instead of propagating, so handlers get only what they got before."""
     with _lock:
         todo = [name for name in RETRY_LOGS if name not in _watched]
         _watched.update(todo)
     for name in todo:
         logger = logging.getLogger(name)
-        logger.addFilter(_RetryFilter(RETRY_LOGS[name], logger.getEffectiveLevel()))
+        logger.addHandler(_Counter(logger, RETRY_LOGS[name], logger.getEffectiveLevel()))
+        logger.propagate = False
         logger.setLevel(logging.DEBUG)

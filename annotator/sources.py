@@ -68,9 +68,10 @@ def filesystem(uri: str, storage_options: dict | None = None):
     for key, value in (storage_options or {}).items():
         if _ALIASES.get(key, key) == proto:
             opts.update(value)
+    fs_path = fsspec.core.url_to_fs(str(uri), **opts)
     if proto not in ("file", "memory"):
         retry_count.watch()  # the store clients' own retries, for the summary
-    return fsspec.core.url_to_fs(str(uri), **opts)
+    return fs_path
 
 
 def to_uri(fs, path: str) -> str:
