@@ -1,11 +1,12 @@
 """The longer reliability runs, outside CI: every driver kill point of ``killer.POINTS`` (a kill, then
-a rerun that must finish the job), and jobs on ``gs://`` and ``s3://`` through the fault proxy.
+a rerun that must finish the job), jobs on ``gs://`` and ``s3://`` through the fault proxy, and an
+actor and a node lost on a 3-node loopback cluster.
 Each scenario is checked as the tests check it (``common.rows_by_id``: through the manifest, parts
 verified, nothing unlisted under ``parts/``) and compared with an uninterrupted run; the table
 (``bench/results/reliability.md``, and ``.json`` beside it) is what docs/reliability.md shows.
 
     .venv/bin/python -m tests.reliability.run_matrix [--photos 47] [--only POINT,...] [--stores gs,s3]
-                                                    [--rate 0.1] [--out bench/results]
+                                                    [--rate 0.1] [--no-cluster] [--out bench/results]
 
 Everything runs on this machine: one local Ray for all drivers (started here, on loopback),
 emulators and the proxy on 127.0.0.1.
@@ -121,6 +122,81 @@ def flaky_stores(work: Path, stores: list[str], photos: Path, model: str, addres
     return rows
 
 
+def cluster_faults(work: Path, photos: Path, reference: dict, load: str) -> list[dict]:
+    """A head and two 1-GPU worker nodes on loopback (``cluster.py``), two inference actors and the
+    busy model (each call ~1 s of CPU, same labels): an uninterrupted run, then one with an actor
+    SIGKILLed mid-batch, then one that loses a worker node mid-run (as ``test_cluster.py`` does)."""
+    import signal
+
+    from tests.reliability.cluster import loopback_cluster, wait_for
+    from tests.reliability.common import tiny_model_folder
+    from tests.reliability.conftest import BUSY_WORK
+    from tests.reliability.test_cluster import TWO_ACTORS, cpu_ticks
+
+    busy = tiny_model_folder(work / "busy_model", BUSY_WORK)
+    rows: list[dict] = []
+    with loopback_cluster(head_cpus=2, worker_cpus=1, workers=2) as c:
+        def commits(out: Path) -> int:
+            return len(list((out / "_commits").glob("part-*.json"))) if (out / "_commits").exists() else 0
+
+        def busy_actor():
+            for pid in c.inference_actors():
+                before = cpu_ticks(pid)
+                time.sleep(0.2)
+                if cpu_ticks(pid) - before >= 5:
+                    return pid
+            return None
+
+        def actor_kill(out: Path, proc) -> str:
+            os.kill(wait_for(busy_actor, 300, "an actor in a batch"), signal.SIGKILL)
+            return "1 inference actor SIGKILLed mid-batch"
+
+        def node_loss(out: Path, proc) -> str:
+            wait_for(lambda: len(c.inference_actors()) == 2 or proc.poll() is not None, 300, "both actors")
+            c.kill_worker(c.nodes[-1])
+            return f"1 of 2 worker nodes killed after {commits(out)}/{(len(reference) + 1) // 2} commits"
+
+        base = None
+        for name, fault in (("cluster: uninterrupted", None), ("cluster: actor SIGKILL", actor_kill),
+                            ("cluster: worker node lost", node_loss)):
+            out = work / name.replace(" ", "_").replace(":", "")
+            spec = spec_toml(work / f"{out.name}.toml", str(photos), str(out), busy,
+                             {**TWO_ACTORS, "ray_address": c.address, "no_progress_timeout_s": 30.0})
+            started = time.perf_counter()
+            proc = subprocess.Popen([PYTHON, "-m", "annotator.cli", "run", "--spec", str(spec)], cwd=REPO,
+                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            what = "none"
+            if fault:
+                wait_for(lambda o=out, p=proc: commits(o) >= 1 or p.poll() is not None, 600, "a first commit")
+                what = fault(out, proc)
+            log, _ = proc.communicate(timeout=1800)
+            seconds = time.perf_counter() - started
+            base = base or seconds
+            row = {"scenario": name, "load": f"{load}, busy model, 2 actors", "faults": what,
+                   "jobs_completed": f"{int(proc.returncode == 0)}/1", "seconds": round(seconds, 1),
+                   "overhead": f"{seconds / base - 1:+.0%}" if fault else "-"}
+            if proc.returncode == 0:
+                s = json.loads((out / "_summary.json").read_text())
+                row.update(outcome(str(out), reference), retries=s["storage_retries"], rounds=s["rounds"])
+            else:
+                row["why"] = log[-500:]
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+            if fault is node_loss:
+                c.add_worker()
+    return rows
+
+
+def context() -> dict:
+    """When, on what, with which versions (as bench/results/*.json carry them)."""
+    from importlib.metadata import version
+
+    commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True,
+                            text=True).stdout.strip()
+    return {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "commit": commit, "cpus": os.cpu_count(),
+            "versions": {p: version(p) for p in ("ray", "apache-beam", "gcsfs", "s3fs", "botocore", "moto")}}
+
+
 def table(rows: list[dict]) -> str:
     lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     lines += ["| " + " | ".join(str(r.get(c, "-")) for c in COLUMNS) + " |" for r in rows]
@@ -133,6 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", default=",".join(POINTS), help="kill points (comma-separated; '' for none)")
     ap.add_argument("--stores", default="gs,s3", help="object stores behind the fault proxy ('' for none)")
     ap.add_argument("--rate", type=float, default=0.1, help="share of proxied requests that fail")
+    ap.add_argument("--no-cluster", action="store_true", help="skip the 3-node cluster scenarios")
     ap.add_argument("--out", default=str(REPO / "bench/results"))
     ap.add_argument("--work", default=None, help="scratch folder (default: a new temp folder)")
     args = ap.parse_args(argv)
@@ -164,9 +241,11 @@ def main(argv: list[str] | None = None) -> int:
         rows += flaky_stores(work, stores, photos, model, address, reference, args.rate, load)
     finally:
         ray.shutdown()
+    if not args.no_cluster:
+        rows += cluster_faults(work, photos, reference, load)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "reliability.json").write_text(json.dumps(rows, indent=1))
+    (out / "reliability.json").write_text(json.dumps({**context(), "args": vars(args), "rows": rows}, indent=1))
     (out / "reliability.md").write_text(table(rows) + "\n")
     print(table(rows))
     bad = [r for r in rows if r.get("jobs_completed") != "1/1" or r.get("rows_lost") or r.get("rows_duplicated")
