@@ -9,6 +9,7 @@ script (``run_matrix.py``) runs both stores with and without faults."""
 from __future__ import annotations
 
 import json
+import subprocess
 
 import pytest
 
@@ -20,9 +21,7 @@ pytestmark = pytest.mark.slow
 RATE = 0.1
 
 
-def run_job(spec, *extra: str):
-    import subprocess
-
+def run_job(spec, *extra: str) -> subprocess.CompletedProcess:
     return subprocess.run([PYTHON, "-m", "annotator.cli", "run", "--spec", str(spec), *extra], capture_output=True,
                           text=True, timeout=900, cwd=REPO)
 
