@@ -93,3 +93,23 @@ def test_consensus_solves_one_translation_from_the_mean_2d():
     np.testing.assert_allclose(pose.numpy()[0], truth, atol=2.0)
     # and the result projects onto the observed 2D
     np.testing.assert_allclose(_observe(pose.numpy()[0]), _observe(truth), atol=1e-4)
+
+
+def test_mean_of_disagreeing_augmentations_keeps_their_size():
+    """Augmentations that each have the true bone lengths but turn the body by +-20 degrees: their
+    plain mean is smaller (every bone shortened by cos 20 deg); the size-preserving mean is not, and
+    the consensus pose's bones keep the true lengths."""
+    truth = _person() - _person().mean(0)
+    angles = np.radians([-20.0, -10.0, 0.0, 10.0, 20.0])
+    rot = np.stack([[[np.cos(t), 0, np.sin(t)], [0, 1, 0], [-np.sin(t), 0, np.cos(t)]] for t in angles])
+    per_aug = np.einsum("aij,nj->ani", rot, truth)  # [A,J,3], each the same size as the truth
+    size = lambda p: float(np.sqrt((p ** 2).sum(-1).mean()))  # noqa: E731
+    plain = per_aug.mean(0)
+    kept = aggregate.size_preserving_mean(tf.constant(per_aug[None], tf.float32)).numpy()[0]
+    assert size(plain) < 0.997 * size(truth)  # only the horizontal extent shrinks
+    assert abs(size(kept) - size(truth)) < 1e-3 * size(truth)
+    np.testing.assert_allclose(kept / size(kept), plain / size(plain), atol=1e-5)  # same directions
+    # a zoomed augmentation changes the size: the mean size is kept, not the largest
+    scaled = per_aug * np.array([0.9, 1.0, 1.0, 1.0, 1.1])[:, None, None]
+    kept = aggregate.size_preserving_mean(tf.constant(scaled[None], tf.float32)).numpy()[0]
+    assert abs(size(kept) - size(truth)) < 1e-3 * size(truth)

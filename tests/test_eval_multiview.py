@@ -253,6 +253,10 @@ def test_ablation_on_one_frame_runs_every_kind_of_row(tmp_path, capsys):
     assert raw["options"]["virtual_camera"] is False and default["options"]["virtual_camera"] is True
     assert ground["ground_plane"] and ground["coco_19"]["grounded_share"] > 0.5
     assert default["coco_19"]["grounded_share"] == 0
+    # paired differences to the defaults row: zero for itself, the same predictions counted
+    n = default["coco_19"]["people_matched"]
+    assert default["vs_baseline"]["root_relative_mpjpe_mm"] == {"median": 0.0, "ci95": [0.0, 0.0], "n": n}
+    assert ground["vs_baseline"]["root_error_mm"]["n"] == min(n, ground["coco_19"]["people_matched"])
     # the floor moves people along their rays only: the root-relative shape is (nearly) the same
     assert abs(ground["coco_19"]["pa_mpjpe_mm"] - default["coco_19"]["pa_mpjpe_mm"]) < 5
     table = (tmp_path / "ablation.md").read_text()

@@ -11,7 +11,8 @@ those augmentations, two things go wrong (measured by the ablation in ``docs/mod
 
 ``consensus`` fixes the labels first (each augmentation is compared with the one most others agree
 with, with its joints as given and with left and right exchanged, and takes the closer labelling),
-then averages the root-relative shape and the 2D evidence, and solves ONE translation from them in
+then averages the root-relative shape (keeping the augmentations' mean size: a plain mean of
+poses that disagree shrinks them) and the 2D evidence, and solves ONE translation from them in
 the source camera (``reconstruct``). All functions are batched over people K and augmentations A.
 """
 
@@ -25,6 +26,21 @@ from annotator.estimator import reconstruct
 def centred(poses) -> tf.Tensor:
     """Poses [..., J, 3] minus their joint centroid: shape without position."""
     return poses - tf.reduce_mean(poses, axis=-2, keepdims=True)
+
+
+def size_preserving_mean(shapes) -> tf.Tensor:
+    """Mean of centred shapes [K,A,J,3] -> [K,J,3], rescaled to the augmentations' mean size.
+
+    Averaging poses whose limbs point slightly different ways shortens every bone (the mean of
+    unit vectors 20 degrees apart has length 0.98): measured, num_aug 5 made bodies 2.5 % smaller
+    than num_aug 1, and a smaller body is reconstructed nearer the camera. The direction of each
+    joint comes from the mean; the size (RMS distance of the joints from their centroid) is the
+    mean of the augmentations' sizes."""
+    mean = tf.reduce_mean(shapes, axis=1)
+    size = tf.sqrt(tf.reduce_mean(tf.reduce_sum(tf.square(shapes), -1), -1))  # [K,A]
+    mean_size = tf.sqrt(tf.reduce_mean(tf.reduce_sum(tf.square(mean), -1), -1))  # [K]
+    ratio = tf.reduce_mean(size, axis=1) / tf.maximum(mean_size, 1e-6)
+    return mean * ratio[:, tf.newaxis, tf.newaxis]
 
 
 def label_swaps(poses, mirror) -> tf.Tensor:
@@ -69,7 +85,7 @@ def consensus(poses, rays, conf, inside, mirror, method: str = "blend"):
     rays = apply_swaps(rays, swaps, mirror)
     conf = apply_swaps(conf, swaps, mirror)
     inside = apply_swaps(inside, swaps, mirror)
-    shape = tf.reduce_mean(centred(poses), axis=1)  # [K,J,3]
+    shape = size_preserving_mean(centred(poses))  # [K,J,3]
     mean_conf = tf.reduce_mean(conf, axis=1)
     # 2D: confidence-weighted mean over augmentations (plain mean where no augmentation is sure)
     total = tf.reduce_sum(conf, axis=1)[..., tf.newaxis]

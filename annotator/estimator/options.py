@@ -33,7 +33,8 @@ class EstimatorOptions:
     ``rotation_degrees``, ``scale_range``: the extent of the rotation (+-degrees) and zoom (lowest,
         highest) augmentations (MeTRAbs: 25 and (0.8, 1.1)).
     ``single_crop``: (gamma, zoom) of the one crop of num_aug = 1 (MeTRAbs: its schedule's midpoint,
-        (0.8, 1.05); (1, 1) is the identity crop).
+        (0.8, 1.05); (1, 1) is the identity crop). Default: MeTRAbs' zoom, not its gamma (the
+        darker crop earned nothing on the ablation).
     ``reconstruction``: how 2D + root-relative 3D become absolute 3D (``reconstruct.py``):
         ``blend`` (MeTRAbs: in-crop joints average the 3D with the 2D back-projected to its depth),
         ``translate`` (the 3D moved by the in-crop-weighted translation, shape from 3D only),
@@ -51,7 +52,7 @@ class EstimatorOptions:
     aug_kinds: tuple[str, ...] = ("gamma", "scale", "flip")
     rotation_degrees: float = 25.0
     scale_range: tuple[float, float] = (0.9, 1.1)
-    single_crop: tuple[float, float] = (0.8, 1.05)
+    single_crop: tuple[float, float] = (1.0, 1.05)
     reconstruction: str = "blend"
     aggregation: str = "consensus"
     pose_nms: bool = True
