@@ -113,3 +113,27 @@ def test_mean_of_disagreeing_augmentations_keeps_their_size():
     scaled = per_aug * np.array([0.9, 1.0, 1.0, 1.0, 1.1])[:, None, None]
     kept = aggregate.size_preserving_mean(tf.constant(scaled[None], tf.float32)).numpy()[0]
     assert abs(size(kept) - size(truth)) < 1e-3 * size(truth)
+
+
+def test_mean_keeps_the_mean_bone_length_over_given_edges():
+    """With bones given, the averaged shape's mean bone length is the augmentations' mean (the limbs
+    are where augmentations disagree most; their RMS size would let the limbs shrink)."""
+    truth = _person() - _person().mean(0)
+    angles = np.radians([-25.0, -10.0, 0.0, 10.0, 25.0])
+    # only the forearms turn (as a limb the augmentations disagree on)
+    per_aug = np.repeat(truth[None], 5, 0)
+    for name, elbow in (("left_wrist", "left_elbow"), ("right_wrist", "right_elbow")):
+        w, e = SK.joint_names.index(name), SK.joint_names.index(elbow)
+        for a, t in enumerate(angles):
+            rot = np.array([[np.cos(t), -np.sin(t), 0], [np.sin(t), np.cos(t), 0], [0, 0, 1]])  # swing sideways
+            per_aug[a, w] = per_aug[a, e] + rot @ (truth[w] - truth[e])
+    edges = np.array([(SK.joint_names.index(a), SK.joint_names.index(b)) for a, b in
+                      (("left_elbow", "left_wrist"), ("right_elbow", "right_wrist"), ("left_hip", "left_knee"),
+                       ("right_hip", "right_knee"))], np.int32)
+
+    def bones(p):
+        return float(np.mean([np.linalg.norm(p[a] - p[b]) for a, b in edges]))
+
+    kept = aggregate.size_preserving_mean(tf.constant(per_aug[None], tf.float32), tf.constant(edges)).numpy()[0]
+    assert bones(per_aug.mean(0)) < 0.99 * bones(truth)
+    assert abs(bones(kept) - bones(truth)) < 1e-3 * bones(truth)

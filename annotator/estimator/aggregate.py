@@ -28,18 +28,24 @@ def centred(poses) -> tf.Tensor:
     return poses - tf.reduce_mean(poses, axis=-2, keepdims=True)
 
 
-def size_preserving_mean(shapes) -> tf.Tensor:
+def size_preserving_mean(shapes, edges=None) -> tf.Tensor:
     """Mean of centred shapes [K,A,J,3] -> [K,J,3], rescaled to the augmentations' mean size.
 
-    Averaging poses whose limbs point slightly different ways shortens every bone (the mean of
-    unit vectors 20 degrees apart has length 0.98): measured, num_aug 5 made bodies 2.5 % smaller
+    Averaging poses whose limbs point slightly different ways shortens every bone (two unit
+    vectors 20 degrees apart average to length 0.98): measured, num_aug 5 made bodies 2.5 % smaller
     than num_aug 1, and a smaller body is reconstructed nearer the camera. The direction of each
-    joint comes from the mean; the size (RMS distance of the joints from their centroid) is the
-    mean of the augmentations' sizes."""
+    joint comes from the mean; the size is the augmentations' mean size: their mean bone length
+    over ``edges`` [E,2] (the limbs, where the disagreement is), or without edges the RMS distance
+    of the joints from their centroid."""
     mean = tf.reduce_mean(shapes, axis=1)
-    size = tf.sqrt(tf.reduce_mean(tf.reduce_sum(tf.square(shapes), -1), -1))  # [K,A]
-    mean_size = tf.sqrt(tf.reduce_mean(tf.reduce_sum(tf.square(mean), -1), -1))  # [K]
-    ratio = tf.reduce_mean(size, axis=1) / tf.maximum(mean_size, 1e-6)
+
+    def size(p):
+        if edges is not None and edges.shape[0]:
+            return tf.reduce_mean(tf.norm(tf.gather(p, edges[:, 0], axis=-2) - tf.gather(p, edges[:, 1], axis=-2),
+                                          axis=-1), axis=-1)
+        return tf.sqrt(tf.reduce_mean(tf.reduce_sum(tf.square(p), -1), -1))
+
+    ratio = tf.reduce_mean(size(shapes), axis=1) / tf.maximum(size(mean), 1e-6)
     return mean * ratio[:, tf.newaxis, tf.newaxis]
 
 
@@ -69,13 +75,14 @@ def apply_swaps(values, swaps, mirror) -> tf.Tensor:
     return tf.where(cond, exchanged, values)
 
 
-def consensus(poses, rays, conf, inside, mirror, method: str = "blend"):
+def consensus(poses, rays, conf, inside, mirror, method: str = "blend", edges=None):
     """One pose per person from A augmentations, plus the augmentations made consistent with it.
 
     poses: [K,A,J,3] absolute, source camera frame (each augmentation's own translation, its
     shape straight from the crop model); rays: [K,A,J,2] the crop model's 2D as undistorted
     normalised coordinates of the source camera; conf: [K,A,J]; inside: [K,A,J] 1 where the joint
-    was inside its crop; method: ``reconstruct.reconstruct_absolute``'s.
+    was inside its crop; method: ``reconstruct.reconstruct_absolute``'s; edges: [E,2] the bones
+    whose mean length the averaged shape keeps (``size_preserving_mean``).
 
     Returns (pose [K,J,3], per-augmentation poses [K,A,J,3] with consistent labels, shifted so
     that their mean is ``pose`` (their spread, the quality score's evidence, is kept), swaps [K,A]).
@@ -85,7 +92,7 @@ def consensus(poses, rays, conf, inside, mirror, method: str = "blend"):
     rays = apply_swaps(rays, swaps, mirror)
     conf = apply_swaps(conf, swaps, mirror)
     inside = apply_swaps(inside, swaps, mirror)
-    shape = size_preserving_mean(centred(poses))  # [K,J,3]
+    shape = size_preserving_mean(centred(poses), edges)  # [K,J,3]
     mean_conf = tf.reduce_mean(conf, axis=1)
     # 2D: confidence-weighted mean over augmentations (plain mean where no augmentation is sure)
     total = tf.reduce_sum(conf, axis=1)[..., tf.newaxis]

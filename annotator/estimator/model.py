@@ -213,7 +213,7 @@ class PoseEstimator(tf.Module):
         if self.options.aggregation == "consensus":
             rays = camera.pixels_to_rays(raw2d, box_k[:, tf.newaxis], box_dist[:, tf.newaxis])
             _, poses3d, swaps = aggregate.consensus(poses3d, rays, conf, inside, self._native_mirror,
-                                                    self.options.reconstruction)
+                                                    self.options.reconstruction, self._bone_edges)
             raw2d = aggregate.apply_swaps(raw2d, swaps, self._native_mirror)
             conf = aggregate.apply_swaps(conf, swaps, self._native_mirror)
         poses2d = camera.project_distorted(poses3d, box_k[:, tf.newaxis], box_dist[:, tf.newaxis])
