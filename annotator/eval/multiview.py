@@ -484,8 +484,15 @@ def match(ref: Reference, det: dict, cam: calibration.Camera, mirror: list[int] 
         return None
     joints = np.flatnonzero(ref.valid)
     proj = np.stack([reproject(ref.joints[j], cam) for j in joints])
+    return closest_detection(det["pixels"], joints, proj, mirror, max_px)
+
+
+def closest_detection(pixels, joints: np.ndarray, proj: np.ndarray, mirror: list[int] | None,
+                      max_px: float) -> int | None:
+    """Index of the 2D pose in ``pixels`` ([J,2] each) whose ``joints`` are nearest (median) to
+    ``proj`` [len(joints),2], with left/right labels either way; None if none is under ``max_px``."""
     best, best_d = None, max_px
-    for i, pix in enumerate(det["pixels"]):
+    for i, pix in enumerate(pixels):
         d = float(np.median(np.linalg.norm(pix[joints] - proj, axis=-1)))
         if mirror is not None:
             d = min(d, float(np.median(np.linalg.norm(pix[mirror][joints] - proj, axis=-1))))

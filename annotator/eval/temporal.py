@@ -137,13 +137,7 @@ def matched(detections: dict, refs: list[multiview.Reference], views: list[multi
             cam = view.camera
             proj = consistency.project(ref.joints[joints] @ cam.rotation.T + cam.translation, cam.intrinsics,
                                        cam.distortion)
-            best, best_d = None, max_px
-            for i, pix in enumerate(det["pixels"]):
-                d = float(np.median(np.linalg.norm(pix[joints] - proj, axis=-1)))
-                if mirror is not None:
-                    d = min(d, float(np.median(np.linalg.norm(pix[mirror][joints] - proj, axis=-1))))
-                if d < best_d:
-                    best, best_d = i, d
+            best = multiview.closest_detection(det["pixels"], joints, proj, mirror, max_px)
             if best is not None:
                 out[(ref.frame, ref.person, v)] = best
     return out
