@@ -242,7 +242,13 @@ def bootstrap_ci(rows: list[multiview.PersonResult], metric: str, resamples: int
     if len(frames) < 3:
         return None
     by_frame = {f: [getattr(r, metric) for r in rows if r.frame == f] for f in frames}
-    rng = np.random.default_rng(seed)
+    return frame_bootstrap(by_frame, np.random.default_rng(seed), resamples)
+
+
+def frame_bootstrap(by_frame: dict, rng: np.random.Generator, resamples: int = 1000) -> list:
+    """[lo, hi] 95 % interval of the median of the values of ``by_frame`` (frame -> values),
+    resampling whole frames with ``rng``; non-finite values are left out."""
+    frames = sorted(by_frame)
     medians = []
     for _ in range(resamples):
         pick = rng.choice(len(frames), len(frames))
@@ -275,13 +281,9 @@ def paired_differences(report: dict, baseline: str = BASELINE, resamples: int = 
                      if (k := tuple(p[x] for x in key)) in ref]
             if len(pairs) < 3:
                 continue
-            frames = sorted({f for f, _ in pairs})
-            by_frame = {f: [d for g, d in pairs if g == f] for f in frames}
-            meds = [np.median(np.concatenate([by_frame[frames[i]] for i in rng.choice(len(frames), len(frames))]))
-                    for _ in range(resamples)]
-            lo, hi = np.percentile(meds, [2.5, 97.5])
+            by_frame = {f: [d for g, d in pairs if g == f] for f in sorted({f for f, _ in pairs})}
             out[m] = {"median": round(float(np.median([d for _, d in pairs])), 1),
-                      "ci95": [round(float(lo), 1), round(float(hi), 1)], "n": len(pairs)}
+                      "ci95": frame_bootstrap(by_frame, rng, resamples), "n": len(pairs)}
         r["vs_baseline"] = out
     report["baseline"] = baseline
 
