@@ -219,22 +219,44 @@ class DatasetSink(CommitSink):
         return self.write_file(shard_id, f"{PARTS}/{layout.part_name(shard_id)}", buf.getvalue().to_pybytes(),
                                record, stats)
 
-    def write_manifest(self, records: dict[str, dict], final: bool, **extra) -> dict:
+    def write_manifest(self, records: dict[str, dict], final: bool, totals: dict | None = None, **extra) -> dict:
         """``_manifest.json``: ``parts`` (committed part paths, relative to the output, in shard order),
-        ``records`` (their commit records: counts, checksums) and dataset totals."""
-        parts = [{k: records[s].get(k) for k in RECORD_FIELDS} for s in sorted(records)]
-        errors: Counter = Counter()
-        for p in parts:
-            errors.update(p.get("errors_by_reason") or {})
-        manifest = {
-            "final": final, "updated_at": time.time(), "fingerprint": self.fingerprint,
-            "shards_committed": len(parts), "rows": sum(p["rows"] for p in parts),
-            "rows_ok": sum(p["rows_ok"] for p in parts), "rows_error": sum(p["rows_error"] for p in parts),
-            "people": sum(p["people"] for p in parts), "errors_by_reason": dict(sorted(errors.items())),
-            **extra, "parts": [p["part"] for p in parts], "records": parts,
-        }
+        ``records`` (their commit records: counts, checksums) and dataset totals.
+
+        A running job's manifest (``final`` false, ``totals`` given: ``manifest_totals`` kept up to
+        date by the job) carries the totals only: readers rebuild the list from ``_commits/`` until
+        the manifest is final anyway, and rewriting every record each ``manifest_interval_s`` cost
+        O(shards) per rewrite, O(shards^2) over a job (~100 MB per rewrite at 10^8 images)."""
+        if final or totals is None:
+            parts = [{k: records[s].get(k) for k in RECORD_FIELDS} for s in sorted(records)]
+            listed = {"parts": [p["part"] for p in parts], "records": parts}
+            totals = manifest_totals(parts)
+        else:
+            listed = {}
+        manifest = {"final": final, "updated_at": time.time(), "fingerprint": self.fingerprint,
+                    **{k: (dict(sorted(v.items())) if isinstance(v, dict) else v) for k, v in totals.items()},
+                    **extra, **listed}
         self.write_json(MANIFEST, manifest)
         if final:
             self.remove_attempts()
         return manifest
 
+
+TOTAL_FIELDS = ("rows", "rows_ok", "rows_error", "people")
+
+
+def manifest_totals(records, totals: dict | None = None, sign: int = 1) -> dict:
+    """The manifest's dataset totals over commit ``records``, or ``totals`` updated in place by them
+    (``sign`` -1: take a replaced record out)."""
+    totals = totals if totals is not None else {"shards_committed": 0, **dict.fromkeys(TOTAL_FIELDS, 0),
+                                                "errors_by_reason": {}}
+    errors = totals["errors_by_reason"]
+    for r in records:
+        totals["shards_committed"] += sign
+        for k in TOTAL_FIELDS:
+            totals[k] += sign * r[k]
+        for k, v in (r.get("errors_by_reason") or {}).items():
+            errors[k] = errors.get(k, 0) + sign * v
+            if not errors[k]:
+                del errors[k]
+    return totals

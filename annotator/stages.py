@@ -114,12 +114,12 @@ def _shard_camera(shard: dict) -> Camera | None:
 
 
 def _read_files(shard: dict, plan_uri: str, only: set[str] | None, rows: _Rows, storage_options: dict | None,
-                timeout_s: float | None, retries: int) -> Iterator[dict]:
+                timeout_s: float | None, retries: int, fetch: int) -> Iterator[dict]:
     members = plan.members(plan_uri, shard, storage_options).to_pylist()
     if only is not None:
         members = [m for m in members if m["image_id"] in only]
-    for start in range(0, len(members), rows.size):
-        window = members[start:start + rows.size]
+    for start in range(0, len(members), fetch):
+        window = members[start:start + fetch]
         uris = [m["uri"] for m in window]
         side_idx = [i for i, m in enumerate(window) if m["sidecar"]]
         got = sources.read_many(uris + [window[i]["sidecar"] for i in side_idx], storage_options, timeout_s, retries)
@@ -178,10 +178,11 @@ def _read_video(shard: dict, name: str, only: set[str] | None, rows: _Rows,
 
 
 def read_shard(shard: dict, plan_uri: str, storage_options: dict | None = None, batch_size: int = 16,
-               timeout_s: float | None = 120.0, retries: int = 2) -> Iterator[dict]:
-    """One shard -> batches of member rows with their bytes; the last batch carries the shard's row
-    count. A tar or video that breaks part-way ends in a row whose ``fail`` says why (the shard is
-    then retried as a whole). With ``only`` (``--retry-errors``), every requested id gets a row."""
+               timeout_s: float | None = 120.0, retries: int = 2, fetch: int | None = None) -> Iterator[dict]:
+    """One shard -> batches of ``batch_size`` member rows with their bytes; the last batch carries
+    the shard's row count; ``fetch``: files read concurrently (default ``batch_size``). A tar or video
+    that breaks part-way ends in a row whose ``fail`` says why (the shard is then retried as a whole).
+    With ``only`` (``--retry-errors``), every requested id gets a row."""
     only = set(json.loads(shard["only"])) if shard.get("only") else None
     rows = _Rows(shard["shard"], batch_size)
     name = shard.get("name") or str(shard.get("source") or "").rsplit("/", 1)[-1]
@@ -189,7 +190,8 @@ def read_shard(shard: dict, plan_uri: str, storage_options: dict | None = None, 
              "video": (f"{name}/{shard.get('start', 0):06d}", "no frames decoded in this range")}
     try:
         if shard["kind"] == "files":
-            yield from _read_files(shard, plan_uri, only, rows, storage_options, timeout_s, retries)
+            yield from _read_files(shard, plan_uri, only, rows, storage_options, timeout_s, retries,
+                                   fetch or batch_size)
         elif shard["kind"] == "tar":
             yield from _read_tar(shard, name, only, rows, storage_options)
         elif shard["kind"] == "video":
@@ -216,13 +218,13 @@ def read_shard(shard: dict, plan_uri: str, storage_options: dict | None = None, 
 
 
 def read_shards(batch: dict, plan_uri: str, storage_options: dict | None = None, batch_size: int = 16,
-                timeout_s: float | None = 120.0, retries: int = 2) -> Iterator[dict]:
+                timeout_s: float | None = 120.0, retries: int = 2, fetch: int | None = None) -> Iterator[dict]:
     """Ray Data ``map_batches`` form of ``read_shard`` over a batch of shard rows (a generator, so
     a shard's images stream out ``batch_size`` at a time)."""
     keys = list(batch)
     for i in range(len(batch["shard"])):
         shard = {k: _py(batch[k][i]) for k in keys}
-        yield from read_shard(shard, plan_uri, storage_options, batch_size, timeout_s, retries)
+        yield from read_shard(shard, plan_uri, storage_options, batch_size, timeout_s, retries, fetch)
 
 
 def _py(v):

@@ -76,3 +76,27 @@ def test_reset_keeps_the_lock(out_uri):
     s.fs.pipe_file(s.path("_lock"), b"{}")
     s.reset()
     assert s.committed() == {} and s.read_json("_manifest.json") is None and s.fs.exists(s.path("_lock"))
+
+
+def test_running_manifest_carries_totals_and_readers_rebuild_the_list(out_uri):
+    s = sink.DatasetSink(out_uri, fingerprint="fp")
+    s.makedirs()
+    recs = {"000000": s.write_shard("000000", _table("000000", ["a", "b"], {"b": "truncated: cut"})),
+            "000001": s.write_shard("000001", _table("000001", ["c"]))}
+    totals = sink.manifest_totals(recs.values())
+    # a repair replaces a record: its old counts go out, the new ones in
+    fixed = s.write_shard("000000", _table("000000", ["a", "b"]), repairs=1)
+    sink.manifest_totals([recs["000000"]], totals, sign=-1)
+    sink.manifest_totals([fixed], totals)
+    recs["000000"] = fixed
+    assert totals == {k: v for k, v in sink.manifest_totals(recs.values()).items()}
+    assert (totals["rows"], totals["rows_error"], totals["errors_by_reason"]) == (3, 0, {})
+    running = s.write_manifest(recs, final=False, totals=totals, shards_total=3)
+    assert "records" not in running and "parts" not in running  # O(1) per rewrite, whatever the job's size
+    assert (running["shards_committed"], running["rows"], running["shards_total"]) == (2, 3, 3)
+    out = layout.Output(out_uri)
+    assert [r["shard"] for r in out.records()] == ["000000", "000001"]  # rebuilt from _commits/
+    assert out.read_table().num_rows == 3
+    final = s.write_manifest(recs, final=True, shards_total=3)
+    assert final["parts"] == ["parts/part-000000.parquet", "parts/part-000001.parquet"]
+    assert {k: final[k] for k in totals} == totals

@@ -98,3 +98,17 @@ def test_a_file_changed_since_the_plan_is_an_error_row(tmp_path):
     errors = dict(zip(b["image_id"], b["error"], strict=True))
     assert errors["a.jpg"] == ""
     assert errors["b.jpg"] == f"changed_since_plan: planned {len(photo_bytes(1))} bytes, read {len(photo_bytes(2))}"
+
+
+def test_files_are_fetched_in_windows_of_fetch_and_emitted_in_batches_of_batch_size(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(7):
+        (src / f"img{i}.jpg").write_bytes(photo_bytes(i))
+    p = plan.create(plan.PlanOptions(str(src), shard_size=8), str(tmp_path / "_plan"))
+    shard = {**p.rows()[0], "only": ""}
+    batches = list(stages.read_shard(shard, p.uri, batch_size=4, fetch=2))
+    assert [len(b["image_id"]) for b in batches] == [4, 3] and list(batches[-1]["shard_rows"]) == [7] * 3
+    same = list(stages.read_shard(shard, p.uri, batch_size=4))
+    assert [bytes(d) for b in batches for d in b["data"]] == [bytes(d) for b in same for d in b["data"]] \
+        == [photo_bytes(i) for i in range(7)]

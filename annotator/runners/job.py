@@ -11,6 +11,7 @@ import hashlib
 import json
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -25,7 +26,7 @@ from annotator.lock import OutputLock
 from annotator.models import loader, registry
 from annotator.outputs import card
 from annotator.progress import ProgressBar, RunStats, shard_stats
-from annotator.sink import DatasetSink
+from annotator.sink import DatasetSink, manifest_totals
 from annotator.spec import RunSpec
 
 log = logging.getLogger(__name__)
@@ -127,6 +128,8 @@ class Job:
         self.stats = RunStats()
         self.pool = ThreadPoolExecutor(spec.compute.commit_threads, thread_name_prefix="annotator-commit")
         self.committed: dict[str, dict] = {}
+        self.totals = manifest_totals([])  # over ``committed``, kept as commits land: no O(shards) per tick
+        self.totals_lock = threading.Lock()
         self.committed_now: set[str] = set()
         self.shards_total = 0
         self.last_manifest = 0.0
@@ -165,8 +168,9 @@ class Job:
         self.sink.write_json(layout.FINGERPRINT, {"fingerprint": fp, "components": doc})
         self.sink.fingerprint = fp
         self.fp = fp
+        self.totals = manifest_totals(self.committed.values())
         # a final manifest would be trusted by readers while this run publishes new parts
-        self.sink.write_manifest(self.committed, final=False, shards_total=plan.num_shards)
+        self.sink.write_manifest(self.committed, final=False, totals=self.totals, shards_total=plan.num_shards)
         return plan, reused
 
     def error_ids(self, records: dict[str, dict]) -> dict[str, list[str]]:
@@ -193,8 +197,10 @@ class Job:
 
     def read_kwargs(self, plan: plan_mod.Plan) -> dict:
         c = self.spec.compute
-        return {"plan_uri": plan.uri, "storage_options": self.so, "batch_size": c.read_batch,
-                "timeout_s": c.read_timeout_s, "retries": c.read_retries}
+        # blocks of the inference batch (each block costs the driver's Ray Data executor the same,
+        # whatever its rows), fetched ``read_batch`` objects at a time
+        return {"plan_uri": plan.uri, "storage_options": self.so, "batch_size": max(c.batch_size, c.read_batch),
+                "timeout_s": c.read_timeout_s, "retries": c.read_retries, "fetch": c.read_batch}
 
     def decode_kwargs(self) -> dict:
         return {"max_pixels": self.spec.max_pixels, "default_fov_degrees": self.spec.settings.default_fov_degrees}
@@ -230,8 +236,13 @@ class Job:
 
     def record_commit(self, shard_id: str, rec: dict, run_stats: dict, seconds: float, repaired: bool) -> None:
         self.stats.add_shard(run_stats, seconds, repaired=repaired)
-        self.committed[shard_id] = rec
-        self.committed_now.add(shard_id)
+        with self.totals_lock:
+            old = self.committed.get(shard_id)
+            if old is not None:
+                manifest_totals([old], self.totals, sign=-1)
+            manifest_totals([rec], self.totals)
+            self.committed[shard_id] = rec
+            self.committed_now.add(shard_id)
 
     def tick(self, force: bool = False) -> None:
         now = time.time()
@@ -241,17 +252,13 @@ class Job:
                 state="running", attempt_id=self.sink.attempt, dataset=self.dataset_totals()))
         if force or now - self.last_manifest > self.spec.manifest_interval_s:
             self.last_manifest = now
-            self.sink.write_manifest(self.committed, final=False, shards_total=self.shards_total)
+            self.sink.write_manifest(self.committed, final=False, totals=self.dataset_totals(),
+                                     shards_total=self.shards_total)
 
     def dataset_totals(self) -> dict:
-        recs = list(self.committed.values())
-        errors: dict[str, int] = {}
-        for r in recs:
-            for k, v in (r.get("errors_by_reason") or {}).items():
-                errors[k] = errors.get(k, 0) + v
-        return {"shards_total": self.shards_total, "shards_committed": len(recs),
-                **{k: sum(r[k] for r in recs) for k in ("rows", "rows_ok", "rows_error", "people")},
-                "errors_by_reason": dict(sorted(errors.items()))}
+        with self.totals_lock:
+            t = {**self.totals, "errors_by_reason": dict(sorted(self.totals["errors_by_reason"].items()))}
+        return {"shards_total": self.shards_total, **t}
 
     # -- what a runner implements ---------------------------------------------------------------
 
