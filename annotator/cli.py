@@ -52,6 +52,9 @@ def _add_run(sub) -> None:
     p.add_argument("--batch-timeout", type=float, dest="batch_timeout_s",
                    help="seconds one inference call may take before it is retried (default 600; 0 = none)")
     p.add_argument("--shard-attempts", type=int, help="tries a failing shard gets before it is named (default 3)")
+    p.add_argument("--commit-on", choices=["driver", "workers"],
+                   help="Ray runner: write and commit parts on driver threads (default) or in Ray tasks on the "
+                        "workers (for drivers that would otherwise top out: docs/scaling.md)")
     p.add_argument("--overwrite", action="store_true",
                    help="discard what OUTPUT holds (other model/settings/input) and start over")
     p.add_argument("--retry-errors", action="store_true",
@@ -82,7 +85,7 @@ def run_spec_data(args) -> dict:
             settings[key] = getattr(args, key)
     compute = data.setdefault("compute", {})
     for key in ("batch_size", "actors", "gpus_per_actor", "cpus_per_actor", "ray_address", "batch_timeout_s",
-                "shard_attempts"):
+                "shard_attempts", "commit_on"):
         if getattr(args, key, None) is not None:
             compute[key] = getattr(args, key)
     if getattr(args, "no_progress", False):

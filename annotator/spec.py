@@ -15,6 +15,7 @@ from annotator.plan import KINDS
 from annotator.sources import DEFAULT_SHARD_SIZE, is_process_local
 
 RUNNERS = ("ray", "beam")
+COMMIT_ON = ("driver", "workers")
 
 
 class SpecError(ValueError):
@@ -40,7 +41,11 @@ class ComputeSpec:
     shard_attempts: int = 3  # rounds a failing shard gets before it is named as failed
     actor_max_restarts: int = 3  # a crashed inference actor is restarted at most this often
     actor_task_retries: int = 2  # ... and its batch retried at most this often
-    commit_threads: int = 8  # concurrent part uploads on the driver
+    commit_threads: int = 8  # shards committing at once (driver threads; with commit_on = workers: tasks in flight)
+    # where the Ray runner writes parts: driver (its threads) | workers (Ray tasks: Parquet, sha256 and
+    # uploads leave the driver, which keeps deciding what commits; bench/driver.py, docs/scaling.md)
+    commit_on: str = "driver"
+    commit_cpus: float = 0.25  # per commit task (commit_on = workers)
     actor_start_timeout_s: float = 900.0  # the minimum actor pool must be up within this (GPU nodes boot)
     ray_address: str | None = None  # None: start an embedded local Ray
     no_progress_timeout_s: float = 600.0  # Ray Data aborts a round that moves nothing for this long
@@ -94,6 +99,8 @@ class RunSpec:
              "compute retries and restarts must be >= 0"),
             (c.shard_attempts >= 1, "compute.shard_attempts must be >= 1"),
             (c.commit_threads >= 1, "compute.commit_threads must be >= 1"),
+            (c.commit_on in COMMIT_ON, f"compute.commit_on must be one of {', '.join(COMMIT_ON)}"),
+            (c.commit_cpus > 0, "compute.commit_cpus must be > 0"),
             (c.actor_start_timeout_s >= 1, "compute.actor_start_timeout_s must be >= 1"),
             (c.no_progress_timeout_s > 0 or c.no_progress_timeout_s == -1,
              "compute.no_progress_timeout_s must be > 0 (or -1: never)"),

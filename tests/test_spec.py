@@ -40,6 +40,7 @@ def test_unknown_keys_name_the_key_and_the_valid_ones():
     ({"overwrite": True, "retry_errors": True}, "exclude each other"),
     ({"compute": {"batch_timeout_s": -1}}, "batch_timeout_s must be >= 0"),
     ({"compute": {"shard_attempts": 0}}, "shard_attempts must be >= 1"),
+    ({"compute": {"commit_on": "head"}}, "commit_on must be one of driver, workers"),
     ({"compute": {"gpus_per_actor": True}}, "gpus_per_actor must be float"),
     ({"settings": {"num_aug": 0}}, "num_aug must be >= 1"),
     ({"storage_options": {"s3": "endpoint"}}, "storage_options must map a protocol"),

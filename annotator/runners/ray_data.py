@@ -14,8 +14,13 @@ Why these choices:
   in a fresh round, at most ``shard_attempts`` times; then it is named and the job exits non-zero,
   after everything else is committed. Nothing can hang the tail: reads and inference calls have
   timeouts, actors bounded restarts, and Ray Data's no-progress guard ends a stalled round.
-* One driver commits, under the output lock, so exactly-once per shard follows from the sink's
-  commit protocol; ``shards.ShardRows`` keeps one copy of each row in case Ray re-executes a task.
+* One driver decides what commits, under the output lock, so exactly-once per shard follows from
+  the sink's commit protocol; ``shards.ShardRows`` keeps one copy of each row in case Ray re-executes
+  a task. The part itself (Parquet, sha256, upload, commit record, publish) is written on a driver
+  thread, or with ``compute.commit_on = "workers"`` in a Ray task (``commit_task``): the same
+  protocol and the same ``job.commit_shard``, so one driver can feed more GPUs (``bench/driver.py``).
+  Each shard is still submitted once and waited for; the task checks the lock's token first (as
+  Beam's workers do) and is re-run by Ray only if its worker died.
 * ``memory://`` is refused (``RunSpec.validate``): it lives in the driver's process, out of the
   workers' reach.
 """
@@ -24,6 +29,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 import warnings
 from concurrent.futures import Future
 from functools import partial
@@ -32,12 +38,13 @@ import pyarrow as pa
 
 from annotator import errors, stages
 from annotator import plan as plan_mod
-from annotator.lock import LockLostError
+from annotator.lock import LockLostError, read_lock
 from annotator.progress import ProgressBar
 from annotator.runners import job as job_mod
 from annotator.runners.job import ClusterError, Job
 from annotator.sequence import CommitOrder
 from annotator.shards import ShardRows, by_shard
+from annotator.sink import DatasetSink
 from annotator.spec import ComputeSpec, RunSpec
 
 log = logging.getLogger(__name__)
@@ -134,6 +141,26 @@ def _check_in(registry, info: dict) -> None:
     registry.register.remote({**info, "node": node, "node_ip": ray.util.get_node_ip_address()})
 
 
+_SINKS: dict[tuple, DatasetSink] = {}
+
+
+def commit_task(sink_args: tuple, lock_token: str, shard_id: str, tables: list[pa.Table], only: list[str] | None,
+                old_record: dict | None, attempt: int, seq, continue_previous: bool) -> tuple[dict, dict]:
+    """One shard's commit in a Ray task (``compute.commit_on = "workers"``): ``job.commit_shard``,
+    as a driver thread would run it, after checking that the output lock still names this job (the
+    driver's heartbeat is not in this process). Returns (commit record, this run's stats)."""
+    output, so, file_metadata, fingerprint, attempt_id = sink_args
+    key = (output, attempt_id)
+    sink = _SINKS.get(key)
+    if sink is None:
+        _SINKS.clear()  # one job at a time per worker process
+        sink = _SINKS[key] = DatasetSink(output, storage_options=so, attempt=attempt_id)
+    sink.file_metadata, sink.fingerprint = file_metadata, fingerprint
+    if (read_lock(output, so) or {}).get("token") != lock_token:
+        raise LockLostError(f"the lock of {output} was taken over by another job")
+    return job_mod.commit_shard(sink, shard_id, tables, only, old_record, attempt, seq, continue_previous)
+
+
 class _Collector:
     """Groups the streamed rows by shard and commits each complete shard on the job's threads; a
     video shard waits for the shard before it in its video (``sequence.CommitOrder``)."""
@@ -226,6 +253,31 @@ class RayJob(Job):
         # check-in with it (and the driver outlives no loss of its own node anyway)
         here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
         self.registry = ray.remote(num_cpus=0)(ActorRegistry).options(scheduling_strategy=here).remote()
+        # re-run only when its worker died (an exception is the shard's, for the next round)
+        self.commit_remote = ray.remote(num_cpus=self.spec.compute.commit_cpus, max_retries=2)(commit_task)
+
+    def commit(self, shard_id: str, tables: list[pa.Table], only: list[str] | None, attempt: int,
+               continue_previous: bool = True) -> dict:
+        """On a driver thread (the default), or in a Ray task with ``commit_on = "workers"``: the
+        driver then only ships the shard's rows and folds the record in."""
+        if self.spec.compute.commit_on != "workers":
+            return super().commit(shard_id, tables, only, attempt, continue_previous)
+        import ray
+
+        started = time.perf_counter()
+        self.lock.check()
+        sink_args = (self.output, self.so, self.sink.file_metadata, self.fp, self.sink.attempt)
+        ref = self.commit_remote.remote(sink_args, self.lock.token, shard_id, tables, only,
+                                        self.committed.get(shard_id) if only is not None else None, attempt,
+                                        self.sequences.get(shard_id), continue_previous)
+        try:
+            rec, run_stats = ray.get(ref)
+        except ray.exceptions.RayTaskError as e:
+            if isinstance(e.cause, LockLostError):
+                raise e.cause from None
+            raise
+        self.record_commit(shard_id, rec, run_stats, time.perf_counter() - started, repaired=only is not None)
+        return rec
 
     def describe_skeleton(self) -> dict:
         """From the model's build info, else loaded in a Ray task: the driver never imports TensorFlow."""
@@ -253,12 +305,12 @@ class RayJob(Job):
         are left finish it, and the pool grows again as nodes come back."""
         return self.spec.compute.actors if attempt == 1 else 1
 
-    def run_round(self, plan: plan_mod.Plan, work: dict[str, list[str] | None], attempt: int,
-                  bar: ProgressBar) -> dict[str, str]:
+    def labels(self, plan: plan_mod.Plan, items: list[dict], attempt: int):
+        """A round's label stream: shard rows -> read -> decode -> infer, as a Ray Dataset of label
+        tables (``bench/driver.py`` replaces it with free synthetic labels to measure the driver)."""
         import ray
 
         c = self.spec.compute
-        items = self.shard_items(plan, work)
         ds = ray.data.from_items(items, override_num_blocks=max(1, min(len(items), 10_000)))
         ds = ds.map_batches(stages.read_shards, batch_size=1, batch_format="numpy", num_cpus=c.read_cpus,
                             fn_kwargs=self.read_kwargs(plan))
@@ -275,6 +327,14 @@ class RayJob(Job):
                                                    max_size=c.max_actors or c.actors),
                 num_cpus=c.cpus_per_actor, num_gpus=c.gpus_per_actor or None,
                 max_restarts=c.actor_max_restarts, max_task_retries=c.actor_task_retries)
+        return ds
+
+    def run_round(self, plan: plan_mod.Plan, work: dict[str, list[str] | None], attempt: int,
+                  bar: ProgressBar) -> dict[str, str]:
+        import ray
+
+        c = self.spec.compute
+        ds = self.labels(plan, self.shard_items(plan, work), attempt)
         collector = _Collector(self, work, attempt)
         round_error = None
         try:
