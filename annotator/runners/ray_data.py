@@ -43,7 +43,7 @@ from annotator.progress import ProgressBar
 from annotator.runners import job as job_mod
 from annotator.runners.job import ClusterError, Job
 from annotator.sequence import CommitOrder
-from annotator.shards import ShardRows, by_shard
+from annotator.shards import ShardRows, by_shard, from_ipc, to_ipc
 from annotator.sink import DatasetSink
 from annotator.spec import ComputeSpec, RunSpec
 
@@ -144,11 +144,15 @@ def _check_in(registry, info: dict) -> None:
 _SINKS: dict[tuple, DatasetSink] = {}
 
 
-def commit_task(sink_args: tuple, lock_token: str, shard_id: str, tables: list[pa.Table], only: list[str] | None,
+def commit_task(sink_args: tuple, lock_token: str, shard_id: str, rows: bytes | list[pa.Table],
+                only: list[str] | None,
                 old_record: dict | None, attempt: int, seq, continue_previous: bool) -> tuple[dict, dict]:
     """One shard's commit in a Ray task (``compute.commit_on = "workers"``): ``job.commit_shard``,
     as a driver thread would run it, after checking that the output lock still names this job (the
-    driver's heartbeat is not in this process). Returns (commit record, this run's stats)."""
+    driver's heartbeat is not in this process). ``rows``: the shard's rows as one Arrow IPC stream
+    (pickling the tables instead cost the driver more than writing the Parquet part itself: each
+    piece's nested schema and every column chunk are Python objects). Returns (commit record, this
+    run's stats)."""
     output, so, file_metadata, fingerprint, attempt_id = sink_args
     key = (output, attempt_id)
     sink = _SINKS.get(key)
@@ -158,6 +162,7 @@ def commit_task(sink_args: tuple, lock_token: str, shard_id: str, tables: list[p
     sink.file_metadata, sink.fingerprint = file_metadata, fingerprint
     if (read_lock(output, so) or {}).get("token") != lock_token:
         raise LockLostError(f"the lock of {output} was taken over by another job")
+    tables = [from_ipc(rows)] if isinstance(rows, bytes) else rows  # or the tables themselves
     return job_mod.commit_shard(sink, shard_id, tables, only, old_record, attempt, seq, continue_previous)
 
 
@@ -267,7 +272,7 @@ class RayJob(Job):
         started = time.perf_counter()
         self.lock.check()
         sink_args = (self.output, self.so, self.sink.file_metadata, self.fp, self.sink.attempt)
-        ref = self.commit_remote.remote(sink_args, self.lock.token, shard_id, tables, only,
+        ref = self.commit_remote.remote(sink_args, self.lock.token, shard_id, to_ipc(pa.concat_tables(tables)), only,
                                         self.committed.get(shard_id) if only is not None else None, attempt,
                                         self.sequences.get(shard_id), continue_previous)
         try:
