@@ -137,3 +137,63 @@ def test_mean_keeps_the_mean_bone_length_over_given_edges():
     kept = aggregate.size_preserving_mean(tf.constant(per_aug[None], tf.float32), tf.constant(edges)).numpy()[0]
     assert bones(per_aug.mean(0)) < 0.99 * bones(truth)
     assert abs(bones(kept) - bones(truth)) < 1e-3 * bones(truth)
+
+
+def test_keep_size_in_2d_keeps_the_mean_bone_length_and_centroid():
+    """The consensus's 2D evidence: augmentations that disagree on where a wrist is average to a
+    shorter forearm; ``keep_size`` gives the mean back the augmentations' mean 2D bone length,
+    about the mean's own centroid, without changing its directions."""
+    truth = _person()[:, :2] / 1000.0  # normalised-coordinate-like 2D
+    edges = np.array([(SK.joint_names.index(a), SK.joint_names.index(b)) for a, b in
+                      (("left_elbow", "left_wrist"), ("right_elbow", "right_wrist"))], np.int32)
+    per_aug = np.repeat(truth[None], 4, 0)
+    for a, t in enumerate(np.radians([-30.0, -10.0, 10.0, 30.0])):
+        rot = np.array([[np.cos(t), -np.sin(t)], [np.sin(t), np.cos(t)]])
+        for e, w in edges:
+            per_aug[a, w] = per_aug[a, e] + rot @ (truth[w] - truth[e])
+    mean = per_aug.mean(0)
+    kept = aggregate.keep_size(tf.constant(mean[None], tf.float32), tf.constant(per_aug[None], tf.float32),
+                               tf.constant(edges)).numpy()[0]
+
+    def bones(p):
+        return float(np.mean([np.linalg.norm(p[a] - p[b]) for a, b in edges]))
+
+    assert bones(mean) < 0.98 * bones(truth)
+    assert abs(bones(kept) - bones(truth)) < 1e-4
+    np.testing.assert_allclose(kept.mean(0), mean.mean(0), atol=1e-6)
+    scale = np.linalg.norm(kept - kept.mean(0)) / np.linalg.norm(mean - mean.mean(0))
+    np.testing.assert_allclose(kept - kept.mean(0), scale * (mean - mean.mean(0)), atol=1e-6)
+
+
+def test_keep_bones_restores_every_limb_bone_and_leaves_the_trunk():
+    """Augmentations that disagree on the forearms only: one scale for the whole body (keep_size)
+    would shorten the forearms and stretch the trunk; bone by bone, every limb bone has the
+    augmentations' mean length and the trunk is the mean trunk."""
+    from annotator.estimator import skeletons
+
+    truth = _person() - _person().mean(0)
+    per_aug = np.repeat(truth[None], 5, 0)
+    for name, elbow in (("left_wrist", "left_elbow"), ("right_wrist", "right_elbow")):
+        w, e = SK.joint_names.index(name), SK.joint_names.index(elbow)
+        for a, t in enumerate(np.radians([-25.0, -10.0, 0.0, 10.0, 25.0])):
+            rot = np.array([[np.cos(t), -np.sin(t), 0], [np.sin(t), np.cos(t), 0], [0, 0, 1]])
+            per_aug[a, w] = per_aug[a, e] + rot @ (truth[w] - truth[e])
+    chain = skeletons.limb_chain(SK)
+    trunk = np.array(skeletons.trunk_edges(SK), np.int32)
+    assert len(trunk) == 4 and chain
+    kept = aggregate.keep_bones(tf.constant(per_aug.mean(0)[None], tf.float32), tf.constant(per_aug[None], tf.float32),
+                                chain, tf.constant(trunk)).numpy()[0]
+    for j, p in chain:  # (the hands did not follow the wrists: their bones vary, their mean is kept)
+        expected = np.linalg.norm(per_aug[:, j] - per_aug[:, p], axis=-1).mean()
+        np.testing.assert_allclose(np.linalg.norm(kept[j] - kept[p]), expected, rtol=1e-4)
+    for name, elbow in (("left_wrist", "left_elbow"), ("right_wrist", "right_elbow")):
+        w, e = SK.joint_names.index(name), SK.joint_names.index(elbow)
+        assert np.linalg.norm(per_aug.mean(0)[w] - per_aug.mean(0)[e]) < 0.99 * np.linalg.norm(truth[w] - truth[e])
+        np.testing.assert_allclose(np.linalg.norm(kept[w] - kept[e]), np.linalg.norm(truth[w] - truth[e]), rtol=1e-4)
+    ids = sorted({i for e in trunk for i in e})
+    np.testing.assert_allclose(kept[ids], per_aug.mean(0)[ids], atol=1e-3)
+    # the wrists point where the augmentations' mean points
+    w, e = SK.joint_names.index("left_wrist"), SK.joint_names.index("left_elbow")
+    mean_dir = per_aug.mean(0)[w] - per_aug.mean(0)[e]
+    np.testing.assert_allclose((kept[w] - kept[e]) / np.linalg.norm(kept[w] - kept[e]),
+                               mean_dir / np.linalg.norm(mean_dir), atol=1e-5)

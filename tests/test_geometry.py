@@ -141,6 +141,25 @@ def test_augmentation_schedule_matches_reference():
     assert f.tolist() == [False]
 
 
+def test_centred_schedule_perturbs_the_single_crop():
+    """Centred, the augmentations are the single crop times MeTRAbs' perturbations: its middle
+    augmentation (odd A) is the single crop itself, and MeTRAbs' gammas are the case gamma = 0.8."""
+    g, r, s, f = (x.numpy() for x in augment.schedule(5, single_crop=(1.0, 1.05), scale_range=(0.9, 1.1),
+                                                        centred=True))
+    np.testing.assert_allclose(g, [0.75, 0.875, 1.0, 1.125, 1.25], atol=1e-6)
+    np.testing.assert_allclose(s, 1.05 * np.array([0.9, 0.95, 1.0, 1.05, 1.1]), atol=1e-6)
+    single = [x.numpy() for x in augment.schedule(1, single_crop=(1.0, 1.05), centred=True)]
+    np.testing.assert_allclose([g[2], r[2], s[2]], [single[0][0], single[1][0], single[2][0]], atol=1e-6)
+    assert not f[2] and not single[3][0]
+    g, _, _, _ = (x.numpy() for x in augment.schedule(5, single_crop=(0.8, 1.05), centred=True))
+    np.testing.assert_allclose(g, [0.6, 0.7, 0.8, 0.9, 1.0], atol=1e-6)
+    # a kind left out stays at the single crop's value, not at 1
+    g, r, s, f = (x.numpy() for x in augment.schedule(5, kinds=("flip",), single_crop=(1.0, 1.05), centred=True))
+    np.testing.assert_allclose(s, 1.05, atol=1e-6)
+    np.testing.assert_allclose(g, 1.0, atol=1e-6)
+    assert f.tolist() == [False, True, False, True, False]
+
+
 def test_unmirror_swaps_left_right_only_for_flipped():
     values = tf.constant(np.arange(2 * 1 * 3, dtype=np.float32).reshape(2, 1, 3))
     out = augment.unmirror_joints(values, tf.constant([False, True]), [0, 2, 1]).numpy()

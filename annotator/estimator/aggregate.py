@@ -11,8 +11,8 @@ those augmentations, two things go wrong (measured by the ablation in ``docs/mod
 
 ``consensus`` fixes the labels first (each augmentation is compared with the one most others agree
 with, with its joints as given and with left and right exchanged, and takes the closer labelling),
-then averages the root-relative shape (keeping the augmentations' mean size: a plain mean of
-poses that disagree shrinks them) and the 2D evidence, and solves ONE translation from them in
+then averages the root-relative shape and the 2D evidence (each keeping the augmentations' mean
+size: a plain mean of poses that disagree shrinks them), and solves ONE translation from them in
 the source camera (``reconstruct``). All functions are batched over people K and augmentations A.
 """
 
@@ -28,6 +28,40 @@ def centred(poses) -> tf.Tensor:
     return poses - tf.reduce_mean(poses, axis=-2, keepdims=True)
 
 
+def mean_size(points, edges=None) -> tf.Tensor:
+    """Size of poses [..., J, D] (D = 2 or 3): the mean length of the bones ``edges`` [E,2], or without
+    edges the RMS distance of the joints from their centroid."""
+    if edges is not None and edges.shape[0]:
+        return tf.reduce_mean(tf.norm(tf.gather(points, edges[:, 0], axis=-2) - tf.gather(points, edges[:, 1], axis=-2),
+                                      axis=-1), axis=-1)
+    return tf.sqrt(tf.reduce_mean(tf.reduce_sum(tf.square(centred(points)), -1), -1))
+
+
+def keep_size(mean, members, edges=None) -> tf.Tensor:
+    """``mean`` [K,J,D] scaled about its centroid to its ``members``' [K,A,J,D] mean size."""
+    ratio = tf.reduce_mean(mean_size(members, edges), axis=1) / tf.maximum(mean_size(mean, edges), 1e-9)
+    centroid = tf.reduce_mean(mean, axis=-2, keepdims=True)
+    return centroid + (mean - centroid) * ratio[:, tf.newaxis, tf.newaxis]
+
+
+def keep_bones(mean, members, chain=(), edges=None) -> tf.Tensor:
+    """``mean`` [K,J,D] of ``members`` [K,A,J,D] with the members' lengths: scaled about its centroid
+    to their mean size over ``edges`` (``keep_size``), then every (joint, parent) bone of ``chain``
+    (``skeletons.limb_chain``: outwards from the trunk) set to the members' mean length of that
+    bone, along the mean's direction. Why bone by bone: augmentations disagree on the limbs, not
+    on the trunk, so one scale for the whole body leaves the limbs short and the trunk long."""
+    out = keep_size(mean, members, edges)
+    if not chain:
+        return out
+    joints = tf.unstack(out, axis=-2)
+    for j, p in chain:
+        direction = mean[:, j] - mean[:, p]
+        length = tf.reduce_mean(tf.norm(members[:, :, j] - members[:, :, p], axis=-1), axis=1)
+        unit = direction / tf.maximum(tf.norm(direction, axis=-1, keepdims=True), 1e-9)
+        joints[j] = joints[p] + unit * length[:, tf.newaxis]
+    return tf.stack(joints, axis=-2)
+
+
 def size_preserving_mean(shapes, edges=None) -> tf.Tensor:
     """Mean of centred shapes [K,A,J,3] -> [K,J,3], rescaled to the augmentations' mean size.
 
@@ -37,16 +71,7 @@ def size_preserving_mean(shapes, edges=None) -> tf.Tensor:
     joint comes from the mean; the size is the augmentations' mean size: their mean bone length
     over ``edges`` [E,2] (the limbs, where the disagreement is), or without edges the RMS distance
     of the joints from their centroid."""
-    mean = tf.reduce_mean(shapes, axis=1)
-
-    def size(p):
-        if edges is not None and edges.shape[0]:
-            return tf.reduce_mean(tf.norm(tf.gather(p, edges[:, 0], axis=-2) - tf.gather(p, edges[:, 1], axis=-2),
-                                          axis=-1), axis=-1)
-        return tf.sqrt(tf.reduce_mean(tf.reduce_sum(tf.square(p), -1), -1))
-
-    ratio = tf.reduce_mean(size(shapes), axis=1) / tf.maximum(size(mean), 1e-6)
-    return mean * ratio[:, tf.newaxis, tf.newaxis]
+    return keep_size(tf.reduce_mean(shapes, axis=1), shapes, edges)
 
 
 def label_swaps(poses, mirror) -> tf.Tensor:
@@ -75,14 +100,18 @@ def apply_swaps(values, swaps, mirror) -> tf.Tensor:
     return tf.where(cond, exchanged, values)
 
 
-def consensus(poses, rays, conf, inside, mirror, method: str = "blend", edges=None):
+def consensus(poses, rays, conf, inside, mirror, method: str = "blend", edges=None, chain=(),
+              keep_lengths: str = "bones"):
     """One pose per person from A augmentations, plus the augmentations made consistent with it.
 
     poses: [K,A,J,3] absolute, source camera frame (each augmentation's own translation, its
     shape straight from the crop model); rays: [K,A,J,2] the crop model's 2D as undistorted
     normalised coordinates of the source camera; conf: [K,A,J]; inside: [K,A,J] 1 where the joint
     was inside its crop; method: ``reconstruct.reconstruct_absolute``'s; edges: [E,2] the bones
-    whose mean length the averaged shape keeps (``size_preserving_mean``).
+    whose mean length sets the averaged shape's (and 2D's) overall size, chain: the (joint, parent)
+    bones then set one by one to their mean length (``keep_bones``). keep_lengths: ``bones`` (the
+    3D shape and the 2D, the trunk by ``edges``' size, the limbs bone by bone), ``body`` (the 3D
+    shape only, one scale from ``edges``), ``none`` (plain means).
 
     Returns (pose [K,J,3], per-augmentation poses [K,A,J,3] with consistent labels, shifted so
     that their mean is ``pose`` (their spread, the quality score's evidence, is kept), swaps [K,A]).
@@ -92,12 +121,19 @@ def consensus(poses, rays, conf, inside, mirror, method: str = "blend", edges=No
     rays = apply_swaps(rays, swaps, mirror)
     conf = apply_swaps(conf, swaps, mirror)
     inside = apply_swaps(inside, swaps, mirror)
-    shape = size_preserving_mean(centred(poses), edges)  # [K,J,3]
+    shapes = centred(poses)
+    shape = tf.reduce_mean(shapes, axis=1)  # [K,J,3]
+    if keep_lengths != "none":
+        shape = keep_bones(shape, shapes, chain if keep_lengths == "bones" else (), edges)
     mean_conf = tf.reduce_mean(conf, axis=1)
     # 2D: confidence-weighted mean over augmentations (plain mean where no augmentation is sure)
     total = tf.reduce_sum(conf, axis=1)[..., tf.newaxis]
     weighted = tf.reduce_sum(rays * conf[..., tf.newaxis], axis=1) / tf.maximum(total, 1e-9)
     mean_rays = tf.where(total > 1e-9, weighted, tf.reduce_mean(rays, axis=1))
+    # the 2D evidence shrinks under averaging as the 3D does (measured: num_aug 5's output limbs
+    # 0.9 % shorter than its augmentations' 3D): keep the augmentations' mean 2D bone length too
+    if keep_lengths == "bones":
+        mean_rays = keep_bones(mean_rays, rays, chain, edges)
     k = tf.shape(shape)[0]
     identity = tf.eye(3, batch_shape=[k])
     majority_inside = tf.reduce_mean(inside, axis=1) > 0.5

@@ -103,6 +103,9 @@ class PoseEstimator(tf.Module):
         bones = native.bone_lengths
         self._bone_edges = tf.constant([list(e) for e, _ in bones] or np.zeros((0, 2)), tf.int32)
         self._bone_lengths = tf.constant([mm for _, mm in bones], tf.float32)
+        # the consensus: trunk size from the trunk's bones, limbs averaged bone by bone
+        self._trunk_edges = tf.constant(skeletons.trunk_edges(native) or np.zeros((0, 2)), tf.int32)
+        self._limb_chain = tuple(skeletons.limb_chain(native))
         self.annotator_info = tf.Variable(json.dumps(info, sort_keys=True), dtype=tf.string,
                                           trainable=False)
 
@@ -213,7 +216,7 @@ class PoseEstimator(tf.Module):
         if self.options.aggregation == "consensus":
             rays = camera.pixels_to_rays(raw2d, box_k[:, tf.newaxis], box_dist[:, tf.newaxis])
             _, poses3d, swaps = aggregate.consensus(poses3d, rays, conf, inside, self._native_mirror,
-                                                    self.options.reconstruction, self._bone_edges)
+                                                    self.options.reconstruction, *self._length_args())
             raw2d = aggregate.apply_swaps(raw2d, swaps, self._native_mirror)
             conf = aggregate.apply_swaps(conf, swaps, self._native_mirror)
         poses2d = camera.project_distorted(poses3d, box_k[:, tf.newaxis], box_dist[:, tf.newaxis])
@@ -244,6 +247,12 @@ class PoseEstimator(tf.Module):
             "joint_confidences": tf.RaggedTensor.from_row_lengths(conf, lengths),
             "pose_scores": tf.RaggedTensor.from_row_lengths(scores, lengths),
         }
+
+    def _length_args(self) -> tuple:
+        """(edges, chain, keep_lengths) for ``aggregate.consensus`` under ``options.keep_lengths``."""
+        if self.options.keep_lengths == "bones":
+            return self._trunk_edges, self._limb_chain, "bones"
+        return self._bone_edges, (), self.options.keep_lengths
 
     def _keep_mask(self, poses3d, poses2d, boxes, box_image, suppress):
         """[K] bool: all True unless ``suppress``; then plausibility checks (+ 3D pose NMS)."""
@@ -347,7 +356,7 @@ class PoseEstimator(tf.Module):
 
         gammas, rolls, scales, flips = augment.schedule(
             num_aug, opt.rotation_degrees, kinds=opt.aug_kinds, single_crop=opt.single_crop,
-            scale_range=opt.scale_range)
+            scale_range=opt.scale_range, centred=opt.tta_centred)
         a = tf.shape(gammas)[0]
 
         def tile(x):  # [k, ...] -> [A*k, ...] (aug-major)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 AUG_KINDS = ("gamma", "rotation", "scale", "flip")
 RECONSTRUCTIONS = ("blend", "translate", "translate_all")
 AGGREGATIONS = ("mean", "consensus")
+KEEP_LENGTHS = ("bones", "body", "none")
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,9 @@ class EstimatorOptions:
         at their identity value: gamma 1, no roll, scale 1, no mirroring).
     ``rotation_degrees``, ``scale_range``: the extent of the rotation (+-degrees) and zoom (lowest,
         highest) augmentations (MeTRAbs: 25 and (0.8, 1.1)).
+    ``tta_centred``: the augmentations perturb the single crop (gamma x 0.75-1.25, zoom x the scale
+        range; the middle one of an odd num_aug is the single crop) rather than MeTRAbs' fixed
+        ranges (gamma 0.6-1, zoom from 1), whose centre is not the single crop (``augment``).
     ``single_crop``: (gamma, zoom) of the one crop of num_aug = 1 (MeTRAbs: its schedule's midpoint,
         (0.8, 1.05); (1, 1) is the identity crop). Default: MeTRAbs' zoom, not its gamma (the
         darker crop earned nothing on the ablation).
@@ -42,6 +46,9 @@ class EstimatorOptions:
     ``aggregation``: how the augmentations' poses are combined (``augment.aggregate``): ``mean``
         (MeTRAbs: mean of absolute poses) or ``consensus`` (left/right labels made to agree with the
         majority, then one reconstruction from the mean 2D and mean root-relative 3D).
+    ``keep_lengths``: how the consensus keeps the augmentations' lengths (averaging poses that
+        disagree shortens bones): ``bones`` (3D shape and 2D evidence; trunk by one scale, each limb
+        bone at its mean length), ``body`` (3D shape only, one scale for the body), ``none``.
     ``pose_nms``: whether ``suppress_implausible_poses`` also runs 3D pose NMS.
     """
 
@@ -53,8 +60,10 @@ class EstimatorOptions:
     rotation_degrees: float = 25.0
     scale_range: tuple[float, float] = (0.9, 1.1)
     single_crop: tuple[float, float] = (1.0, 1.05)
+    tta_centred: bool = True
     reconstruction: str = "blend"
     aggregation: str = "consensus"
+    keep_lengths: str = "bones"
     pose_nms: bool = True
 
     def __post_init__(self):
@@ -63,6 +72,8 @@ class EstimatorOptions:
             raise ValueError(f"unknown augmentation kinds {sorted(unknown)}; valid: {', '.join(AUG_KINDS)}")
         if self.reconstruction not in RECONSTRUCTIONS:
             raise ValueError(f"reconstruction {self.reconstruction!r}: valid are {', '.join(RECONSTRUCTIONS)}")
+        if self.keep_lengths not in KEEP_LENGTHS:
+            raise ValueError(f"keep_lengths {self.keep_lengths!r}: valid are {', '.join(KEEP_LENGTHS)}")
         if self.aggregation not in AGGREGATIONS:
             raise ValueError(f"aggregation {self.aggregation!r}: valid are {', '.join(AGGREGATIONS)}")
 
@@ -70,7 +81,7 @@ class EstimatorOptions:
     def metrabs(cls) -> EstimatorOptions:
         """MeTRAbs' own machinery, as published (and as annotator had it before the ablation)."""
         return cls(linear_light=True, aug_kinds=AUG_KINDS, rotation_degrees=25.0, scale_range=(0.8, 1.1),
-                   single_crop=(0.8, 1.05), reconstruction="blend", aggregation="mean")
+                   single_crop=(0.8, 1.05), tta_centred=False, reconstruction="blend", aggregation="mean")
 
     def replace(self, **changes) -> EstimatorOptions:
         return dataclasses.replace(self, **changes)

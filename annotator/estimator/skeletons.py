@@ -88,6 +88,43 @@ def mirror_indices(skeleton: Skeleton) -> list[int]:
     return [index[counterpart(n, names)] for n in skeleton.joint_names]
 
 
+TRUNK = ("left_shoulder", "right_shoulder", "left_hip", "right_hip")
+
+
+def limb_chain(skeleton: Skeleton, trunk: tuple[str, ...] = TRUNK) -> list[tuple[int, int]]:
+    """(joint, parent) for every joint that hangs from the trunk through the skeleton's edges, in
+    breadth-first order from the trunk outwards (elbow before wrist before fingers); the trunk and
+    joints not connected to it (the face) are not listed. Empty when the trunk joints are not all
+    named. Used to average limbs bone by bone (``aggregate.keep_bones``)."""
+    index = {n: i for i, n in enumerate(skeleton.joint_names)}
+    if not all(n in index for n in trunk):
+        return []
+    neighbours: dict[int, list[int]] = {}
+    for a, b in skeleton.edges:
+        neighbours.setdefault(a, []).append(b)
+        neighbours.setdefault(b, []).append(a)
+    reached = {index[n] for n in trunk}
+    frontier = [index[n] for n in trunk]
+    chain = []
+    while frontier:
+        nxt = []
+        for p in frontier:
+            for j in sorted(neighbours.get(p, [])):
+                if j not in reached:
+                    reached.add(j)
+                    chain.append((j, p))
+                    nxt.append(j)
+        frontier = nxt
+    return chain
+
+
+def trunk_edges(skeleton: Skeleton, trunk: tuple[str, ...] = TRUNK) -> list[tuple[int, int]]:
+    """The reference bones (``bone_lengths``) with both ends on the trunk: shoulder and hip width,
+    the torso's sides."""
+    ids = {i for i, n in enumerate(skeleton.joint_names) if n in trunk}
+    return [e for e, _ in skeleton.bone_lengths if e[0] in ids and e[1] in ids]
+
+
 _BP_NAMES = (
     "nose", "left_eye_inner", "left_eye", "left_eye_outer", "right_eye_inner", "right_eye",
     "right_eye_outer", "left_ear", "right_ear", "mouth_left", "mouth_right", "left_shoulder",

@@ -80,6 +80,8 @@ def default_rows(default: EstimatorOptions | None = None, full: bool = False) ->
         Row("defaults, num_aug 5", d, num_aug=5),
         Row("defaults + ground plane, num_aug 5", d, num_aug=5, ground=True),
         Row("MeTRAbs machinery (before), num_aug 5", metrabs, num_aug=5),
+        Row("defaults, num_aug 5, TTA not centred on the single crop", d.replace(tta_centred=False), num_aug=5),
+        Row("defaults, num_aug 5, one body scale (3D only)", d.replace(keep_lengths="body"), num_aug=5),
     ]
     if full:
         rows += [
