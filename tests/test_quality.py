@@ -248,3 +248,21 @@ def test_boxes_from_the_caller_have_no_keypoint_terms():
     two = keypoints_of(p2d)
     two[0, 2:, 2] = 0.05  # fewer than 3 confident keypoints: no agreement term
     assert math.isnan(quality.terms(**kw, detector_keypoints=two, keypoint_poses2d=p2d[None]).agreement[0])
+
+
+def test_spread_counts_only_where_the_detector_keypoints_give_no_second_opinion():
+    """With the agreement term, the augmentations' spread leaves the score (it is still reported):
+    the same person scores the same at any spread; without keypoints a larger spread scores lower."""
+    calm, shaky = inputs(augs(person(), 10.0)), inputs(augs(person(), 120.0))
+    p2d = calm["poses2d"][0]
+    kp = keypoints_of(p2d, 0.02 * float(np.linalg.norm(calm["boxes"][0, 2:4])))
+    with_kp = [quality.terms(**kw, detector_keypoints=kp, keypoint_poses2d=p2d[None]) for kw in (calm, shaky)]
+    assert with_kp[0].spread[0] > with_kp[1].spread[0]  # reported either way
+    others = [n for n in quality.TERMS if n != "spread" and np.isfinite(getattr(with_kp[0], n)[0])]
+    expected = math.exp(np.mean([math.log(getattr(with_kp[0], n)[0]) for n in others]))
+    assert with_kp[0].quality[0] == pytest.approx(expected, rel=1e-5)
+    without = [quality.terms(**kw) for kw in (calm, shaky)]
+    assert without[0].quality[0] > without[1].quality[0]
+    both = quality.QualityConfig(spread_only_without_agreement=False)
+    counted = quality.terms(**shaky, detector_keypoints=kp, keypoint_poses2d=p2d[None], config=both)
+    assert counted.quality[0] < with_kp[1].quality[0]
