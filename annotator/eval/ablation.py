@@ -263,6 +263,11 @@ def frame_bootstrap(by_frame: dict, rng: np.random.Generator, resamples: int = 1
 
 
 BASELINE = "defaults, num_aug 1"
+# what the paired differences compare: the errors, and the limb scale's distance from 1 in % (a
+# median limb scale can move towards 1 while each prediction's own scale error grows, or back)
+PAIRED = {"root_relative_mpjpe_mm": lambda p: p["root_relative_mpjpe_mm"],
+          "root_error_mm": lambda p: p["root_error_mm"],
+          "limb_scale_error_percent": lambda p: 100.0 * abs(p["limb_scale"] - 1.0)}
 
 
 def paired_differences(report: dict, baseline: str = BASELINE, resamples: int = 1000, seed: int = 0) -> None:
@@ -278,8 +283,8 @@ def paired_differences(report: dict, baseline: str = BASELINE, resamples: int = 
     ref = {tuple(p[k] for k in key): p for p in base["predictions"]}
     for r in report["rows"]:
         out = {}
-        for m in ("root_relative_mpjpe_mm", "root_error_mm"):
-            pairs = [(p["frame"], p[m] - ref[k][m]) for p in r["predictions"]
+        for m, value in PAIRED.items():
+            pairs = [(p["frame"], value(p) - value(ref[k])) for p in r["predictions"]
                      if (k := tuple(p[x] for x in key)) in ref]
             if len(pairs) < 3:
                 continue
@@ -308,7 +313,7 @@ def _cell(value, digits=0) -> str:
 def format_table(report: dict) -> str:
     """Markdown table of an ablation report (coco_19 body joints first, then all joints)."""
     head = ("| row | rel. MPJPE coco_19 / all | PA-MPJPE | root err | depth bias | limb scale | L/R swaps "
-            "| matched | ms / image | Spearman(q, err) | vs defaults: rel. / root |")
+            "| matched | ms / image | Spearman(q, err) | vs defaults: rel. / root / limb % |")
 
     def ci(c, m):
         v = c.get(f"{m}_ci95")
@@ -316,9 +321,11 @@ def format_table(report: dict) -> str:
 
     lines = [head, "|" + "---|" * 11]
 
-    def delta(r, m):
+    def delta(r, m, digits=0):
         v = r.get("vs_baseline", {}).get(m)
-        return "-" if v is None else f"{v['median']:+.0f} ({v['ci95'][0]:+.0f}..{v['ci95'][1]:+.0f})"
+        if v is None:
+            return "-"
+        return f"{v['median']:+.{digits}f} ({v['ci95'][0]:+.{digits}f}..{v['ci95'][1]:+.{digits}f})"
 
     for r in report["rows"]:
         c, a = r["coco_19"], r["all"]
@@ -329,11 +336,12 @@ def format_table(report: dict) -> str:
             f"| {_cell(c.get('root_depth_bias_mm'))} | {_cell(c.get('limb_scale'), 3)} "
             f"| {_cell(c.get('swap_rate'), 2)} | {c.get('people_matched')} | {_cell(r['ms_per_image'])} "
             f"| {_cell(r['spearman_quality_error'], 2)} "
-            f"| {delta(r, 'root_relative_mpjpe_mm')} / {delta(r, 'root_error_mm')} |")
+            f"| {delta(r, 'root_relative_mpjpe_mm')} / {delta(r, 'root_error_mm')} "
+            f"/ {delta(r, 'limb_scale_error_percent', 1)} |")
     lines.append("")
     lines.append("In brackets: 95 % interval of the median, resampling frames. Last column: median of the paired "
                  f"differences to the row '{report.get('baseline', BASELINE)}' (same frame, view and person; "
-                 "negative = better), with its 95 % interval.")
+                 "negative = better), with its 95 % interval; limb %: each prediction's |limb scale - 1| in %.")
     lines.append(f"{len(report['frames'])} frames x {len(report['views'])} views of {Path(report['scene']).name}, "
                  f"{report['people_triangulated']} people triangulated from the raw networks' 2D "
                  f"(median reprojection {report['reprojection_median_px']} px); medians, mm; model "
