@@ -21,18 +21,18 @@ ANNOTATOR = str(Path(sys.executable).with_name("annotator"))
 
 
 def frames(dest: Path, n: int, cams: tuple[str, ...] = ("cam03", "cam04"), every: int = 3,
-           max_side: int | None = None) -> list[Path]:
+           max_side: int | None = None, videos: Path = VIDEOS) -> list[Path]:
     """``n`` JPEG frames of real people (the Pose2Sim videos, BSD-3), written once into ``dest``.
 
     cam03/cam04 frames are all 1088x1920, so batches share one image size as video frames do.
-    ``max_side`` downsizes them (cheaper runs on a slow machine)."""
+    ``max_side`` downsizes them (cheaper runs on a slow machine); ``videos``: another clip's folder."""
     import av
 
     dest.mkdir(parents=True, exist_ok=True)
     out: list[Path] = []
     per_cam = -(-n // len(cams))
     for cam in cams:
-        with av.open(str(VIDEOS / f"{cam}.mp4")) as container:
+        with av.open(str(videos / f"{cam}.mp4")) as container:
             for i, frame in enumerate(container.decode(video=0)):
                 if i % every:
                     continue

