@@ -7,7 +7,7 @@
     _stats/part-NNNNNN.json       per-shard counters
     _commits/part-NNNNNN.json     rows, sha256, fingerprint: it commits the part
     parts/part-NNNNNN.parquet     one per shard, committed: it appears here only after its record
-    _manifest.json                committed parts with their commit records, dataset totals
+    _manifest.json                dataset totals; when final, also every committed part and its record
     _progress.json, _summary.json the running job's counters; the finished run's summary
     README.md                     the Hugging Face dataset card (``annotator.outputs.card``)
     _runs/<attempt>/round-N.json  Beam: a round's outcomes (removed when the job ends)
