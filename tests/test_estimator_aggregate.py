@@ -197,3 +197,28 @@ def test_keep_bones_restores_every_limb_bone_and_leaves_the_trunk():
     mean_dir = per_aug.mean(0)[w] - per_aug.mean(0)[e]
     np.testing.assert_allclose((kept[w] - kept[e]) / np.linalg.norm(kept[w] - kept[e]),
                                mean_dir / np.linalg.norm(mean_dir), atol=1e-5)
+
+
+def test_another_networks_2d_is_weighted_into_the_evidence():
+    """``extra`` (another network's 2D of some joints, with weights): weight 0 changes nothing; where
+    it is weighted like the crop model's own confidence, the 2D evidence is their mean, which the
+    blended pose's projection follows."""
+    truth = _person(depth=4000.0)
+    a = 3
+    rays = np.repeat(_observe(truth)[None], a, 0)
+    per_aug = np.repeat(truth[None], a, 0)
+    args = (tf.constant(per_aug[None], tf.float32), tf.constant(rays[None], tf.float32),
+            tf.ones([1, a, 33]), tf.ones([1, a, 33]), MIRROR, "blend")
+    plain, _, _ = aggregate.consensus(*args)
+    wrist = SK.joint_names.index("left_wrist")
+    other = _observe(truth).copy()
+    other[wrist] += [0.01, 0.0]  # the other network sees the left wrist 40 mm further right
+    weight = np.zeros((1, 33), np.float32)
+    unseen, _, _ = aggregate.consensus(*args, extra=(tf.constant(other[None], tf.float32), tf.constant(weight)))
+    np.testing.assert_allclose(unseen.numpy(), plain.numpy(), atol=1e-3)
+    weight[0, wrist] = 1.0
+    seen, _, _ = aggregate.consensus(*args, extra=(tf.constant(other[None], tf.float32), tf.constant(weight)))
+    moved = _observe(seen.numpy()[0]) - _observe(plain.numpy()[0])
+    assert moved[wrist, 0] > 0.001  # towards the other opinion (blend: half the 2D's shift)
+    others = [j for j in range(33) if j != wrist]
+    assert np.abs(moved[others]).max() < 0.2 * moved[wrist, 0]

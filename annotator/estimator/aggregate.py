@@ -101,7 +101,7 @@ def apply_swaps(values, swaps, mirror) -> tf.Tensor:
 
 
 def consensus(poses, rays, conf, inside, mirror, method: str = "blend", edges=None, chain=(),
-              keep_lengths: str = "bones"):
+              keep_lengths: str = "bones", extra=None):
     """One pose per person from A augmentations, plus the augmentations made consistent with it.
 
     poses: [K,A,J,3] absolute, source camera frame (each augmentation's own translation, its
@@ -111,7 +111,8 @@ def consensus(poses, rays, conf, inside, mirror, method: str = "blend", edges=No
     whose mean length sets the averaged shape's (and 2D's) overall size, chain: the (joint, parent)
     bones then set one by one to their mean length (``keep_bones``). keep_lengths: ``bones`` (the
     3D shape and the 2D, the trunk by ``edges``' size, the limbs bone by bone), ``body`` (the 3D
-    shape only, one scale from ``edges``), ``none`` (plain means).
+    shape only, one scale from ``edges``), ``none`` (plain means). extra: optional (rays [K,J,2],
+    weights [K,J]) of another 2D opinion, averaged into the 2D evidence (weight 0: not seen).
 
     Returns (pose [K,J,3], per-augmentation poses [K,A,J,3] with consistent labels, shifted so
     that their mean is ``pose`` (their spread, the quality score's evidence, is kept), swaps [K,A]).
@@ -134,6 +135,10 @@ def consensus(poses, rays, conf, inside, mirror, method: str = "blend", edges=No
     # 0.9 % shorter than its augmentations' 3D): keep the augmentations' mean 2D bone length too
     if keep_lengths == "bones":
         mean_rays = keep_bones(mean_rays, rays, chain, edges)
+    if extra is not None:  # another network's 2D of the same joints: a confidence-weighted average
+        extra_rays, extra_weight = extra
+        mean_rays = ((mean_rays * mean_conf[..., tf.newaxis] + extra_rays * extra_weight[..., tf.newaxis])
+                     / tf.maximum(mean_conf + extra_weight, 1e-9)[..., tf.newaxis])
     k = tf.shape(shape)[0]
     identity = tf.eye(3, batch_shape=[k])
     majority_inside = tf.reduce_mean(inside, axis=1) > 0.5

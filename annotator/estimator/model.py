@@ -106,6 +106,14 @@ class PoseEstimator(tf.Module):
         # the consensus: trunk size from the trunk's bones, limbs averaged bone by bone
         self._trunk_edges = tf.constant(skeletons.trunk_edges(native) or np.zeros((0, 2)), tf.int32)
         self._limb_chain = tuple(skeletons.limb_chain(native))
+        index = {n: i for i, n in enumerate(native.joint_names)}
+        pairs = [(p, index[n]) for p, n in enumerate(detectors.KEYPOINT_NAMES) if n in index]
+        self._keypoint_matrix = None
+        if len(pairs) >= 3:
+            m = np.zeros((detectors.NUM_KEYPOINTS, native.num_joints), np.float32)
+            for p, j in pairs:
+                m[p, j] = 1.0
+            self._keypoint_matrix = tf.constant(m)
         self.annotator_info = tf.Variable(json.dumps(info, sort_keys=True), dtype=tf.string,
                                           trainable=False)
 
@@ -215,8 +223,12 @@ class PoseEstimator(tf.Module):
         # poses3d: [K, A, J, 3] camera frame (mm); raw2d: [K, A, J, 2] image px; conf, inside: [K, A, J]
         if self.options.aggregation == "consensus":
             rays = camera.pixels_to_rays(raw2d, box_k[:, tf.newaxis], box_dist[:, tf.newaxis])
+            extra = None
+            if self.options.keypoint_evidence > 0 and self._keypoint_matrix is not None:
+                extra = self._keypoint_evidence(boxes.flat_values, raw2d, conf, box_k, box_dist)
             _, poses3d, swaps = aggregate.consensus(poses3d, rays, conf, inside, self._native_mirror,
-                                                    self.options.reconstruction, *self._length_args())
+                                                    self.options.reconstruction, *self._length_args(),
+                                                    extra=extra)
             raw2d = aggregate.apply_swaps(raw2d, swaps, self._native_mirror)
             conf = aggregate.apply_swaps(conf, swaps, self._native_mirror)
         poses2d = camera.project_distorted(poses3d, box_k[:, tf.newaxis], box_dist[:, tf.newaxis])
@@ -247,6 +259,20 @@ class PoseEstimator(tf.Module):
             "joint_confidences": tf.RaggedTensor.from_row_lengths(conf, lengths),
             "pose_scores": tf.RaggedTensor.from_row_lengths(scores, lengths),
         }
+
+    def _keypoint_evidence(self, rows, raw2d, conf, box_k, box_dist):
+        """The detector's keypoints as (rays [K,J,2], weights [K,J]) on the native joints: weight
+        ``keypoint_evidence`` x score where the keypoint is confident and near the crop model's own
+        mean 2D of that joint (5 % of the box diagonal), else 0."""
+        kp = tf.reshape(rows[:, 5:], [-1, detectors.NUM_KEYPOINTS, 3])
+        m = self._keypoint_matrix  # [P,J] one-hot
+        kp_px = tf.einsum("pj,kpc->kjc", m, kp[..., :2])
+        score = tf.einsum("pj,kp->kj", m, kp[..., 2])
+        own = tf.reduce_mean(raw2d, axis=1)  # [K,J,2] crop model's mean 2D (px)
+        diagonal = tf.norm(rows[:, 2:4], axis=-1)[:, tf.newaxis]
+        near = tf.norm(kp_px - own, axis=-1) < 0.05 * diagonal
+        weight = tf.where((score >= 0.3) & near, self.options.keypoint_evidence * score, 0.0)
+        return camera.pixels_to_rays(kp_px, box_k, box_dist), weight
 
     def _length_args(self) -> tuple:
         """(edges, chain, keep_lengths) for ``aggregate.consensus`` under ``options.keep_lengths``."""

@@ -49,6 +49,10 @@ class EstimatorOptions:
     ``keep_lengths``: how the consensus keeps the augmentations' lengths (averaging poses that
         disagree shortens bones): ``bones`` (3D shape and 2D evidence; trunk by one scale, each limb
         bone at its mean length), ``body`` (3D shape only, one scale for the body), ``none``.
+    ``keypoint_evidence``: weight of the detector's own keypoints (MoveNet's 17) as extra 2D
+        evidence in the consensus reconstruction, relative to the crop model's per-joint confidence
+        (0: off). A keypoint counts only where it is confident (score >= 0.3) and within 5 % of the
+        box diagonal of the crop model's 2D for the same joint (never across a left/right swap).
     ``pose_nms``: whether ``suppress_implausible_poses`` also runs 3D pose NMS.
     """
 
@@ -64,6 +68,7 @@ class EstimatorOptions:
     reconstruction: str = "blend"
     aggregation: str = "consensus"
     keep_lengths: str = "bones"
+    keypoint_evidence: float = 0.0
     pose_nms: bool = True
 
     def __post_init__(self):

@@ -82,6 +82,7 @@ def default_rows(default: EstimatorOptions | None = None, full: bool = False) ->
         Row("MeTRAbs machinery (before), num_aug 5", metrabs, num_aug=5),
         Row("defaults, num_aug 5, TTA not centred on the single crop", d.replace(tta_centred=False), num_aug=5),
         Row("defaults, num_aug 5, one body scale (3D only)", d.replace(keep_lengths="body"), num_aug=5),
+        Row("defaults + MoveNet keypoints as 2D evidence, num_aug 1", d.replace(keypoint_evidence=1.0)),
     ]
     if full:
         rows += [
