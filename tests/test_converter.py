@@ -127,7 +127,9 @@ def test_converted_blazepose_equals_tflite(samples_dir, size):
         ref_world = interp.get_tensor(outs["Identity_4"]).reshape(39, 3)
         ld = ours["ld_3d"].numpy().reshape(39, 5)
         world = ours["world_3d"].numpy().reshape(39, 3)
-        assert np.abs(ld[:, :2] - ref_ld[:, :2]).max() <= 0.02  # pixels of the 256 crop
+        # pixels of the 256 crop. Rounding differs with the CPU's kernels: measured max 0.0203 px
+        # (heavy, astronaut) on an AVX-512 EPYC, <= 0.005 px for lite and full; garbage is pixels off
+        assert np.abs(ld[:, :2] - ref_ld[:, :2]).max() <= 0.03
         assert np.abs(world - ref_world).max() <= 2e-4  # metres
         assert np.abs(ld[:, 3:] - ref_ld[:, 3:]).max() <= 0.01  # visibility/presence logits
         # and it is a real detection, not two equal garbage outputs
