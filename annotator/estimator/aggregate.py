@@ -24,7 +24,7 @@ from annotator.estimator import reconstruct
 
 
 def centred(poses) -> tf.Tensor:
-    """Poses [..., J, 3] minus their joint centroid: shape without position."""
+    """Poses [..., J, D] minus their joint centroid: shape without position."""
     return poses - tf.reduce_mean(poses, axis=-2, keepdims=True)
 
 
@@ -137,8 +137,10 @@ def consensus(poses, rays, conf, inside, mirror, method: str = "blend", edges=No
         mean_rays = keep_bones(mean_rays, rays, chain, edges)
     if extra is not None:  # another network's 2D of the same joints: a confidence-weighted average
         extra_rays, extra_weight = extra
-        mean_rays = ((mean_rays * mean_conf[..., tf.newaxis] + extra_rays * extra_weight[..., tf.newaxis])
-                     / tf.maximum(mean_conf + extra_weight, 1e-9)[..., tf.newaxis])
+        weight = (mean_conf + extra_weight)[..., tf.newaxis]
+        mixed = (mean_rays * mean_conf[..., tf.newaxis] + extra_rays * extra_weight[..., tf.newaxis]) / tf.maximum(
+            weight, 1e-9)
+        mean_rays = tf.where(weight > 1e-9, mixed, mean_rays)  # nobody sure of a joint: as it was
     k = tf.shape(shape)[0]
     identity = tf.eye(3, batch_shape=[k])
     majority_inside = tf.reduce_mean(inside, axis=1) > 0.5

@@ -225,7 +225,7 @@ class PoseEstimator(tf.Module):
             rays = camera.pixels_to_rays(raw2d, box_k[:, tf.newaxis], box_dist[:, tf.newaxis])
             extra = None
             if self.options.keypoint_evidence > 0 and self._keypoint_matrix is not None:
-                extra = self._keypoint_evidence(boxes.flat_values, raw2d, conf, box_k, box_dist)
+                extra = self._keypoint_evidence(boxes.flat_values, raw2d, box_k, box_dist)
             _, poses3d, swaps = aggregate.consensus(poses3d, rays, conf, inside, self._native_mirror,
                                                     self.options.reconstruction, *self._length_args(),
                                                     extra=extra)
@@ -260,7 +260,7 @@ class PoseEstimator(tf.Module):
             "pose_scores": tf.RaggedTensor.from_row_lengths(scores, lengths),
         }
 
-    def _keypoint_evidence(self, rows, raw2d, conf, box_k, box_dist):
+    def _keypoint_evidence(self, rows, raw2d, box_k, box_dist):
         """The detector's keypoints as (rays [K,J,2], weights [K,J]) on the native joints: weight
         ``keypoint_evidence`` x score where the keypoint is confident and near the crop model's own
         mean 2D of that joint (5 % of the box diagonal), else 0."""
