@@ -39,10 +39,10 @@ Terms (each is 1 for a perfect label and falls towards 0; every term is optional
     flag exactly the crops a single network is confidently wrong about (a swapped or misplaced limb).
 
 ``spread`` counts only where ``agreement`` is unavailable (``spread_only_without_agreement``): both
-measure how unstable the prediction is, two networks' disagreement far better (Spearman with the
-root-relative error at num_aug 5, alone: agreement -0.65, spread -0.21 on Demo_SinglePerson; -0.26 /
--0.27 on Demo_MultiPerson), and with both in, the spread only diluted the ranking (combined -0.60 ->
--0.65 and -0.41 -> -0.42 without it). Official MeTRAbs models and boxes from the caller have no
+measure how unstable the prediction is (Spearman with the root-relative error at num_aug 5, alone:
+agreement -0.65, spread -0.21 on Demo_SinglePerson; -0.26 and -0.27 on Demo_MultiPerson), and with
+both in, the spread only diluted the ranking on both clips (combined -0.60 -> -0.65 and -0.41 ->
+-0.42 without it). Official MeTRAbs models and boxes from the caller have no
 detector keypoints: for them the spread stays MeTRAbs' evidence. A side effect that users want:
 the score then means the same at every num_aug.
 
