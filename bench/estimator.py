@@ -65,17 +65,13 @@ def main() -> int:
     batches = [np.stack(images[i:i + args.batch_size]) for i in range(0, len(images), args.batch_size)]
     ks = [np.stack([c.default_k(im) for im in b]).astype(np.float32) for b in batches]
 
-    def estimator():
-        people = 0
-        for b, k in zip(batches, ks, strict=True):
-            out = est.detect_poses_batched(tf.constant(b), intrinsic_matrix=tf.constant(k), num_aug=1)
-            people += int(out["boxes"].flat_values.shape[0])
-        return people
+    def estimator() -> list[int]:
+        """People per batch."""
+        return [int(est.detect_poses_batched(tf.constant(b), intrinsic_matrix=tf.constant(k), num_aug=1)
+                    ["boxes"].flat_values.shape[0]) for b, k in zip(batches, ks, strict=True)]
 
     # the networks' own inputs, prepared once: MoveNet's padded view of every image, BlazePose crops
-    people_per_batch = [int(est.detect_poses_batched(tf.constant(b), intrinsic_matrix=tf.constant(k),
-                                                     num_aug=1)["boxes"].flat_values.shape[0])
-                        for b, k in zip(batches, ks, strict=True)]
+    people_per_batch = estimator()
     hw = np.array(images[0].shape[:2], np.float64)
     view_inputs = []
     for size, pad in detector.views:
@@ -89,23 +85,21 @@ def main() -> int:
     movenet = detector.model.signatures["serving_default"]
     blazepose = crop_model.model.signatures["serving_default"]
 
-    def nets():
-        for b, crops_in in zip(batches, crop_batches, strict=True):
+    def movenet_only():
+        for b in batches:
             for _ in range(len(b)):
                 for x in view_inputs:
                     movenet(input=x)["output_0"].numpy()
+
+    def nets():
+        movenet_only()
+        for crops_in in crop_batches:
             for _ in range(2):  # alignment pass + final crops
                 blazepose(input_1=crops_in)["ld_3d"].numpy()
 
     def detector_only():
         for b in batches:
             detector.detect(tf.constant(b), 0.3, 0.7, -1, False).flat_values.numpy()
-
-    def movenet_only():
-        for b in batches:
-            for _ in range(len(b)):
-                for x in view_inputs:
-                    movenet(input=x)["output_0"].numpy()
 
     @tf.function
     def pyramid(images):

@@ -105,13 +105,15 @@ def test_mean_of_disagreeing_augmentations_keeps_their_size():
     per_aug = np.einsum("aij,nj->ani", rot, truth)  # [A,J,3], each the same size as the truth
     size = lambda p: float(np.sqrt((p ** 2).sum(-1).mean()))  # noqa: E731
     plain = per_aug.mean(0)
-    kept = aggregate.size_preserving_mean(tf.constant(per_aug[None], tf.float32)).numpy()[0]
+    kept = aggregate.keep_size(tf.constant(per_aug.mean(0)[None], tf.float32),
+                               tf.constant(per_aug[None], tf.float32)).numpy()[0]
     assert size(plain) < 0.997 * size(truth)  # only the horizontal extent shrinks
     assert abs(size(kept) - size(truth)) < 1e-3 * size(truth)
     np.testing.assert_allclose(kept / size(kept), plain / size(plain), atol=1e-5)  # same directions
     # a zoomed augmentation changes the size: the mean size is kept, not the largest
     scaled = per_aug * np.array([0.9, 1.0, 1.0, 1.0, 1.1])[:, None, None]
-    kept = aggregate.size_preserving_mean(tf.constant(scaled[None], tf.float32)).numpy()[0]
+    kept = aggregate.keep_size(tf.constant(scaled.mean(0)[None], tf.float32),
+                               tf.constant(scaled[None], tf.float32)).numpy()[0]
     assert abs(size(kept) - size(truth)) < 1e-3 * size(truth)
 
 
@@ -134,7 +136,8 @@ def test_mean_keeps_the_mean_bone_length_over_given_edges():
     def bones(p):
         return float(np.mean([np.linalg.norm(p[a] - p[b]) for a, b in edges]))
 
-    kept = aggregate.size_preserving_mean(tf.constant(per_aug[None], tf.float32), tf.constant(edges)).numpy()[0]
+    kept = aggregate.keep_size(tf.constant(per_aug.mean(0)[None], tf.float32), tf.constant(per_aug[None], tf.float32),
+                               tf.constant(edges)).numpy()[0]
     assert bones(per_aug.mean(0)) < 0.99 * bones(truth)
     assert abs(bones(kept) - bones(truth)) < 1e-3 * bones(truth)
 
