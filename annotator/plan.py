@@ -28,7 +28,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pajson
@@ -277,6 +276,8 @@ def _manifest_tables(fs, paths: list[str]) -> Iterator[tuple[str, pa.Table]]:
 
 
 def _plan_manifest(w: _Writer, fs, entries: list[sources.Entry], shard_size: int) -> int:
+    import pandas as pd  # its string hash; imported here, not by every read/decode worker (0.3 s each)
+
     paths = [e.path for e in entries if sources.has_ext(e.path, sources.MANIFEST_EXTENSIONS)
              and not e.path.endswith(sources.CAMERA_SUFFIX)]
     if not paths:

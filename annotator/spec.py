@@ -31,7 +31,10 @@ class ComputeSpec:
     cpus_per_actor: float = 0.5  # fractional: leaves CPUs for reading and decoding
     gpus_per_actor: float = 0.0  # 1 on GPU clusters: one model pinned per GPU
     read_cpus: float = 0.25  # per read task (I/O bound)
-    decode_cpus: float = 0.5  # per decode task
+    # per decode task: one core, as decoding is one CPU-bound thread. 0.5 ran two tasks per core,
+    # i.e. twice the worker processes (each ~1.5 s of CPU to start) for no more throughput; on the
+    # 2-core bench those starts took the first actor's CPU: first labels 19.9 -> 16.5 s
+    decode_cpus: float = 1.0
     read_batch: int = 16  # images fetched concurrently per read call
     batch_size: int = 8  # images per decode batch and per inference call
     read_timeout_s: float = 120.0  # per read call (read_batch objects)

@@ -4,8 +4,13 @@
 (b) pipeline: ``annotator run`` end to end on the embedded local Ray (read, decode, infer, commit);
 (c) Beam: ``annotator run --runner beam`` end to end (DirectRunner, in one process: read, decode and
     infer share one thread, so it shows the cost of giving up Ray's parallel decode on this machine);
-(d) naive: what a user would write: for each file, Pillow decode, one ``detect_poses`` call,
-    collect rows, pandas to Parquet.
+(d) naive: what a user would write: a Python script that imports TensorFlow, loads the model, and
+    for each file: Pillow decode, one ``detect_poses`` call; collect rows, pandas to Parquet. It
+    runs in its own process, so its end-to-end time counts its imports as the pipeline's counts
+    ``annotator run``'s (before 2026-12-01 it ran inside the bench, after TensorFlow was imported).
+
+More images than the clip's 96 frames (``--images 500``) repeat frames under new names: each is
+read, decoded and labelled again, so the rates hold; the labels are not new.
 
 The pipeline's fixed cost (Ray start, model load, graph warm-up) is paid once per job, so its
 steady-state rate is the one the run summary measures (``steady_images_per_second``): each actor's
@@ -20,7 +25,10 @@ cost included) are printed next to them.
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -30,13 +38,30 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as c  # noqa: E402
 
 
-def naive(model_path: str, paths: list[Path], num_aug: int, out: Path) -> dict:
-    """The loop a user writes without annotator (model already loaded: its load is reported apart)."""
+def naive(model_path: str, frames: Path, n: int, num_aug: int, out: Path) -> dict:
+    """The naive loop in a fresh Python process, as a user runs their script: end to end is that
+    process's wall time (interpreter start and imports included); the loop's steady rate excludes
+    its model load and first call, reported apart."""
+    started = time.perf_counter()
+    proc = subprocess.run([sys.executable, __file__, "--naive-child", model_path, str(frames), str(n), str(num_aug),
+                           str(out)], capture_output=True, text=True, timeout=3600)
+    wall = time.perf_counter() - started
+    if proc.returncode != 0:
+        raise RuntimeError(f"naive loop failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    return {**result, "wall_seconds": round(wall, 2), "end_to_end_images_per_second": round(n / wall, 3)}
+
+
+def naive_child(model_path: str, frames: Path, n: int, num_aug: int, out: Path) -> dict:
+    """The loop a user writes without annotator."""
+    import_started = time.perf_counter()
     import numpy as np
     import pandas as pd
     import tensorflow as tf
     from PIL import Image
 
+    paths = sorted(frames.glob("*.jpg"))[:n]
+    import_s = time.perf_counter() - import_started
     started = time.perf_counter()
     model = tf.saved_model.load(model_path)
     load_s = time.perf_counter() - started
@@ -53,12 +78,30 @@ def naive(model_path: str, paths: list[Path], num_aug: int, out: Path) -> dict:
     pd.DataFrame(rows).to_parquet(out)
     loop_s = time.perf_counter() - loop_started
     n = len(paths)
-    return {"images": n, "load_seconds": round(load_s, 2), "warmup_seconds": round(warmup_s, 2),
-            "loop_seconds": round(loop_s, 2), "images_per_second": round(n / loop_s, 3),
-            "end_to_end_images_per_second": round(n / (load_s + warmup_s + loop_s), 3)}
+    return {"images": n, "import_seconds": round(import_s, 2), "load_seconds": round(load_s, 2),
+            "warmup_seconds": round(warmup_s, 2), "loop_seconds": round(loop_s, 2),
+            "images_per_second": round(n / loop_s, 3)}
+
+
+def repeated(paths: list[Path], n: int) -> list[Path]:
+    """``n`` image files: ``paths``, then hard links to them under new names (r1_..., r2_...)."""
+    out = list(paths)
+    k = 0
+    while len(out) < n:
+        src = paths[k % len(paths)]
+        link = src.with_name(f"r{k // len(paths) + 1}_{src.name}")
+        if not link.exists():
+            os.link(src, link)
+        out.append(link)
+        k += 1
+    return sorted(out[:n])
 
 
 def main() -> int:
+    if sys.argv[1:2] == ["--naive-child"]:
+        model_path, frames, n, num_aug, out = sys.argv[2:7]
+        print(json.dumps(naive_child(model_path, Path(frames), int(n), int(num_aug), Path(out))))
+        return 0
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--images", type=int, default=96, help="images of the pipeline run and of the loops")
     ap.add_argument("--batch-size", type=int, default=8)
@@ -75,7 +118,7 @@ def main() -> int:
     model = loader.resolve(args.model)
     work = Path(tempfile.mkdtemp(prefix="bench-pipeline-"))
     try:
-        paths = c.frames(work / "frames", args.images, every=2, max_side=args.max_side)
+        paths = repeated(c.frames(work / "frames", args.images, every=2, max_side=args.max_side), args.images)
         run_args = ["--batch-size", str(args.batch_size), "--num-aug", str(args.num_aug), "--shard-size",
                     str(max(args.batch_size, 16)), "--model", args.model]
         if args.gpus_per_actor:
@@ -101,7 +144,7 @@ def main() -> int:
         result["bare"] = c.bare_batched(loaded, images, args.batch_size, args.num_aug)
         del loaded, images
         print("naive loop ...", flush=True)
-        result["naive"] = naive(model.path, paths, args.num_aug, work / "naive.parquet")
+        result["naive"] = naive(model.path, work / "frames", args.images, args.num_aug, work / "naive.parquet")
         if args.no_beam:
             result["beam"] = {"available": False, "why": "--no-beam"}
         else:

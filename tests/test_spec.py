@@ -80,10 +80,23 @@ def test_an_actor_pool_that_takes_every_local_cpu_fails_fast_with_the_fix():
     from annotator.runners.job import ClusterError
     from annotator.runners.ray_data import check_cpus
 
-    check_cpus(spec.ComputeSpec(actors=1, cpus_per_actor=1.5), 2.0, fixed=True)  # room for a decode task
-    check_cpus(spec.ComputeSpec(actors=2, cpus_per_actor=0.75), 2.0, fixed=True)
+    check_cpus(spec.ComputeSpec(actors=1, cpus_per_actor=1.0), 2.0, fixed=True)  # room for a decode task
+    check_cpus(spec.ComputeSpec(actors=2, cpus_per_actor=0.75, decode_cpus=0.5), 2.0, fixed=True)
+    with pytest.raises(ClusterError, match="decode_cpus"):  # a decode task takes one core by default
+        check_cpus(spec.ComputeSpec(actors=1, cpus_per_actor=1.5), 2.0, fixed=True)
     with pytest.raises(ClusterError, match="--cpus-per-actor"):
         check_cpus(spec.ComputeSpec(actors=1, cpus_per_actor=2.0), 2.0, fixed=True)
     with pytest.raises(ClusterError, match="never"):
         check_cpus(spec.ComputeSpec(actors=2, cpus_per_actor=1.0), 2.0, fixed=True)
     check_cpus(spec.ComputeSpec(actors=2, cpus_per_actor=1.0), 2.0, fixed=False)  # a cluster may grow
+
+
+def test_reading_waits_for_the_actor_pool_only_where_the_cluster_lacks_its_resources():
+    from annotator.runners.ray_data import pool_fits
+
+    gpu = spec.ComputeSpec(actors=2, cpus_per_actor=1.0, gpus_per_actor=1.0)
+    assert pool_fits(gpu, 2, {"CPU": 16.0, "GPU": 2.0})
+    assert not pool_fits(gpu, 2, {"CPU": 16.0, "GPU": 1.0})  # a GPU node still booting: wait, fail fast
+    assert not pool_fits(gpu, 2, {"CPU": 16.0})
+    assert pool_fits(gpu, 1, {"CPU": 1.0, "GPU": 1.0})  # a retry round waits for one actor
+    assert pool_fits(spec.ComputeSpec(), 1, {"CPU": 2.0})

@@ -41,6 +41,7 @@ from annotator import plan as plan_mod
 from annotator.lock import LockLostError, read_lock
 from annotator.progress import ProgressBar
 from annotator.runners import job as job_mod
+from annotator.runners.checkin import ActorRegistry, check_in
 from annotator.runners.job import ClusterError, Job
 from annotator.sequence import CommitOrder
 from annotator.shards import ShardRows, by_shard, from_ipc, to_ipc
@@ -90,21 +91,6 @@ def init_ray(address: str | None, num_cpus: int | None = None, num_gpus: int | N
     return address is None
 
 
-class ActorRegistry:
-    """Where each inference actor checks in once its model is loaded and warmed up (a Ray actor with
-    no CPU). The run summary then lists every actor the pool started, with its GPU and start-up
-    times, including one that never got a batch: rows alone would hide it."""
-
-    def __init__(self) -> None:
-        self.actors: dict[str, dict] = {}
-
-    def register(self, info: dict) -> None:
-        self.actors[info["actor"]] = {k: v for k, v in info.items() if k != "actor"}
-
-    def all(self) -> dict[str, dict]:
-        return self.actors
-
-
 def check_cpus(c: ComputeSpec, cluster_cpus: float, fixed: bool) -> None:
     """Fail fast where the actor pool would take every CPU: Ray would then never schedule a read
     or decode task and the job would wait, silently, until the no-progress timeout. Only for a
@@ -114,7 +100,15 @@ def check_cpus(c: ComputeSpec, cluster_cpus: float, fixed: bool) -> None:
         raise ClusterError(
             f"{c.actors} actor(s) x {c.cpus_per_actor:g} CPU leave no room for read ({c.read_cpus:g} CPU) and "
             f"decode ({c.decode_cpus:g} CPU) tasks on this Ray's {cluster_cpus:g} CPUs: the job would never "
-            f"start. Lower --cpus-per-actor (the actor uses all cores whatever it reserves) or --actors.")
+            f"start. Lower --cpus-per-actor (the actor uses all cores whatever it reserves), --actors, or "
+            f"compute.decode_cpus in a --spec.")
+
+
+def pool_fits(c: ComputeSpec, actors: int, resources: dict) -> bool:
+    """Whether a cluster with ``resources`` (``ray.cluster_resources()``) holds ``actors`` inference
+    actors: their CPUs and GPUs, whatever else runs there now."""
+    return (actors * c.cpus_per_actor <= float(resources.get("CPU", 0)) + 1e-9
+            and actors * c.gpus_per_actor <= float(resources.get("GPU", 0)) + 1e-9)
 
 
 def quiet_ray_logs() -> None:
@@ -130,15 +124,6 @@ def quiet_ray_logs() -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-
-
-def _check_in(registry, info: dict) -> None:
-    """``InferenceStage``'s ``on_ready`` on a Ray actor: tell the job's ``ActorRegistry``, with the
-    Ray node the actor runs on (nodes of one machine share a host name)."""
-    import ray
-
-    node = ray.get_runtime_context().get_node_id()
-    registry.register.remote({**info, "node": node, "node_ip": ray.util.get_node_ip_address()})
 
 
 _SINKS: dict[tuple, DatasetSink] = {}
@@ -251,9 +236,6 @@ class RayJob(Job):
         ctx.execution_options.verbose_progress = False
         ctx.execution_no_progress_timeout_s = self.spec.compute.no_progress_timeout_s
         ctx.max_errored_blocks = -1  # a block that fails after retries costs its shards this round only
-        # start reading once the minimum actor pool is up: work is then spread over all actors from
-        # the first batch, and a cluster without the requested GPUs fails fast instead of hanging
-        ctx.wait_for_min_actors_s = int(self.spec.compute.actor_start_timeout_s)
         # on the driver's own node: a registry on a node that is lost would take every actor's
         # check-in with it (and the driver outlives no loss of its own node anyway)
         here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
@@ -310,12 +292,27 @@ class RayJob(Job):
         are left finish it, and the pool grows again as nodes come back."""
         return self.spec.compute.actors if attempt == 1 else 1
 
+    def actor_wait_s(self, attempt: int) -> int:
+        """How long reading waits for the round's minimum actor pool (Ray Data's
+        ``wait_for_min_actors_s``; -1: not at all).
+
+        Where the cluster already has the resources of that pool, reading and decoding start at
+        once, beside the actors' start-up (TensorFlow import, model load, warm-up: ~10 s of one
+        core on a CPU), so the first batch is decoded and waiting when the first actor is ready.
+        Where it has not (GPU nodes still booting), reading waits for the pool, and a cluster that
+        never provides it fails within ``actor_start_timeout_s`` instead of reading into a stall."""
+        import ray
+
+        c = self.spec.compute
+        return -1 if pool_fits(c, self.min_actors(attempt), ray.cluster_resources()) else int(c.actor_start_timeout_s)
+
     def labels(self, plan: plan_mod.Plan, items: list[dict], attempt: int):
         """A round's label stream: shard rows -> read -> decode -> infer, as a Ray Dataset of label
         tables (``bench/driver.py`` replaces it with free synthetic labels to measure the driver)."""
         import ray
 
         c = self.spec.compute
+        ray.data.DataContext.get_current().wait_for_min_actors_s = self.actor_wait_s(attempt)
         ds = ray.data.from_items(items, override_num_blocks=max(1, min(len(items), 10_000)))
         ds = ds.map_batches(stages.read_shards, batch_size=1, batch_format="numpy", num_cpus=c.read_cpus,
                             fn_kwargs=self.read_kwargs(plan))
@@ -327,7 +324,7 @@ class RayJob(Job):
             warnings.filterwarnings("ignore", message=".*ray_remote_args.*deprecated")
             ds = ds.map_batches(
                 stages.InferenceStage, batch_size=c.batch_size, batch_format="numpy",
-                fn_constructor_kwargs={**self.inference_kwargs(), "on_ready": partial(_check_in, self.registry)},
+                fn_constructor_kwargs={**self.inference_kwargs(), "on_ready": partial(check_in, self.registry)},
                 compute=ray.data.ActorPoolStrategy(min_size=self.min_actors(attempt),
                                                    max_size=c.max_actors or c.actors),
                 num_cpus=c.cpus_per_actor, num_gpus=c.gpus_per_actor or None,
