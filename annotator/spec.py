@@ -33,7 +33,7 @@ class ComputeSpec:
     read_cpus: float = 0.25  # per read task (I/O bound)
     # per decode task: one core, as decoding is one CPU-bound thread. 0.5 ran two tasks per core,
     # i.e. twice the worker processes (each ~1.5 s of CPU to start) for no more throughput; on the
-    # 2-core bench those starts took the first actor's CPU: first labels 19.9 -> 16.5 s
+    # 2-core bench 3-4 decode processes started beside the first actor, now 1-2
     decode_cpus: float = 1.0
     read_batch: int = 16  # images fetched concurrently per read call
     batch_size: int = 8  # images per decode batch and per inference call
