@@ -296,15 +296,19 @@ class RayJob(Job):
         """How long reading waits for the round's minimum actor pool (Ray Data's
         ``wait_for_min_actors_s``; -1: not at all).
 
-        Where the cluster already has the resources of that pool, reading and decoding start at
-        once, beside the actors' start-up (TensorFlow import, model load, warm-up: ~10 s of one
-        core on a CPU), so the first batch is decoded and waiting when the first actor is ready.
-        Where it has not (GPU nodes still booting), reading waits for the pool, and a cluster that
-        never provides it fails within ``actor_start_timeout_s`` instead of reading into a stall."""
+        A pool of one actor (the local default, and every retry round) on a cluster that already
+        has its resources: reading and decoding start at once, beside the actor's start-up
+        (TensorFlow import, model load, warm-up: ~10 s of one core on a CPU), so the first batch is
+        decoded and waiting when the actor is ready. A larger pool waits until all of it is up, so
+        that work is spread over every actor from the first batch (else the first one ready takes
+        a small job alone). Where the cluster lacks the pool's resources (GPU nodes still booting),
+        reading waits too, and a cluster that never provides them fails within
+        ``actor_start_timeout_s`` instead of reading into a stall."""
         import ray
 
         c = self.spec.compute
-        return -1 if pool_fits(c, self.min_actors(attempt), ray.cluster_resources()) else int(c.actor_start_timeout_s)
+        n = self.min_actors(attempt)
+        return -1 if n == 1 and pool_fits(c, n, ray.cluster_resources()) else int(c.actor_start_timeout_s)
 
     def labels(self, plan: plan_mod.Plan, items: list[dict], attempt: int):
         """A round's label stream: shard rows -> read -> decode -> infer, as a Ray Dataset of label
