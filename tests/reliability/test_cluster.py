@@ -93,8 +93,11 @@ def test_submitted_job_spreads_over_both_workers_and_equals_one_node(cluster, ti
 
 def test_inference_actor_killed_mid_batch(cluster, busy_model, photos, reference, tmp_path):
     out = tmp_path / "out"
+    # one image per call (~1 s of CPU each): after the kill the survivor alone has ~12 s of work
+    # left, longer than the victim's restart (TensorFlow import + load + warm-up, ~8-10 s here);
+    # with two images per call the survivor could finish first and the restart never check in
     spec = spec_toml(tmp_path / "job.toml", str(photos), str(out), busy_model,
-                     {**TWO_ACTORS, "ray_address": cluster.address})
+                     {**TWO_ACTORS, "ray_address": cluster.address, "batch_size": 1})
     proc = _driver(spec)
     try:
         wait_for(lambda: _commits(out) >= 1 or proc.poll() is not None, 600, "a first commit")
