@@ -1,10 +1,9 @@
 """Where the Ray runner's inference actors check in once their model is loaded and warmed up.
 
 A module of its own that imports nothing but the standard library (and Ray, when called): the
-registry's worker process and every inference actor import it, and on a small machine each second
-spent importing there is a second later to the first labels (the registry used to live in the
-runner's module, whose imports cost its process ~1 s of CPU while the first actor was starting;
-bench/README.md, "first labels")."""
+registry's worker process and every inference actor import it while the first actor starts, when
+on a small machine every process competes for the same cores. It used to live in the runner's
+module, whose imports (pandas, pyarrow, the job's modules) cost ~0.6-0.8 s of CPU per process."""
 
 from __future__ import annotations
 

@@ -303,7 +303,8 @@ class RayJob(Job):
         that work is spread over every actor from the first batch (else the first one ready takes
         a small job alone). Where the cluster lacks the pool's resources (GPU nodes still booting),
         reading waits too, and a cluster that never provides them fails within
-        ``actor_start_timeout_s`` instead of reading into a stall."""
+        ``actor_start_timeout_s`` instead of reading into a stall. (Resources the cluster has but
+        another job holds are waited for as any task waits, up to the no-progress timeout.)"""
         import ray
 
         c = self.spec.compute
