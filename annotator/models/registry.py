@@ -30,7 +30,7 @@ from annotator.models import npm
 
 # Bump when the converter or the estimator graph changes: cached builds are then rebuilt.
 CONVERTER_VERSION = "1"
-ESTIMATOR_VERSION = "11"
+ESTIMATOR_VERSION = "12"
 INFO_FILE = "annotator_model.json"
 
 
