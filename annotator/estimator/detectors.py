@@ -43,8 +43,8 @@ class MoveNetMultiPose(tf.Module):
         self.views = tuple((int(size), float(pad)) for size, pad in views)
         # The network as one function that TensorFlow's graph optimizer (Grappler) optimises once
         # and never inlines: called per view, and again in the flip pass, it was inlined four times
-        # into the graph a first call optimises (13,150 -> 8,658 nodes without; first call 5.3-5.9
-        # -> 4.2-4.6 s on the 2-core machine, per-batch time and outputs unchanged).
+        # into the graph a first call optimises (13,150 -> 8,658 nodes without; first call ~6.1 ->
+        # ~4.7 s on the 2-core machine; per-batch time unchanged, outputs bit-identical).
         self._network = tf.function(
             lambda net_in: self.model.signatures["serving_default"](input=net_in)["output_0"],
             input_signature=[tf.TensorSpec((1, None, None, 3), tf.int32)],
