@@ -126,7 +126,7 @@ def decode(data: bytes | None, camera: Camera | None = None, max_pixels: int = D
                                f"{TOO_LARGE}: {w0}x{h0} = {w0 * h0} pixels > limit {max_pixels}")
             img.load()
             focal = _exif_focal_px(img, *img.size)
-            img = ImageOps.exif_transpose(img)
+            ImageOps.exif_transpose(img, in_place=True)  # else a copy of every upright image
             rgb = _to_rgb(img)
     except Image.DecompressionBombError as e:
         return Decoded(None, None, None, None, f"{TOO_LARGE}: {e}")
