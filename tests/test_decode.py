@@ -14,7 +14,8 @@ from annotator.camera_codec import Camera
 
 # EXIF orientation -> how a camera stored an upright picture (the viewer undoes it)
 STORED = {1: None, 3: Image.Transpose.ROTATE_180, 6: Image.Transpose.ROTATE_90, 8: Image.Transpose.ROTATE_270,
-          2: Image.Transpose.FLIP_LEFT_RIGHT, 4: Image.Transpose.FLIP_TOP_BOTTOM}
+          2: Image.Transpose.FLIP_LEFT_RIGHT, 4: Image.Transpose.FLIP_TOP_BOTTOM, 5: Image.Transpose.TRANSPOSE,
+          7: Image.Transpose.TRANSVERSE}
 
 
 @pytest.mark.parametrize("orientation", sorted(STORED))
