@@ -55,7 +55,7 @@ def decode_all(paths: list[Path]) -> list[np.ndarray]:
 
 
 def default_k(image: np.ndarray, fov: float = 55.0) -> np.ndarray:
-    from annotator.decode import default_intrinsics
+    from annotator.pipeline.decode import default_intrinsics
 
     h, w = image.shape[:2]
     return default_intrinsics(w, h, fov)

@@ -58,8 +58,8 @@ def template(rows: int, people: int):
     them (camera and world frames, confidences, quality): built once per worker process."""
     key = (rows, people)
     if key not in _TEMPLATES:
-        from annotator import encode
-        from annotator.camera_codec import Camera
+        from annotator.labels.camera_codec import Camera
+        from annotator.pipeline import encode
 
         rng = np.random.default_rng(0)
         k = np.array([[500.0, 0, 320], [0, 500.0, 240], [0, 0, 1]])
@@ -83,8 +83,8 @@ def emit_labels(batch: dict, plan_uri: str, block_rows: int, people: int):
     ``block_rows`` rows, the shard's row count on its last block (as ``stages`` would)."""
     import pyarrow as pa
 
-    from annotator import plan
-    from annotator.stages import EXTRA_COLUMNS
+    from annotator.pipeline import plan
+    from annotator.pipeline.stages import EXTRA_COLUMNS
 
     pid = os.getpid()
     for i in range(len(batch["shard"])):
@@ -241,9 +241,9 @@ class Profiler:
 
 def run_config(source: str, manifest: Path, model: str, out: Path, shard_size: int, block_rows: int, people: int,
                commit_on: str, profiler: Profiler | None, trace: bool = False) -> dict:
+    from annotator.pipeline.spec import ComputeSpec, RunSpec
     from annotator.runners import job as job_mod
     from annotator.runners.ray_data import RayJob
-    from annotator.spec import ComputeSpec, RunSpec
 
     sampler = Sampler()
 

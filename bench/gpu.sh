@@ -20,7 +20,7 @@ fi
 # the GPU is seen, memory growth is on as in every inference actor, and the model really runs there
 import numpy as np
 import tensorflow as tf
-from annotator.infer import enable_gpu_memory_growth
+from annotator.pipeline.infer import enable_gpu_memory_growth
 from annotator.models import registry
 gpus = tf.config.list_physical_devices("GPU")
 print("TensorFlow", tf.__version__, "GPUs:", gpus)

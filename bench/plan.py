@@ -22,7 +22,7 @@ import _common as c  # noqa: E402
 
 CHILD = r"""
 import json, sys, time
-from annotator import plan
+from annotator.pipeline import plan
 
 def status_kib(key):
     for line in open("/proc/self/status"):

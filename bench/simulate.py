@@ -52,7 +52,7 @@ def manifest_at(records: list[dict], shards: int, folder: Path) -> dict:
     (``DatasetSink.committed`` trusts a final manifest), and the memory its records take in a driver."""
     import tracemalloc
 
-    from annotator.sink import DatasetSink
+    from annotator.pipeline.sink import DatasetSink
 
     folder.mkdir(parents=True, exist_ok=True)
     sink = DatasetSink(str(folder))

@@ -11,11 +11,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from annotator import cli, layout, sink, stages
-from annotator.lock import LockLostError, OutputLock
+from annotator import cli
 from annotator.outputs.dataset import read_table
+from annotator.pipeline import layout, sink, stages
+from annotator.pipeline.lock import LockLostError, OutputLock
+from annotator.pipeline.shards import to_ipc
 from annotator.runners import beam, ray_data
-from annotator.shards import to_ipc
 from tests.helpers.jobs import assert_same_labels, by_id, job_spec
 from tests.helpers.photos import write_photos
 

@@ -8,8 +8,8 @@ import json
 import numpy as np
 import pytest
 
-from annotator import camera_codec
-from annotator.camera_codec import Camera
+from annotator.labels import camera_codec
+from annotator.labels.camera_codec import Camera
 
 K = [[500, 0, 320], [0, 510, 240], [0, 0, 1]]
 

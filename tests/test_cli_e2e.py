@@ -10,7 +10,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from annotator import schema
+from annotator.labels import schema
 from tests.helpers.jobs import annotator
 
 pytestmark = pytest.mark.slow  # runs a job

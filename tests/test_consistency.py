@@ -7,8 +7,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from annotator import consistency, smoothing
-from annotator.consistency import ConsistencyConfig, SkeletonInfo
+from annotator.temporal import consistency, smoothing
+from annotator.temporal.consistency import ConsistencyConfig, SkeletonInfo
 from tests.helpers import people
 
 SKEL = SkeletonInfo.of(people.NAMES, people.EDGES)

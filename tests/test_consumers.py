@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from annotator.layout import Output
 from annotator.outputs import dataset
+from annotator.pipeline.layout import Output
 from tests.helpers.shared_output import shared_output
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "consumers.md"

@@ -13,8 +13,9 @@ import pyarrow as pa
 import pytest
 import yaml
 
-from annotator import layout, schema, sink
+from annotator.labels import schema
 from annotator.outputs import card
+from annotator.pipeline import layout, sink
 from tests.helpers import emulators
 from tests.helpers.shared_output import shared_output
 

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from annotator import decode
-from annotator.camera_codec import Camera
+from annotator.labels.camera_codec import Camera
+from annotator.pipeline import decode
 
 # EXIF orientation -> how a camera stored an upright picture (the viewer undoes it)
 STORED = {1: None, 3: Image.Transpose.ROTATE_180, 6: Image.Transpose.ROTATE_90, 8: Image.Transpose.ROTATE_270,

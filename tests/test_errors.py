@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from annotator import errors
+from annotator.pipeline import errors
 
 
 def test_error_text_and_reason():

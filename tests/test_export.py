@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from annotator import decode, layout
 from annotator.outputs.export import ExportConfig, ExportError, Filters, export
+from annotator.pipeline import decode, layout
 from tests.helpers import synthetic
 from tests.helpers.jobs import annotator
 
@@ -174,7 +174,7 @@ def test_crop_3d_reprojects_onto_the_crop(tmp_path, distortion):
 
 KILLED_EXPORT = """
 import os, signal, sys
-from annotator import sink
+from annotator.pipeline import sink
 from annotator.outputs.export import ExportConfig, export
 
 calls = []

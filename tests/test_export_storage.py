@@ -10,8 +10,8 @@ import tarfile
 import numpy as np
 import pytest
 
-from annotator import layout
 from annotator.outputs.export import ExportConfig, export
+from annotator.pipeline import layout
 from tests.helpers import emulators, synthetic
 from tests.helpers.jobs import annotator
 from tests.helpers.shared_output import shared_output

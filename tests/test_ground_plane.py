@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from annotator import ground_plane as gp
+from annotator.labels import ground_plane as gp
 
 NAMES = ["nose", "left_shoulder", "right_shoulder", "left_hip", "right_hip", "left_knee", "right_knee",
          "left_ankle", "right_ankle"]

@@ -8,8 +8,8 @@ import dataclasses
 import numpy as np
 import pytest
 
-from annotator.decode import default_intrinsics
-from annotator.infer import ImageInput, InferenceSettings, PoseInference
+from annotator.pipeline.decode import default_intrinsics
+from annotator.pipeline.infer import ImageInput, InferenceSettings, PoseInference
 
 from .conftest import load_rgb
 
@@ -82,8 +82,8 @@ def test_a_derived_skeleton_is_mapped_from_the_native_joints_as_the_model_maps_i
 def test_the_ground_plane_moves_people_along_their_rays_onto_the_floor(default_model_path, samples_dir):
     """A Pose2Sim view with its calibration (Qualisys: z up, the floor at z = 0): the person's
     depth comes from the floor, the 2D stays, and the move is a scaling about the camera centre."""
-    from annotator import ground_plane
     from annotator.eval import calibration
+    from annotator.labels import ground_plane
 
     cam = calibration.load(samples_dir.parent / "pose2sim" / "Demo_SinglePerson" / "calibration")[0]
     image = load_rgb(samples_dir / "pose2sim_cam01_f030.jpg")

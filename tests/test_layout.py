@@ -7,7 +7,7 @@ import json
 
 import pyarrow.parquet as pq
 
-from annotator import encode, layout, sink
+from annotator.pipeline import encode, layout, sink
 
 
 def test_names_and_shard_ids():

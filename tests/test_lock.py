@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from annotator import lock
+from annotator.pipeline import lock
 
 
 def test_lock_refuses_a_live_owner_and_takes_over_a_dead_one(tmp_path):

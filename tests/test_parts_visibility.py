@@ -15,7 +15,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from annotator import encode, layout, sink
+from annotator.pipeline import encode, layout, sink
 from tests.helpers import emulators
 
 REPO = Path(__file__).resolve().parent.parent
@@ -24,7 +24,7 @@ REPO = Path(__file__).resolve().parent.parent
 # its commit record; ``publish``: after the record, before the part appears in parts/) of shard 2
 KILLED_WRITER = """
 import json, os, signal, sys
-from annotator import encode, sink
+from annotator.pipeline import encode, sink
 uri, step, so = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
 
 def table(shard, ids):
@@ -120,7 +120,7 @@ def test_a_running_jobs_manifest_is_rebuilt_from_commit_records(tmp_path):
 # a real job (its own process, on the test's Ray) that dies right before its third commit record
 KILLED_JOB = """
 import os, signal, sys
-from annotator import sink
+from annotator.pipeline import sink
 from annotator.runners import ray_data
 from tests.helpers.jobs import job_spec
 

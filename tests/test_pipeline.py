@@ -16,10 +16,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from annotator import cli, lock, plan, sink
+from annotator import cli
 from annotator.models import loader
 from annotator.outputs.dataset import read_table
-from annotator.runners import job, ray_data
+from annotator.pipeline import lock, plan, sink
+from annotator.pipeline.fingerprint import FingerprintError
+from annotator.runners import ray_data
 from tests.helpers.jobs import by_id, job_spec
 from tests.helpers.photos import VIDEO, photo_bytes, write_photos
 
@@ -103,7 +105,7 @@ def test_manifest_with_cameras_then_retry_errors_repairs_in_place(ray_cluster, d
     assert (st["rows"], st["rows_ok"], st["rows_error"]) == (8, 7, 1)
 
     # the output is protected: other settings, another plan, or a live job are refused before any work
-    with pytest.raises(job.FingerprintError, match="settings"):
+    with pytest.raises(FingerprintError, match="settings"):
         ray_data.run(job_spec(str(tmp_path / "manifest.parquet"), str(out), settings={"num_aug": 2}))
     with pytest.raises(plan.PlanError, match="shard_size"):
         ray_data.run(job_spec(str(tmp_path / "manifest.parquet"), str(out), shard_size=3))

@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from annotator import plan, sources
+from annotator.pipeline import plan, sources
 from tests.helpers.photos import VIDEO, camera_json, photo_bytes
 
 

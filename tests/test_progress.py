@@ -6,7 +6,7 @@ from __future__ import annotations
 import pyarrow as pa
 import pytest
 
-from annotator.progress import RunStats
+from annotator.pipeline.progress import RunStats
 
 
 def _rows(actor: str, done_at: float, n: int) -> pa.Table:

@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from annotator import quality
+from annotator.labels import quality
 
 NAMES = ["head", "left_shoulder", "right_shoulder", "left_elbow", "right_elbow", "left_wrist", "right_wrist",
          "left_hip", "right_hip", "left_knee", "right_knee", "left_ankle", "right_ankle"]

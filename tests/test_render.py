@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from annotator.layout import Output
 from annotator.outputs import dataset, render
+from annotator.pipeline.layout import Output
 from tests.helpers.jobs import annotator
 from tests.helpers.shared_output import shared_output
 
@@ -145,7 +145,7 @@ def test_images_come_from_files_tar_members_and_video_frames(samples_dir, tmp_pa
     renderer and the loader read them as the labelling job did."""
     import tarfile
 
-    from annotator import decode
+    from annotator.pipeline import decode
 
     ref = decode.decode((samples_dir / "camera.png").read_bytes()).image
     tar = tmp_path / "shard.tar"

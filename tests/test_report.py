@@ -14,8 +14,8 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from annotator import layout
 from annotator.outputs import dataset, report
+from annotator.pipeline import layout
 from tests.helpers.jobs import annotator
 from tests.helpers.shared_output import rewritten, shared_output, without_quality
 

@@ -8,9 +8,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from annotator import encode, schema
-from annotator.camera_codec import Camera
-from annotator.schema import REPO_SCHEMA_DIR
+from annotator.labels import schema
+from annotator.labels.camera_codec import Camera
+from annotator.labels.schema import REPO_SCHEMA_DIR
+from annotator.pipeline import encode
 
 
 def _records():

@@ -1,5 +1,5 @@
 """The temporal step of video shards without the model: synthetic people encoded as label rows, a
-video cut into 3 shards with overlap, committed through ``runners.job.commit_shard`` into a real
+video cut into 3 shards with overlap, committed through ``pipeline.commit.commit_shard`` into a real
 output. Track ids stitch across shards, the parts are byte-identical on a rerun and after a stop
 and resume, bone lengths stay constant per track, and a shard waits for the one before it."""
 
@@ -9,10 +9,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from annotator import consistency, encode, schema, sequence, stages
-from annotator.camera_codec import Camera
-from annotator.runners.job import commit_shard
-from annotator.sink import DatasetSink
+from annotator.labels import schema
+from annotator.labels.camera_codec import Camera
+from annotator.pipeline import encode, sequence, stages
+from annotator.pipeline.commit import commit_shard
+from annotator.pipeline.sink import DatasetSink
+from annotator.temporal import consistency
 from tests.helpers import people
 
 N_FRAMES, SHARD, OVERLAP = 30, 10, 4

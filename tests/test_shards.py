@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-from annotator import shards
+from annotator.pipeline import shards
 
 
 def _piece(shard: str, ids: list[str], shard_rows: int = -1, fail: str = "") -> pa.Table:

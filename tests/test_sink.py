@@ -5,7 +5,8 @@ from __future__ import annotations
 import pyarrow as pa
 import pytest
 
-from annotator import encode, layout, schema, sink
+from annotator.labels import schema
+from annotator.pipeline import encode, layout, sink
 
 
 def _table(shard: str, ids: list[str], errors: dict[str, str] | None = None) -> pa.Table:

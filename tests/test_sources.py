@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import fsspec
 
-from annotator import sources
+from annotator.pipeline import sources
 from tests.helpers.photos import write_tar
 
 

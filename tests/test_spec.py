@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from annotator import cli, spec, submit
+from annotator import cli
+from annotator.pipeline import spec
+from annotator.runners import submit
 
 JOBS = sorted((Path(__file__).resolve().parent.parent / "jobs").glob("*.toml"))
 
@@ -78,7 +80,7 @@ def test_submit_entrypoint_runs_the_shipped_spec():
 
 def test_an_actor_pool_that_takes_every_local_cpu_fails_fast_with_the_fix():
     from annotator.runners.job import ClusterError
-    from annotator.runners.ray_data import check_cpus
+    from annotator.runners.ray_cluster import check_cpus
 
     check_cpus(spec.ComputeSpec(actors=1, cpus_per_actor=1.0), 2.0, fixed=True)  # room for a decode task
     check_cpus(spec.ComputeSpec(actors=2, cpus_per_actor=0.75, decode_cpus=0.5), 2.0, fixed=True)
@@ -92,7 +94,7 @@ def test_an_actor_pool_that_takes_every_local_cpu_fails_fast_with_the_fix():
 
 
 def test_reading_waits_for_the_actor_pool_only_where_the_cluster_lacks_its_resources():
-    from annotator.runners.ray_data import pool_fits
+    from annotator.runners.ray_cluster import pool_fits
 
     gpu = spec.ComputeSpec(actors=2, cpus_per_actor=1.0, gpus_per_actor=1.0)
     assert pool_fits(gpu, 2, {"CPU": 16.0, "GPU": 2.0})

@@ -6,7 +6,7 @@ from __future__ import annotations
 import fsspec
 import pytest
 
-from annotator import plan, sources, stages
+from annotator.pipeline import plan, sources, stages
 from tests.helpers.photos import camera_json, photo_bytes, write_tar
 
 

@@ -7,8 +7,9 @@ import os
 import socket
 import time
 
-from annotator import cli, encode, sink
+from annotator import cli
 from annotator.outputs import status
+from annotator.pipeline import encode, sink
 
 
 def _output(tmp_path, shards_total=3):

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from annotator import lock
 from annotator.outputs import status
 from annotator.outputs.dataset import read_table
+from annotator.pipeline import lock
 from annotator.runners import ray_data
 from tests.helpers.jobs import by_id, job_spec
 from tests.helpers.photos import camera_json, photo_bytes

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from annotator import sink
 from annotator.outputs.dataset import read_table
+from annotator.pipeline import sink
 from annotator.runners import ray_data
 from tests.helpers.jobs import by_id, job_spec
 from tests.helpers.photos import camera_json, photo_bytes, tar_bytes

@@ -9,10 +9,10 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from annotator import quality, schema
-from annotator.layout import Output
+from annotator.labels import quality, schema
 from annotator.outputs import dataset
 from annotator.outputs import subset as filter_mod
+from annotator.pipeline.layout import Output
 from tests.helpers.jobs import annotator
 from tests.helpers.shared_output import shared_output, without_quality
 

@@ -9,7 +9,7 @@ import itertools
 import numpy as np
 import pytest
 
-from annotator import tracking
+from annotator.temporal import tracking
 from tests.helpers import people
 
 

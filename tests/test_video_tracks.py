@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from annotator import consistency
 from annotator.outputs.dataset import read_table
 from annotator.runners import beam
+from annotator.temporal import consistency
 from tests.helpers.jobs import ANNOTATOR, by_id, job_spec
 from tests.helpers.photos import VIDEO
 

@@ -26,7 +26,7 @@ import numpy as np
 
 from annotator.estimator.options import EstimatorOptions
 from annotator.eval import multiview
-from annotator.infer import PoseInference
+from annotator.pipeline.infer import PoseInference
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ class Row:
     options: EstimatorOptions
     num_aug: int = 1
     suppress: bool = False  # suppress_implausible_poses (plausibility checks + 3D pose NMS)
-    ground: bool = False  # the scene's floor fixes depth and scale (``annotator.ground_plane``)
+    ground: bool = False  # the scene's floor fixes depth and scale (``annotator.labels.ground_plane``)
     ensemble: bool = False  # crop model = BlazePose full + heavy, averaged
 
 

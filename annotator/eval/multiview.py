@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from annotator.eval import calibration
-from annotator.infer import ImageInput, InferenceSettings, PoseInference
+from annotator.pipeline.infer import ImageInput, InferenceSettings, PoseInference
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ class Settings:
     suppress_implausible_poses: bool = True
     # the world's up direction (None: as the calibration format fixes it, else each camera's own
     # up, so crops are upright as without extrinsics) and whether the floor X . up =
-    # floor_height_mm fixes depth and scale (``annotator.ground_plane``; needs a known up)
+    # floor_height_mm fixes depth and scale (``annotator.labels.ground_plane``; needs a known up)
     world_up: tuple[float, float, float] | None = None
     ground_plane: bool = False
     floor_height_mm: float = 0.0
@@ -87,7 +87,7 @@ class PersonResult:
     pck: float
     joints: int
     views_in_triangulation: int
-    quality: float = float("nan")  # annotator.quality of this prediction (the pipeline's people[].quality)
+    quality: float = float("nan")  # annotator.labels.quality of this prediction (the pipeline's people[].quality)
     swapped: float = float("nan")  # 1 when the prediction with left/right exchanged is closer
     depth_sigma_mm: float = float("nan")  # the prediction's own 1-sigma depth uncertainty
     grounded: bool = False  # its depth came from the ground plane

@@ -3,7 +3,7 @@
 N consecutive frames of every view are labelled once through the pipeline's inference stage, then
 scored twice against ONE pseudo ground truth (the triangulation of the per-frame 2D, as in
 ``annotator.eval.multiview``): as labelled per frame, and after the temporal step the pipeline runs
-on videos (``annotator.sequence``: tracks per view, left/right repair, one body scale per track,
+on videos (``annotator.pipeline.sequence``: tracks per view, left/right repair, one body scale per track,
 smoothing, constant bones). The reference does not depend on the temporal step, so the rows differ
 only in what they predict.
 
@@ -28,15 +28,16 @@ from pathlib import Path
 
 import numpy as np
 
-from annotator import consistency, sequence, smoothing, tracking
 from annotator.eval import calibration, multiview
+from annotator.pipeline import sequence
+from annotator.temporal import consistency, smoothing, tracking
 
 
 @dataclass
 class TemporalSettings:
     consecutive: int = 60
     start: int = 0
-    methods: tuple[str, ...] = ("rts",)  # smoothing filters to score (annotator.smoothing.METHODS)
+    methods: tuple[str, ...] = ("rts",)  # smoothing filters to score (annotator.temporal.smoothing.METHODS)
 
 
 def load_consecutive(scene_dir: str | Path, n: int, start: int = 0) -> tuple[multiview.Scene, float]:

@@ -20,7 +20,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 
-from annotator import __version__, layout, schema, sink
+from annotator import __version__
+from annotator.labels import schema
+from annotator.pipeline import layout, sink
 
 HF_LICENCES = {"apache-2.0": "apache-2.0", "mit": "mit", "cc-by-4.0": "cc-by-4.0", "cc-by-nc-4.0": "cc-by-nc-4.0",
                "bsd-3-clause": "bsd-3-clause", "gpl-3.0": "gpl-3.0"}
@@ -199,7 +201,7 @@ def card_text(output: layout.Output, licence: str | None = None) -> str:
               "import datasets", f"ds = datasets.load_dataset({out!r}, split='train')  # this card's configs",
               "", "import pandas as pd", f"df = pd.read_parquet({parts!r})  # parts/ holds committed parts only",
               "", "import ray", f"ds = ray.data.read_parquet({parts!r})", "```", "",
-              "`_manifest.json` lists every part with its sha256 (`annotator.layout.Output` verifies them); "
+              "`_manifest.json` lists every part with its sha256 (`annotator.pipeline.layout.Output` verifies them); "
               "`annotator export` writes WebDataset shards, COCO keypoints or person crops with their camera. "
               "Coordinates: pixel centres at integers (OpenCV), millimetres, camera x right, y down, z forward.", ""]
     return "\n".join(lines)

@@ -1,6 +1,6 @@
 """Reading a job's output for training: the committed parts as one table, the images as the job
 decoded them, and a torch-free loader that yields ``(image uint8 HxWx3, labels dict of numpy
-arrays)``. Files and parts are read through ``annotator.layout.Output``.
+arrays)``. Files and parts are read through ``annotator.pipeline.layout.Output``.
 
 Why it exists although pandas/polars/DuckDB/``datasets`` open the Parquet directly
 (``docs/consumers.md``): training code wants the pixels with the labels, decoded exactly as the
@@ -22,8 +22,8 @@ from functools import cached_property
 import numpy as np
 import pyarrow as pa
 
-from annotator import decode, sources
-from annotator.layout import Output
+from annotator.pipeline import decode, sources
+from annotator.pipeline.layout import Output
 
 log = logging.getLogger(__name__)
 

@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from annotator import sources
-from annotator.layout import Output
 from annotator.outputs import dataset
+from annotator.pipeline import sources
+from annotator.pipeline.layout import Output
 
 log = logging.getLogger(__name__)
 

@@ -16,10 +16,7 @@ columns; only the sampled rows are read in full.
 
 from __future__ import annotations
 
-import base64
 import datetime as _dt
-import html
-import io
 import json
 import logging
 from collections import Counter
@@ -27,9 +24,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from annotator import errors, layout, sources
-from annotator.layout import Output
 from annotator.outputs import dataset, render, tracks
+from annotator.outputs.html_parts import data_uri, escape, figure, jpeg_bytes, png, table
+from annotator.pipeline import errors, layout, sources
+from annotator.pipeline.layout import Output
 
 log = logging.getLogger(__name__)
 
@@ -124,28 +122,8 @@ def sample_people(values: list[float], n: int) -> dict[str, list[int]]:
 # Charts and images as data URIs
 
 
-def data_uri(data: bytes, mime: str) -> str:
-    return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
-
-
-def _figure(width: float = 5.0, height: float = 3.0):
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(width, height), dpi=100)
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def _png(fig) -> bytes:
-    buf = io.BytesIO()
-    fig.tight_layout()
-    fig.savefig(buf, format="png")
-    return buf.getvalue()
-
-
 def histogram_png(values: list[float], label: str, bins: int = 20) -> bytes:
-    fig = _figure()
+    fig = figure()
     ax = fig.add_subplot()
     v = np.asarray(values, np.float64)
     v = v[np.isfinite(v)]
@@ -153,24 +131,18 @@ def histogram_png(values: list[float], label: str, bins: int = 20) -> bytes:
     ax.set_xlabel(label)
     ax.set_ylabel("people")
     ax.set_title(f"{label} per person (n={len(v)})", fontsize=10)
-    return _png(fig)
+    return png(fig)
 
 
 def people_per_image_png(counts: Counter) -> bytes:
-    fig = _figure()
+    fig = figure()
     ax = fig.add_subplot()
     xs = sorted(counts)
     ax.bar([str(x) for x in xs], [counts[x] for x in xs], color="tab:green")
     ax.set_xlabel("people in the image")
     ax.set_ylabel("images")
     ax.set_title("people per image (ok rows)", fontsize=10)
-    return _png(fig)
-
-
-def jpeg_bytes(img) -> bytes:
-    buf = io.BytesIO()
-    img.convert("RGB").save(buf, format="JPEG", quality=85)
-    return buf.getvalue()
+    return png(fig)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -186,24 +158,6 @@ font-size:13px} th{background:#f4f4f4} .num{text-align:right} .charts img{margin
 .cap{font-size:12px;margin-top:4px;word-break:break-all} .missing{color:#a00;font-size:12px}
 .note{color:#555;font-size:13px} code{background:#f4f4f4;padding:0 3px}
 """
-
-
-def _e(x) -> str:
-    return html.escape(str(x))
-
-
-def _table(rows: list[tuple], header: tuple | None = None) -> str:
-    out = ["<table>"]
-    if header:
-        out.append("<tr>" + "".join(f"<th>{_e(h)}</th>" for h in header) + "</tr>")
-    for row in rows:
-        cells = []
-        for v in row:
-            cls = ' class="num"' if isinstance(v, int | float) and not isinstance(v, bool) else ""
-            cells.append(f"<td{cls}>{_e(v)}</td>")
-        out.append("<tr>" + "".join(cells) + "</tr>")
-    out.append("</table>")
-    return "\n".join(out)
 
 
 def _fmt(v) -> str:
@@ -230,7 +184,7 @@ def _samples_html(output: Output, st: Stats, config: ReportConfig, skeleton: dic
     out = []
     thumb = render.RenderConfig(max_side=config.thumb_side, joint_names=False)
     for name in ("best", "median", "worst"):
-        out.append(f"<h3>{_e(name)} ({_e(st.key)})</h3>")
+        out.append(f"<h3>{escape(name)} ({escape(st.key)})</h3>")
         if not groups[name]:
             out.append('<p class="note">no people</p>')
             continue
@@ -244,10 +198,10 @@ def _samples_html(output: Output, st: Stats, config: ReportConfig, skeleton: dic
                 if uri not in images:
                     images[uri] = dataset.load_image(uri, config.storage_options)
                 img = render.overlay(images[uri], row, skeleton, thumb, highlight=k)
-                body = f'<img alt="{_e(caption)}" src="{data_uri(jpeg_bytes(img), "image/jpeg")}">'
+                body = f'<img alt="{escape(caption)}" src="{data_uri(jpeg_bytes(img), "image/jpeg")}">'
             except Exception as e:  # noqa: BLE001 - a moved image is a caption, not a broken page
-                body = f'<div class="missing">image not readable: {_e(e)}</div>'
-            out.append(f'<div class="cell">{body}<div class="cap">{_e(caption)}</div></div>')
+                body = f'<div class="missing">image not readable: {escape(e)}</div>'
+            out.append(f'<div class="cell">{body}<div class="cap">{escape(caption)}</div></div>')
         out.append("</div>")
     return "\n".join(out)
 
@@ -262,19 +216,19 @@ def build_html(output_uri: str, config: ReportConfig | None = None) -> str:
     skeleton, settings = meta.get("skeleton") or {}, meta.get("settings") or {}
     title = config.title or f"annotator report: {output_uri}"
     now = _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    h = [f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{_e(title)}</title>"
-         f"<style>{CSS}</style></head><body>", f"<h1>{_e(title)}</h1>",
-         f'<p class="note">generated {_e(now)} from {st.parts} committed part(s)</p>']
+    h = [f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{escape(title)}</title>"
+         f"<style>{CSS}</style></head><body>", f"<h1>{escape(title)}</h1>",
+         f'<p class="note">generated {escape(now)} from {st.parts} committed part(s)</p>']
 
     h.append("<h2>Counts</h2>")
     per_img = st.people / st.rows_ok if st.rows_ok else 0.0
-    h.append(_table([("images (rows)", st.rows), ("ok", st.rows_ok), ("errors", st.rows - st.rows_ok),
+    h.append(table([("images (rows)", st.rows), ("ok", st.rows_ok), ("errors", st.rows - st.rows_ok),
                      ("people", st.people), ("people per ok image", round(per_img, 3)),
                      ("parts", st.parts), ("people[].quality stored", "yes" if st.has_quality else "no")]))
 
     h.append("<h2>Errors by reason</h2>")
     if st.errors:
-        h.append(_table([(k, v, ", ".join(st.error_examples.get(k, []))) for k, v in st.errors.most_common()],
+        h.append(table([(k, v, ", ".join(st.error_examples.get(k, []))) for k, v in st.errors.most_common()],
                         ("reason", "images", "examples")))
     else:
         h.append('<p class="note">no error rows</p>')
@@ -283,14 +237,14 @@ def build_html(output_uri: str, config: ReportConfig | None = None) -> str:
     h.append('<div class="charts">')
     h.append(f'<img alt="people per image" src="{data_uri(people_per_image_png(st.people_per_image), "image/png")}">')
     h.append("</div>")
-    h.append(_table([(n, st.people_per_image[n]) for n in sorted(st.people_per_image)], ("people", "images")))
+    h.append(table([(n, st.people_per_image[n]) for n in sorted(st.people_per_image)], ("people", "images")))
 
     h.append(f"<h2>{'Quality' if st.has_quality else 'Detector score'}</h2>")
     if not st.has_quality:
         h.append('<p class="note">This output has no <code>people[].quality</code> (written before schema 1.1): '
                  "the histogram and the samples use the detector score.</p>")
     h.append('<div class="charts">')
-    h.append(f'<img alt="{_e(st.key)} histogram" src="{data_uri(histogram_png(st.values, st.key), "image/png")}">')
+    h.append(f'<img alt="{escape(st.key)} histogram" src="{data_uri(histogram_png(st.values, st.key), "image/png")}">')
     if st.has_quality:
         h.append(f'<img alt="detector score histogram" '
                  f'src="{data_uri(histogram_png(st.scores, "detector score"), "image/png")}">')
@@ -299,8 +253,8 @@ def build_html(output_uri: str, config: ReportConfig | None = None) -> str:
     keep_rows = [(t, int(np.sum(v >= t)), f"{100 * np.mean(v >= t):.1f}%" if len(v) else "-")
                  for t in config.thresholds]
     flag = "--min-quality" if st.has_quality else "--min-score"
-    h.append(f"<p>What <code>annotator filter {_e(flag)} T</code> keeps:</p>")
-    h.append(_table(keep_rows, (f"T ({st.key})", "people kept", "share")))
+    h.append(f"<p>What <code>annotator filter {escape(flag)} T</code> keeps:</p>")
+    h.append(table(keep_rows, (f"T ({st.key})", "people kept", "share")))
 
     h.append("<h2>Throughput</h2>")
     if summ:
@@ -310,11 +264,11 @@ def build_html(output_uri: str, config: ReportConfig | None = None) -> str:
             tp.append(("people_per_second", _fmt(summ["people_per_second"])))
         elif summ.get("elapsed_seconds"):
             tp.append(("people_per_second", f"{summ.get('people', 0) / summ['elapsed_seconds']:.4g}"))
-        h.append(_table(tp))
+        h.append(table(tp))
         stages = summ.get("stage_seconds") or {}
         rates = summ.get("stage_images_per_worker_second") or {}
         if stages or rates:
-            h.append(_table([(s, _fmt(stages.get(s, "")), _fmt(rates.get(s, ""))) for s in sorted({*stages, *rates})],
+            h.append(table([(s, _fmt(stages.get(s, "")), _fmt(rates.get(s, ""))) for s in sorted({*stages, *rates})],
                             ("stage", "seconds", "images per worker-second")))
     else:
         h.append('<p class="note">no _summary.json (the run has not finished, or this output was written by '
@@ -329,12 +283,12 @@ def build_html(output_uri: str, config: ReportConfig | None = None) -> str:
     info += [(f"settings.{k}", _fmt(v)) for k, v in sorted(settings.items())]
     if meta.get("filter"):
         info += [(f"filter.{k}", _fmt(v)) for k, v in sorted(meta["filter"].items())]
-    h.append(_table(info))
+    h.append(table(info))
 
     h.append(tracks.section_html(output, skeleton, config.storage_options))  # videos (schema 1.3)
 
     h.append("<h2>Samples</h2>")
-    h.append(f'<p class="note">People ranked by {_e(st.key)}; the ranked person in colour, others grey. '
+    h.append(f'<p class="note">People ranked by {escape(st.key)}; the ranked person in colour, others grey. '
              "Joints: blue = left, red = right; hollow = low confidence.</p>")
     h.append(_samples_html(output, st, config, skeleton))
     h.append("</body></html>")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 
-from annotator import layout
+from annotator.pipeline import layout
 
 TOTALS = ("shards_committed", "rows", "rows_ok", "rows_error", "people", "errors_by_reason")
 

@@ -13,11 +13,11 @@ Semantics:
 - rows with no detections at all are kept (the detector's negatives), error rows are dropped
   (``keep_errors`` keeps them);
 - outputs without a ``quality`` field (schema 1.0) are filtered on a quality computed from the
-  stored columns by :func:`annotator.quality.score_stored_person` (no TTA spread: it is not stored);
+  stored columns by :func:`annotator.labels.quality.score_stored_person` (no TTA spread: it is not stored);
   the output says so (``quality_source``).
 
 The layout is the job's: one part per input part with the same shard id, each committed by
-``annotator.sink`` (part, then commit record, then manifest), file metadata kept.
+``annotator.pipeline.sink`` (part, then commit record, then manifest), file metadata kept.
 """
 
 from __future__ import annotations
@@ -32,9 +32,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from annotator import layout, quality, schema, sink
+from annotator.labels import quality, schema
 from annotator.outputs import card
 from annotator.outputs.dataset import has_quality
+from annotator.pipeline import layout, sink
 
 log = logging.getLogger(__name__)
 

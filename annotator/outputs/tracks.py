@@ -12,8 +12,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from annotator import sequence
-from annotator.layout import Output
+from annotator.outputs.html_parts import data_uri, figure, jpeg_bytes, png, table
+from annotator.pipeline import sequence
+from annotator.pipeline.layout import Output
 
 
 @dataclass
@@ -54,16 +55,14 @@ def collect(output: Output) -> Tracks | None:
 
 
 def lengths_png(lengths: list[int]) -> bytes:
-    from annotator.outputs.report import _figure, _png
-
-    fig = _figure()
+    fig = figure()
     ax = fig.add_subplot()
     bins = min(30, max(1, len(set(lengths))))
     ax.hist(lengths, bins=bins, color="tab:purple", edgecolor="white")
     ax.set_xlabel("frames in the track")
     ax.set_ylabel("tracks")
     ax.set_title(f"track lengths (n={len(lengths)})", fontsize=10)
-    return _png(fig)
+    return png(fig)
 
 
 def strip_jpeg(output: Output, tracks: Tracks, key: tuple[str, int], skeleton: dict, n: int = 8, height: int = 220,
@@ -72,8 +71,6 @@ def strip_jpeg(output: Output, tracks: Tracks, key: tuple[str, int], skeleton: d
     from PIL import Image
 
     from annotator.outputs import dataset, render
-    from annotator.outputs.report import jpeg_bytes
-
     frames = sorted(tracks.members[key])
     pick = [frames[int(i)] for i in np.unique(np.linspace(0, len(frames) - 1, min(n, len(frames))).round())]
     parts = output.records()
@@ -97,8 +94,6 @@ def strip_jpeg(output: Output, tracks: Tracks, key: tuple[str, int], skeleton: d
 
 def section_html(output: Output, skeleton: dict, storage_options: dict | None = None) -> str:
     """The "Tracks" section (empty string for outputs without tracks)."""
-    from annotator.outputs.report import _table, data_uri
-
     tracks = collect(output)
     if tracks is None:
         return ""
@@ -109,7 +104,7 @@ def section_html(output: Output, skeleton: dict, storage_options: dict | None = 
         return "\n".join(out)
     lengths = tracks.lengths()
     videos = {v for v, _ in tracks.members}
-    out.append(_table([("videos", len(videos)), ("tracks", len(lengths)), ("median frames per track",
+    out.append(table([("videos", len(videos)), ("tracks", len(lengths)), ("median frames per track",
                                                                        float(np.median(lengths))),
                        ("longest track (frames)", max(lengths)), ("tracks of one frame", lengths.count(1))]))
     out.append(f'<div class="charts"><img alt="track lengths" src="{data_uri(lengths_png(lengths), "image/png")}">'

@@ -11,7 +11,7 @@
 
 Why these choices:
 * Same output as the Ray runner, by construction: the plan, fingerprint, shard commit
-  (``job.commit_shard``), retry rounds and summary are ``job.Job``'s; this module only wires.
+  (``commit.commit_shard``), retry rounds and summary are ``job.Job``'s; this module only wires.
 * A shard is grouped whole before its commit, so nothing is committed half; a row with ``_fail``
   (unreadable tar, inference timeout) keeps its shard uncommitted and the next round retries it.
 * Workers check that the output lock still names this job before each commit: on Dataflow the
@@ -34,14 +34,15 @@ import pyarrow as pa
 from apache_beam.ml.inference.base import ModelHandler, RunInference
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from annotator import errors, layout, sources, stages
-from annotator import plan as plan_mod
-from annotator.lock import LockLostError, read_lock
-from annotator.progress import ProgressBar, batch_times
+from annotator.pipeline import errors, layout, sources, stages
+from annotator.pipeline import plan as plan_mod
+from annotator.pipeline.commit import commit_shard
+from annotator.pipeline.lock import LockLostError, read_lock
+from annotator.pipeline.progress import ProgressBar, batch_times
+from annotator.pipeline.sequence import CommitOrder
+from annotator.pipeline.shards import ShardRows, by_shard, from_ipc, to_ipc
+from annotator.pipeline.sink import DatasetSink
 from annotator.runners import job as job_mod
-from annotator.sequence import CommitOrder
-from annotator.shards import ShardRows, by_shard, from_ipc, to_ipc
-from annotator.sink import DatasetSink
 
 log = logging.getLogger(__name__)
 
@@ -159,7 +160,7 @@ class CommitShard(beam.DoFn):
         if (read_lock(self.args[0], self.args[1]) or {}).get("token") != self.lock_token:
             raise LockLostError(f"the lock of {self.args[0]} was taken over by another job")
         only, table = self.only.get(shard_id), pa.concat_tables(rows.take())
-        rec, run_stats = job_mod.commit_shard(self.sink, shard_id, [table], only,
+        rec, run_stats = commit_shard(self.sink, shard_id, [table], only,
                                               self.old_records.get(shard_id), self.attempt,
                                               self.sequences.get(shard_id), continue_previous)
         return {"shard": shard_id, "record": rec, "run_stats": run_stats, "repaired": only is not None,

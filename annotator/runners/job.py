@@ -7,7 +7,6 @@ so both runners write the same output.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -19,94 +18,23 @@ from concurrent.futures import ThreadPoolExecutor
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from annotator import errors, layout, retries, schema, sequence, sources, stages
-from annotator import plan as plan_mod
-from annotator.infer import skeleton_of
-from annotator.lock import OutputLock
+from annotator.labels import schema
 from annotator.models import loader, registry
 from annotator.outputs import card
-from annotator.progress import ProgressBar, RunStats, shard_stats
-from annotator.sink import DatasetSink, manifest_totals
-from annotator.spec import RunSpec
+from annotator.pipeline import errors, infer, layout, retries, sequence, sources
+from annotator.pipeline import plan as plan_mod
+from annotator.pipeline.commit import commit_shard
+from annotator.pipeline.fingerprint import check_committed, fingerprint, fingerprint_doc
+from annotator.pipeline.lock import OutputLock
+from annotator.pipeline.progress import ProgressBar, RunStats
+from annotator.pipeline.sink import DatasetSink, manifest_totals
+from annotator.pipeline.spec import RunSpec
 
 log = logging.getLogger(__name__)
 
 
-class FingerprintError(RuntimeError):
-    """The output holds shards made with another model, settings, schema or plan."""
-
-
 class ClusterError(RuntimeError):
     """The cluster cannot run the job as specified (e.g. not enough GPUs for the actor pool)."""
-
-
-def fingerprint_doc(model: loader.ResolvedModel, spec: RunSpec, plan_hash: str) -> dict:
-    return {"model_sha256": model.sha256, "settings": spec.settings.to_dict(),
-            "schema_version": schema.version(), "plan_hash": plan_hash, "max_pixels": spec.max_pixels}
-
-
-def fingerprint(doc: dict) -> str:
-    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
-
-
-def absolute(uri: str) -> str:
-    """Local paths become absolute (workers have another working directory); URIs stay as given."""
-    if sources.protocol_of(uri) == "file" and "://" not in uri:
-        return os.path.abspath(os.path.expanduser(uri))
-    return uri
-
-
-def known_skeleton(model_path: str, skeleton: str) -> dict | None:
-    """Joint names/edges of the requested skeleton from the model's build info, without loading
-    it; None for a model without one (an official SavedModel: ask the model itself)."""
-    info = registry.info(model_path)
-    skels = info.get("skeletons")
-    if skels is None:
-        return None
-    key = skeleton or info["native_skeleton"]
-    if key not in skels:
-        raise ValueError(f"unknown skeleton {skeleton!r}; this model has: {', '.join(sorted(skels))}")
-    return {"name": skeleton or "all", **skels[key]}
-
-
-def load_skeleton(model_path: str, skeleton: str, reference: str | None = None,
-                  storage_options: dict | None = None) -> dict:
-    """The skeleton as the loaded model describes it (imports TensorFlow)."""
-    import tensorflow as tf
-
-    path = loader.resolve(reference, build_missing=False, storage_options=storage_options).path \
-        if reference else model_path
-    return skeleton_of(tf.saved_model.load(path), skeleton)
-
-
-def commit_shard(sink: DatasetSink, shard_id: str, tables: list[pa.Table], only: list[str] | None,
-                 old_record: dict | None, attempt: int, seq: sequence.ShardSequence | None = None,
-                 continue_previous: bool = True) -> tuple[dict, dict]:
-    """Write one shard's rows and commit it (the sink's protocol); returns (commit record, this
-    run's stats). Pure of runner state, so it runs on a driver thread (Ray) or a worker (Beam).
-
-    ``only`` (``--retry-errors``): the rows given replace those ids in the committed part
-    ``old_record``; the other rows are kept as they were. ``seq`` (video shards): the temporal
-    step runs on the assembled rows first (``annotator.sequence``; ``continue_previous``: continue
-    the committed tracks of the shard before it)."""
-    table = pa.concat_tables(tables)
-    if seq is not None and only is None:
-        table = sequence.apply(table, seq, sink, sequence.skeleton_of_metadata(sink.file_metadata), continue_previous)
-    extras = table.select(list(stages.EXTRA_COLUMNS))
-    rows = table.select(schema.arrow_schema().names).cast(schema.arrow_schema())
-    run_stats = shard_stats(rows, extras, attempt)  # what this run computed
-    file_stats, repairs = run_stats, 0
-    if only is not None:
-        old = sink.read_part(old_record).replace_schema_metadata(None).cast(schema.arrow_schema())
-        redone = pa.array(rows.column("image_id").to_pylist(), pa.string())
-        old = old.filter(pc.invert(pc.is_in(old.column("image_id"), value_set=redone)))
-        rows = pa.concat_tables([old, rows])
-        if seq is not None:
-            rows = sequence.apply(rows, seq, sink, sequence.skeleton_of_metadata(sink.file_metadata),
-                                  continue_previous)
-        repairs = int(old_record.get("repairs", 0)) + 1
-        file_stats = shard_stats(rows, extras, attempt)
-    return sink.write_shard(shard_id, rows, file_stats, repairs=repairs), run_stats
 
 
 class Job:
@@ -117,8 +45,8 @@ class Job:
     def __init__(self, spec: RunSpec, model: loader.ResolvedModel, lock: OutputLock):
         self.spec, self.model, self.lock = spec, model, lock
         self.so = spec.storage_options
-        self.output = absolute(spec.output)
-        self.input = absolute(spec.input)
+        self.output = sources.absolute(spec.output)
+        self.input = sources.absolute(spec.input)
         self.sink = DatasetSink(self.output, storage_options=self.so)
         # what the workers resolve on their own node: a remote URI or built-in name as given, a local
         # folder as the absolute path the driver found
@@ -151,20 +79,15 @@ class Job:
             plan = plan_mod.create(opts, plan_uri, self.so)
         else:
             plan.check_options(opts)
-        doc = fingerprint_doc(self.model, self.spec, plan.hash)
+        doc = fingerprint_doc(self.model.sha256, self.spec.settings.to_dict(), plan.hash, self.spec.max_pixels)
         self.temporal = sequence.TemporalSettings(consistency=self.spec.temporal, overlap=self.spec.video_overlap)
         self.sequences = sequence.plan_sequences(plan.rows(), self.temporal)  # video shards only
         if self.sequences:
             doc["temporal"] = self.temporal.to_dict()
         fp = fingerprint(doc)
         self.committed = self.sink.committed()
-        other = {s: r for s, r in self.committed.items() if r.get("fingerprint") != fp}
-        if other:
-            prev = (self.sink.read_json(layout.FINGERPRINT) or {}).get("components", {})
-            diff = sorted(k for k in set(doc) | set(prev) if doc.get(k) != prev.get(k)) or ["unknown"]
-            raise FingerprintError(
-                f"{self.output} holds {len(other)} committed shard(s) made with a different "
-                f"{', '.join(diff)}; rerun with --overwrite to replace them, or write to a new output")
+        check_committed(self.output, self.committed, fp, doc,
+                        (self.sink.read_json(layout.FINGERPRINT) or {}).get("components", {}))
         self.sink.write_json(layout.FINGERPRINT, {"fingerprint": fp, "components": doc})
         self.sink.fingerprint = fp
         self.fp = fp
@@ -267,7 +190,7 @@ class Job:
 
     def describe_skeleton(self) -> dict:
         """Joint names and edges for the file metadata (a runner may load the model elsewhere)."""
-        return known_skeleton(self.model.path, self.spec.settings.skeleton) or load_skeleton(
+        return infer.known_skeleton(self.model.path, self.spec.settings.skeleton) or infer.load_skeleton(
             self.model.path, self.spec.settings.skeleton)
 
     def run_round(self, plan: plan_mod.Plan, work: dict[str, list[str] | None], attempt: int,
@@ -336,7 +259,7 @@ def run(job_cls: type[Job], spec: RunSpec) -> dict:
     """Run a job with the runner ``job_cls``; returns the run summary (also ``OUTPUT/_summary.json``)."""
     spec.validate()
     model = loader.resolve(spec.model, storage_options=spec.storage_options)
-    lock = OutputLock(absolute(spec.output), spec.storage_options, spec.lock_heartbeat_s, spec.lock_stale_s)
+    lock = OutputLock(sources.absolute(spec.output), spec.storage_options, spec.lock_heartbeat_s, spec.lock_stale_s)
     with lock:
         job = job_cls(spec, model, lock)
         try:

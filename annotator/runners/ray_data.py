@@ -15,10 +15,10 @@ Why these choices:
   after everything else is committed. Nothing can hang the tail: reads and inference calls have
   timeouts, actors bounded restarts, and Ray Data's no-progress guard ends a stalled round.
 * One driver decides what commits, under the output lock, so exactly-once per shard follows from
-  the sink's commit protocol; ``shards.ShardRows`` keeps one copy of each row in case Ray re-executes
+  the sink's commit protocol; ``collect.ShardCollector`` keeps one copy of each row in case Ray re-executes
   a task. The part itself (Parquet, sha256, upload, commit record, publish) is written on a driver
   thread, or with ``compute.commit_on = "workers"`` in a Ray task (``commit_task``): the same
-  protocol and the same ``job.commit_shard``, so one driver can feed more GPUs (``bench/driver.py``).
+  protocol and the same ``commit.commit_shard``, so one driver can feed more GPUs (``bench/driver.py``).
   Each shard is still submitted once and waited for; the task checks the lock's token first (as
   Beam's workers do) and is re-run by Ray only if its worker died.
 * ``memory://`` is refused (``RunSpec.validate``): it lives in the driver's process, out of the
@@ -28,103 +28,28 @@ Why these choices:
 from __future__ import annotations
 
 import logging
-import os
 import time
 import warnings
-from concurrent.futures import Future
 from functools import partial
 
 import pyarrow as pa
 
-from annotator import errors, stages
-from annotator import plan as plan_mod
-from annotator.lock import LockLostError, read_lock
-from annotator.progress import ProgressBar
+from annotator.pipeline import errors, infer, stages
+from annotator.pipeline import plan as plan_mod
+from annotator.pipeline.collect import ShardCollector
+from annotator.pipeline.commit import commit_shard
+from annotator.pipeline.lock import LockLostError, read_lock
+from annotator.pipeline.progress import ProgressBar
+from annotator.pipeline.sequence import CommitOrder
+from annotator.pipeline.shards import from_ipc, to_ipc
+from annotator.pipeline.sink import DatasetSink
+from annotator.pipeline.spec import RunSpec
 from annotator.runners import job as job_mod
 from annotator.runners.checkin import ActorRegistry, check_in
 from annotator.runners.job import ClusterError, Job
-from annotator.sequence import CommitOrder
-from annotator.shards import ShardRows, by_shard, from_ipc, to_ipc
-from annotator.sink import DatasetSink
-from annotator.spec import ComputeSpec, RunSpec
+from annotator.runners.ray_cluster import check_cpus, init_ray, pool_fits
 
 log = logging.getLogger(__name__)
-
-# Environment the workers need as well (emulators, gcsfs switches, endpoints). Never secrets: Ray
-# writes a runtime_env in plain text into every node's runtime_env_agent.log (seen: the AWS keys).
-# An embedded Ray's workers inherit the driver's environment anyway; a cluster's nodes use their
-# own credentials, or the spec's storage options (task arguments, not logged).
-PROPAGATED_ENV = ("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "STORAGE_EMULATOR_HOST", "AWS_ENDPOINT_URL",
-                  "AWS_ENDPOINT_URL_S3", "AWS_DEFAULT_REGION", "GOOGLE_APPLICATION_CREDENTIALS",
-                  "TF_CPP_MIN_LOG_LEVEL")
-
-
-def init_ray(address: str | None, num_cpus: int | None = None, num_gpus: int | None = None) -> bool:
-    """Connect to ``address`` (else ``RAY_ADDRESS``, as inside a submitted Ray job) or start an
-    embedded local Ray that stays on loopback; True when this process started its own Ray.
-
-    Never a bare ``ray.init()``: that joins whatever cluster last wrote ``/tmp/ray/ray_current_cluster``
-    on this machine (another user's, or a test's), so a local run could land on a stranger's cluster."""
-    address = address or os.environ.get("RAY_ADDRESS") or None
-    if address is None:
-        # read when Ray is imported, and by every process the embedded Ray starts: with it, nodes
-        # take 127.0.0.1 (without it Ray picks the machine's outward address). Not for a cluster:
-        # there the driver must find its node's real address.
-        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-        # nor does the embedded Ray report usage to usage-stats.ray.io (a job's data stays put)
-        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    import ray
-
-    if ray.is_initialized():
-        return False
-    env = {k: os.environ[k] for k in PROPAGATED_ENV if k in os.environ}
-    kwargs = {"include_dashboard": False, "log_to_driver": True, "logging_level": logging.WARNING,
-              "configure_logging": True, "runtime_env": {"env_vars": env} if env else None}
-    quiet = not logging.getLogger().isEnabledFor(logging.INFO)
-    if quiet:  # Ray's notice that token authentication is on (its default) is not news to our users
-        logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
-    if address:
-        ray.init(address=address, **kwargs)
-    else:
-        ray.init(address="local", num_cpus=num_cpus, num_gpus=num_gpus, **kwargs)
-    quiet_ray_logs()
-    return address is None
-
-
-def check_cpus(c: ComputeSpec, cluster_cpus: float, fixed: bool) -> None:
-    """Fail fast where the actor pool would take every CPU: Ray would then never schedule a read
-    or decode task and the job would wait, silently, until the no-progress timeout. Only for a
-    cluster that cannot grow (the embedded local Ray); an autoscaling one may add nodes."""
-    need = c.actors * c.cpus_per_actor + max(c.read_cpus, c.decode_cpus)
-    if fixed and need > cluster_cpus + 1e-9:
-        raise ClusterError(
-            f"{c.actors} actor(s) x {c.cpus_per_actor:g} CPU leave no room for read ({c.read_cpus:g} CPU) and "
-            f"decode ({c.decode_cpus:g} CPU) tasks on this Ray's {cluster_cpus:g} CPUs: the job would never "
-            f"start. Lower --cpus-per-actor (the actor uses all cores whatever it reserves), --actors, or "
-            f"compute.decode_cpus in a --spec.")
-
-
-def pool_fits(c: ComputeSpec, actors: int, resources: dict) -> bool:
-    """Whether a cluster with ``resources`` (``ray.cluster_resources()``) holds ``actors`` inference
-    actors: their CPUs and GPUs, whatever else runs there now."""
-    return (actors * c.cpus_per_actor <= float(resources.get("CPU", 0)) + 1e-9
-            and actors * c.gpus_per_actor <= float(resources.get("GPU", 0)) + 1e-9)
-
-
-def quiet_ray_logs() -> None:
-    """Keep Ray's start-up chatter (token-auth notice, "progress bars disabled", per-dataset INFO)
-    out of the user's terminal: annotator prints its own progress and summary. ``-v`` restores it."""
-    if logging.getLogger().isEnabledFor(logging.INFO):
-        return
-    import ray.data  # noqa: F401 - configures the "ray.data" logger, whose console handler we quieten
-
-    for handler in logging.getLogger("ray.data").handlers:
-        if not hasattr(handler, "baseFilename"):  # console only; Ray's session log files keep everything
-            handler.setLevel(logging.ERROR)
-
-
-# ---------------------------------------------------------------------------------------------
-
 
 _SINKS: dict[tuple, DatasetSink] = {}
 
@@ -132,7 +57,7 @@ _SINKS: dict[tuple, DatasetSink] = {}
 def commit_task(sink_args: tuple, lock_token: str, shard_id: str, rows: bytes | list[pa.Table],
                 only: list[str] | None,
                 old_record: dict | None, attempt: int, seq, continue_previous: bool) -> tuple[dict, dict]:
-    """One shard's commit in a Ray task (``compute.commit_on = "workers"``): ``job.commit_shard``,
+    """One shard's commit in a Ray task (``compute.commit_on = "workers"``): ``commit.commit_shard``,
     as a driver thread would run it, after checking that the output lock still names this job (the
     driver's heartbeat is not in this process). ``rows``: the shard's rows as one Arrow IPC stream
     (pickling the tables instead cost the driver more than writing the Parquet part itself: each
@@ -148,74 +73,7 @@ def commit_task(sink_args: tuple, lock_token: str, shard_id: str, rows: bytes | 
     if (read_lock(output, so) or {}).get("token") != lock_token:
         raise LockLostError(f"the lock of {output} was taken over by another job")
     tables = [from_ipc(rows)] if isinstance(rows, bytes) else rows  # or the tables themselves
-    return job_mod.commit_shard(sink, shard_id, tables, only, old_record, attempt, seq, continue_previous)
-
-
-class _Collector:
-    """Groups the streamed rows by shard and commits each complete shard on the job's threads; a
-    video shard waits for the shard before it in its video (``sequence.CommitOrder``)."""
-
-    def __init__(self, job: RayJob, work: dict[str, list[str] | None], attempt: int):
-        self.job, self.work, self.attempt = job, work, attempt
-        self.rows = {s: ShardRows() for s in work}
-        self.futures: dict[str, Future] = {}
-        self.failures: dict[str, str] = {}
-        self.order = CommitOrder(job.sequences, set(job.committed), set(work))
-        self.waiting: dict[str, list[pa.Table]] = {}
-
-    def add(self, table: pa.Table) -> None:
-        for shard_id, piece in by_shard(table):
-            rows = self.rows.get(shard_id)
-            if rows is None:
-                continue
-            rows.add(piece)
-            if rows.complete:
-                self.waiting[shard_id] = rows.take()
-        self.release()
-        self.reap(block=len(self.futures) > 4 * self.job.spec.compute.commit_threads)
-
-    def release(self, fresh: bool = False) -> None:
-        """Submit the waiting shards that may commit now (``fresh``: the last round's shards whose
-        predecessor failed for good, with tracks started afresh)."""
-        for shard_id in sorted(self.waiting):
-            ok = self.order.can_commit(shard_id)
-            if ok or fresh and self.order.blocked_by_failure(shard_id):
-                self.futures[shard_id] = self.job.pool.submit(self.job.commit, shard_id, self.waiting.pop(shard_id),
-                                                              self.work[shard_id], self.attempt, ok)
-
-    def reap(self, block: bool = False) -> None:
-        """Fold finished commits into the stats (``block``: wait for the oldest first)."""
-        if block and self.futures:
-            next(iter(self.futures.values())).exception()
-        for shard_id in [s for s, f in self.futures.items() if f.done()]:
-            err = self.futures.pop(shard_id).exception()
-            if isinstance(err, LockLostError):
-                raise err
-            if err is not None:
-                self.failures[shard_id] = errors.text(errors.COMMIT_ERROR, err)
-                self.order.fail(shard_id)
-            else:
-                self.order.done(shard_id)
-        self.release()
-
-    def finish(self, round_error: str | None) -> dict[str, str]:
-        """Wait for commits; returns the shards of this round that did not commit, with reasons."""
-        for s, r in self.rows.items():
-            if r.fail or not r.complete and not r.taken:
-                self.order.fail(s)
-        while self.futures or self.waiting:
-            while self.futures:
-                self.reap(block=True)
-            if self.waiting:  # what still waits has a predecessor that did not commit this round
-                if self.attempt == self.job.spec.compute.shard_attempts:
-                    self.release(fresh=True)
-                if not self.futures:
-                    for shard_id in list(self.waiting):
-                        self.failures[shard_id] = self.order.waiting_reason(shard_id)
-                        self.order.fail(shard_id)
-                        del self.waiting[shard_id]
-        self.failures.update({s: r.fail for s, r in self.rows.items() if r.fail and s not in self.failures})
-        return self.job.round_failures(self.work, self.failures, round_error, lambda s: self.rows[s].why_incomplete())
+    return commit_shard(sink, shard_id, tables, only, old_record, attempt, seq, continue_previous)
 
 
 class RayJob(Job):
@@ -268,12 +126,12 @@ class RayJob(Job):
 
     def describe_skeleton(self) -> dict:
         """From the model's build info, else loaded in a Ray task: the driver never imports TensorFlow."""
-        known = job_mod.known_skeleton(self.model.path, self.spec.settings.skeleton)
+        known = infer.known_skeleton(self.model.path, self.spec.settings.skeleton)
         if known is not None:
             return known
         import ray
 
-        describe = ray.remote(num_cpus=0)(job_mod.load_skeleton)
+        describe = ray.remote(num_cpus=0)(infer.load_skeleton)
         return ray.get(describe.remote(self.model.path, self.spec.settings.skeleton, self.actor_model, self.so))
 
     def finish_rounds(self) -> None:
@@ -342,7 +200,10 @@ class RayJob(Job):
 
         c = self.spec.compute
         ds = self.labels(plan, self.shard_items(plan, work), attempt)
-        collector = _Collector(self, work, attempt)
+        collector = ShardCollector(
+            work, CommitOrder(self.sequences, set(self.committed), set(work)),
+            lambda shard_id, tables, ok: self.pool.submit(self.commit, shard_id, tables, work[shard_id], attempt, ok),
+            max_pending=4 * c.commit_threads, last_round=attempt == c.shard_attempts)
         round_error = None
         try:
             # No prefetch: the blocks are small label tables, and a prefetch window of N holds back
@@ -364,7 +225,7 @@ class RayJob(Job):
         except Exception as e:  # noqa: BLE001 - e.g. Ray's no-progress guard: retry what is left
             round_error = errors.describe(e)
             log.error("round %d ended early: %s", attempt, round_error)
-        return collector.finish(round_error)
+        return self.round_failures(work, collector.finish(), round_error, collector.why_incomplete)
 
 
 def run(spec: RunSpec) -> dict:

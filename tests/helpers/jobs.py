@@ -19,7 +19,7 @@ def annotator(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
 
 def job_spec(input: str, output: str, **overrides):
     """A job spec sized for the 2-core test machine and the session Ray (4 logical CPUs)."""
-    from annotator import spec as spec_mod
+    from annotator.pipeline import spec as spec_mod
 
     compute = {"actors": 1, "cpus_per_actor": 0.5, "decode_cpus": 0.5, "read_cpus": 0.25, "batch_size": 2,
                "read_batch": 4, "no_progress_timeout_s": 240.0, "shard_attempts": 2, "commit_threads": 2,

@@ -53,8 +53,8 @@ def shared_output(tmp_path_factory, samples_dir) -> Path:
 def rewritten(src: Path, dest: Path, change: Callable[[pa.Table], pa.Table],
               metadata: dict[bytes, bytes] | None = None) -> Path:
     """A copy of ``src`` with ``change`` applied to every part (and ``metadata`` over its file
-    metadata), written and committed by ``annotator.sink`` like a job's output."""
-    from annotator import layout, sink
+    metadata), written and committed by ``annotator.pipeline.sink`` like a job's output."""
+    from annotator.pipeline import layout, sink
 
     if (dest / "_manifest.json").exists():
         return dest

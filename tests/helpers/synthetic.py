@@ -15,7 +15,8 @@ import numpy as np
 import pyarrow as pa
 from PIL import Image
 
-from annotator import schema, sink, sources
+from annotator.labels import schema
+from annotator.pipeline import sink, sources
 
 JOINTS = ("nose", "left_eye", "right_eye", "left_ear", "right_ear", "left_shoulder", "right_shoulder",
           "left_elbow", "right_elbow", "left_wrist", "right_wrist", "left_hip", "right_hip", "left_knee",

@@ -74,7 +74,7 @@ def rows_by_id(output: str, storage_options: dict | None = None) -> dict[str, di
     """The committed rows of ``output``, checked: read through the manifest (each part against the
     sha256 of its commit record), every image id once, and ``parts/`` holding the manifest's parts
     and nothing else (no partial or uncommitted part reachable by a glob either)."""
-    from annotator import layout
+    from annotator.pipeline import layout
 
     out = layout.Output(output, storage_options)
     manifest = out.manifest()

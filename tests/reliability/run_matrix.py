@@ -48,7 +48,7 @@ def outcome(output: str, reference: dict, storage_options: dict | None = None,
             moved: tuple[str, str] | None = None) -> dict:
     """Rows expected / written / lost / duplicated, and whether the labels equal the reference's.
     Counted from the parts the manifest lists (each verified), before any assert can stop it."""
-    from annotator import layout
+    from annotator.pipeline import layout
 
     out = layout.Output(output, storage_options)
     ids = out.read_table(["image_id"]).column("image_id").to_pylist()

@@ -12,7 +12,7 @@ import subprocess
 
 import pytest
 
-from annotator import layout
+from annotator.pipeline import layout
 from tests.reliability.common import PYTHON, REPO, assert_same, rows_by_id, spec_toml, summary
 from tests.reliability.killer import POINTS
 

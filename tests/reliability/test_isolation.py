@@ -24,7 +24,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from annotator import plan, stages
+from annotator.pipeline import plan, stages
 from tests.helpers.photos import photo_bytes
 from tests.reliability.common import PYTHON, REPO, spec_toml
 

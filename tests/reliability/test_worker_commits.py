@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from annotator import layout
+from annotator.pipeline import layout
 from tests.reliability.common import assert_same, rows_by_id, spec_toml, summary
 from tests.reliability.test_driver_kill import killed_run, readable_so_far
 

@@ -23,10 +23,10 @@ import time
 import numpy as np
 
 from annotator import __version__
-from annotator.layout import Output
 from annotator.outputs.export import samples
 from annotator.outputs.export.config import PartTask
-from annotator.sink import CommitSink
+from annotator.pipeline.layout import Output
+from annotator.pipeline.sink import CommitSink
 
 FILE = "person_keypoints.json"
 PARTS = "_coco"

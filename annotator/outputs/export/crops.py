@@ -25,7 +25,7 @@ import numpy as np
 from annotator.outputs.export import samples
 from annotator.outputs.export.config import PartTask
 from annotator.outputs.export.webdataset import IMAGE_THREADS, prefetched, read_selected, write_tar
-from annotator.sink import CommitSink
+from annotator.pipeline.sink import CommitSink
 
 
 def up_in_camera(row: dict, world_up: list[float]) -> np.ndarray:
@@ -105,12 +105,7 @@ def write_part(task: PartTask, out: CommitSink) -> dict:
     skipped: Counter = Counter()
 
     def image(sel: samples.Selected):
-        try:
-            return samples.decoded_image(sel.data, cfg.storage_options)
-        except samples.ImageChanged:
-            return "image_changed"
-        except (OSError, ValueError):
-            return "image_unreadable"
+        return samples.image_or_reason(lambda: samples.decoded_image(sel.data, cfg.storage_options))
 
     def members():
         from concurrent.futures import ThreadPoolExecutor

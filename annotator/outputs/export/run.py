@@ -22,12 +22,13 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
 
-from annotator import layout, schema, sources
-from annotator.lock import OutputLock
+from annotator.labels import schema
 from annotator.outputs import status as status_mod
 from annotator.outputs.export import coco, crops, webdataset
 from annotator.outputs.export.config import ExportConfig, PartTask, fingerprint
-from annotator.sink import CommitSink
+from annotator.pipeline import layout, sources
+from annotator.pipeline.lock import OutputLock
+from annotator.pipeline.sink import CommitSink
 
 log = logging.getLogger(__name__)
 

@@ -16,14 +16,19 @@ at all is kept (the detector's negatives).
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 import pyarrow as pa
 from PIL import Image
 
-from annotator import decode, quality, sources
+from annotator.labels import quality
 from annotator.outputs import dataset
+from annotator.pipeline import decode, sources
+
+T = TypeVar("T")
 
 STATUSES = ("ok", "error", "all")
 ORIENTATION = 0x0112  # EXIF tag
@@ -132,6 +137,18 @@ def row_json(sel: Selected) -> dict:
 
 class ImageChanged(ValueError):
     """The image no longer matches its labels (other size): it changed since labelling."""
+
+
+def image_or_reason(read: Callable[[], T]) -> T | str:
+    """What ``read`` returns for a selected row's image, or why there is none ("image_changed": the
+    source no longer matches the row; "image_unreadable"): the export then counts the reason and
+    goes on with the next sample."""
+    try:
+        return read()
+    except ImageChanged:
+        return "image_changed"
+    except (OSError, ValueError):
+        return "image_unreadable"
 
 
 def _check_size(row: dict, width: int, height: int) -> None:

@@ -15,10 +15,10 @@ from collections import Counter
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 
-from annotator.layout import Output
 from annotator.outputs.export import samples
 from annotator.outputs.export.config import PartTask
-from annotator.sink import CommitSink
+from annotator.pipeline.layout import Output
+from annotator.pipeline.sink import CommitSink
 
 IMAGE_THREADS = 8  # images of a part read concurrently (remote storage is latency-bound)
 
@@ -59,12 +59,7 @@ def write_part(task: PartTask, out: CommitSink) -> dict:
     def image(sel: samples.Selected):
         if sel.data["status"] != "ok":
             return None  # error rows: labels only (why it failed)
-        try:
-            return samples.image_file(sel.data, so, quality)
-        except samples.ImageChanged:
-            return "image_changed"
-        except (OSError, ValueError):
-            return "image_unreadable"
+        return samples.image_or_reason(lambda: samples.image_file(sel.data, so, quality))
 
     def members():
         with ThreadPoolExecutor(IMAGE_THREADS) as pool:

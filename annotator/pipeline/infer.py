@@ -17,8 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from annotator import ground_plane, quality
-from annotator.encode import Prediction
+from annotator.labels import ground_plane, quality
+from annotator.pipeline.encode import Prediction
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ class InferenceSettings:
     ``min_quality``: people whose ``quality`` is below it are not written (0 keeps everyone).
     ``ground_plane``: for images with extrinsics, put each standing person's grounded foot on the
     floor (the plane ``X . world_up_vector = ground_height_mm`` in the world frame), which fixes
-    their depth and metric scale (``annotator.ground_plane``); people it cannot judge keep the
+    their depth and metric scale (``annotator.labels.ground_plane``); people it cannot judge keep the
     monocular answer. Without extrinsics it does nothing.
 
     ``average_aug`` must stay True: the dataset stores the mean over augmentations. The stage always
@@ -297,3 +297,30 @@ def skeleton_of(model, name: str) -> dict:
     return {"name": name or "all",
             "joint_names": [n.decode() for n in names],
             "edges": np.asarray(edges, np.int64).reshape(-1, 2).tolist()}
+
+
+def known_skeleton(model_path: str, skeleton: str) -> dict | None:
+    """Joint names/edges of the requested skeleton from the model's build info, without loading
+    it; None for a model without one (an official SavedModel: ask the model itself)."""
+    from annotator.models import registry
+
+    info = registry.info(model_path)
+    skels = info.get("skeletons")
+    if skels is None:
+        return None
+    key = skeleton or info["native_skeleton"]
+    if key not in skels:
+        raise ValueError(f"unknown skeleton {skeleton!r}; this model has: {', '.join(sorted(skels))}")
+    return {"name": skeleton or "all", **skels[key]}
+
+
+def load_skeleton(model_path: str, skeleton: str, reference: str | None = None,
+                  storage_options: dict | None = None) -> dict:
+    """The skeleton as the loaded model describes it (imports TensorFlow)."""
+    import tensorflow as tf
+
+    from annotator.models import loader
+
+    path = loader.resolve(reference, build_missing=False, storage_options=storage_options).path \
+        if reference else model_path
+    return skeleton_of(tf.saved_model.load(path), skeleton)

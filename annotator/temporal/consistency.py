@@ -12,7 +12,7 @@ Steps, in order, on the camera-frame 3D of one track ([N, J, 3], frames ``t`` wi
    committed neighbour it continues); each frame is scaled about the camera centre to them. Scaling
    about the camera centre moves the person along its viewing rays, so the 2D projection is kept:
    depth and size were one unknown for the monocular network.
-3. **Smoothing** (``annotator.smoothing``) of the centroid trajectory and of the centroid-relative
+3. **Smoothing** (``annotator.temporal.smoothing``) of the centroid trajectory and of the centroid-relative
    joints, separately (their noise differs: depth is the noisy part of the first).
 4. **Constant bones.** Each frame is moved as little as needed for the bones of a spanning tree of
    the skeleton's edges to have the track's lengths (iterative constraint projection), about the
@@ -30,7 +30,7 @@ from functools import cached_property
 
 import numpy as np
 
-from annotator import smoothing
+from annotator.temporal import smoothing
 
 _ARMS = ("shoulder", "elbow", "wrist", "pinky", "index", "thumb", "hand", "sho", "elb", "wri")
 _LEGS = ("hip", "knee", "ankle", "heel", "foot", "toe", "kne", "ank", "foo")
@@ -38,7 +38,7 @@ _LEGS = ("hip", "knee", "ankle", "heel", "foot", "toe", "kne", "ank", "foo")
 
 @dataclass(frozen=True)
 class ConsistencyConfig:
-    smoothing: str = "rts"  # annotator.smoothing.METHODS
+    smoothing: str = "rts"  # annotator.temporal.smoothing.METHODS
     swaps: bool = True
     scale: bool = True
     bones: bool = True

@@ -79,19 +79,15 @@ def linear_assignment(cost: np.ndarray) -> list[tuple[int, int]]:
 
 @dataclass(frozen=True)
 class TrackerConfig:
-    """max_misses: frames a track may go unseen and still continue. high_score: detections at or
-    above it are matched first and may start tracks (ByteTrack's split). gate_2d: largest median
-    joint distance, in units of the person's size (sqrt of box area), one frame after the last
-    sighting; gate_depth: largest relative change of the root's depth then (|log z'/z|: monocular
-    depth errors grow with the distance). Both gates grow by ``gate_growth`` per missed frame.
-    min_confidence: joints below it are not compared."""
+    """How tracks are kept and matched. The gates are in units one frame after the last sighting
+    and grow by ``gate_growth`` per missed frame."""
 
-    max_misses: int = 30
-    high_score: float = 0.5
-    gate_2d: float = 0.5
-    gate_depth: float = 0.3
+    max_misses: int = 30  # frames a track may go unseen and still continue
+    high_score: float = 0.5  # detections at or above it are matched first and may start tracks (ByteTrack)
+    gate_2d: float = 0.5  # largest median joint distance, in person sizes (sqrt of box area)
+    gate_depth: float = 0.3  # largest |log z'/z| of the root's depth: monocular depth errors grow with distance
     gate_growth: float = 0.15
-    min_confidence: float = 0.3
+    min_confidence: float = 0.3  # joints below it are not compared
     max_extrapolation: int = 5  # frames the motion model extrapolates; beyond, the track waits where it was
     velocity_span: int = 5  # velocity from the observation up to this many frames before the last
 

@@ -3,7 +3,7 @@ shards in WebDataset layout and video frames.
 
 Why listing is parallel: one flat listing of 10^7 objects under one prefix is hours of serial paged
 requests (ray #40686, gcsfs #567); splitting the tree into prefixes and listing them concurrently is
-what makes a job start in minutes. Planning (``annotator.plan``) lists once and freezes the result.
+what makes a job start in minutes. Planning (``annotator.pipeline.plan``) lists once and freezes the result.
 
 Never imports Ray or Beam: runners call these functions.
 """
@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import fsspec
 import numpy as np
 
-from annotator import retries as retry_count
+from annotator.pipeline import retries as retry_count
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +54,13 @@ _USERINFO = re.compile(USERINFO)
 
 class CredentialsInURI(ValueError):
     """A URI that carries user info: refused (it would be copied into the plan, rows and logs)."""
+
+
+def absolute(uri: str) -> str:
+    """Local paths become absolute (workers have another working directory); URIs stay as given."""
+    if protocol_of(uri) == "file" and "://" not in uri:
+        return os.path.abspath(os.path.expanduser(uri))
+    return uri
 
 
 def is_process_local(uri: str) -> bool:

@@ -1,12 +1,12 @@
-"""The temporal step of a video shard: track ids, then per-track consistency (``annotator.consistency``),
-run on the shard's assembled rows right before they are committed (``runners.job.commit_shard``, the
+"""The temporal step of a video shard: track ids, then per-track consistency (``annotator.temporal.consistency``),
+run on the shard's assembled rows right before they are committed (``pipeline.commit.commit_shard``, the
 same call under Ray and Beam).
 
 Shards of one video (``plan``: frame ranges) are cut with an overlap: a shard reads ``overlap``
 frames past its end, which smooth its last frames and are dropped before the commit (the next shard
 commits them). Its track ids continue its predecessor's: the predecessor's committed labels of the
 last ``TrackerConfig.window`` frames before the shard's start are the tracker's state there
-(``annotator.tracking``: the state is a function of that window), and they anchor the left/right
+(``annotator.temporal.tracking``: the state is a function of that window), and they anchor the left/right
 labels, the body scale and the smoothing of the tracks they continue. So a shard's labels depend
 on its predecessor's committed labels, never on timing: runners commit the shards of one video in
 frame order (``CommitOrder``), a rerun or a resume reads the same committed predecessor and gives
@@ -28,9 +28,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow as pa
 
-from annotator import consistency, layout, schema, tracking
-from annotator.consistency import ConsistencyConfig, SkeletonInfo
-from annotator.tracking import TrackerConfig
+from annotator.labels import schema
+from annotator.pipeline import layout
+from annotator.temporal import consistency, tracking
+from annotator.temporal.consistency import ConsistencyConfig, SkeletonInfo
+from annotator.temporal.tracking import TrackerConfig
 
 _FRAME = re.compile(r"#frame=(\d+)$")
 

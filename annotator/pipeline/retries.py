@@ -4,7 +4,7 @@ The object-store clients retry transient failures themselves (gcsfs: 5xx, 408/42
 errors; botocore and s3fs: throttling, 5xx, resets, short reads) and say so only in their debug
 log. ``watch()`` counts those log records with a handler on each client's logger, which passes
 on to the usual handlers only what the logger's own level let through before, so nothing more
-reaches them. ``annotator.sources.read_many``'s own retries are counted with ``add``.
+reaches them. ``annotator.pipeline.sources.read_many``'s own retries are counted with ``add``.
 Counts are per process: read tasks hand theirs on with their rows (``_read_retries``), the
 driver adds its own (plan, commits, publish, manifest, lock) to the summary.
 """

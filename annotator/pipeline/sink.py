@@ -16,7 +16,7 @@ duplicated); a crash between 3 and 4 leaves a record whose attempt file the next
 (``committed`` rolls it forward). A commit record whose published file has another size and no
 attempt file to publish is ignored (the shard is recomputed). ``_manifest.json`` lists the
 committed parts (``parts``: paths; ``records``: their commit records); readers
-(``annotator.layout.Output``, which also names every file here) use it, and the final manifest
+(``annotator.pipeline.layout.Output``, which also names every file here) use it, and the final manifest
 removes the attempts left by killed runs.
 
 Never imports Ray or Beam.
@@ -36,8 +36,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from annotator import errors, layout
-from annotator.layout import COMMITS, MANIFEST, PARTS, STATS, record_name
+from annotator.pipeline import errors, layout
+from annotator.pipeline.layout import COMMITS, MANIFEST, PARTS, STATS, record_name
 
 ROW_GROUP_SIZE = 1024
 RENAME_PROTOCOLS = ("file", "local", "memory")  # an atomic rename publishes; elsewhere a server-side copy

@@ -19,8 +19,8 @@ import time
 import uuid
 from dataclasses import dataclass
 
-from annotator import sources
-from annotator.layout import LOCK
+from annotator.pipeline import sources
+from annotator.pipeline.layout import LOCK
 
 log = logging.getLogger(__name__)
 

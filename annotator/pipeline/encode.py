@@ -8,8 +8,8 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-from annotator import camera_codec, schema
-from annotator.camera_codec import Camera
+from annotator.labels import camera_codec, schema
+from annotator.labels.camera_codec import Camera
 
 
 @dataclass
@@ -21,11 +21,11 @@ class Prediction:
     poses3d: np.ndarray  # [K,J,3] mm, world frame if extrinsics were given, else camera frame
     joint_confidences: np.ndarray | None = None  # [K,J]
     pose_scores: np.ndarray | None = None  # [K]
-    quality: np.ndarray | None = None  # [K], annotator.quality
+    quality: np.ndarray | None = None  # [K], annotator.labels.quality
     depth_sigma_mm: np.ndarray | None = None  # [K], 1-sigma depth uncertainty
     depth_source: list[str] | None = None  # [K], 'monocular' or 'ground_plane'
     poses2d_raw: np.ndarray | None = None  # [K,J,2] the crop model's own 2D (not stored; evaluation)
-    track_ids: np.ndarray | None = None  # [K] int64, -1 = none (videos: ``annotator.sequence`` sets them on rows)
+    track_ids: np.ndarray | None = None  # [K] int64, -1 = none (videos: ``pipeline.sequence`` sets them on rows)
 
     @staticmethod
     def empty(num_joints: int) -> Prediction:

@@ -16,7 +16,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from annotator import spec as spec_mod
+from annotator.pipeline import spec as spec_mod
 
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
 

@@ -1,9 +1,9 @@
 """One job output on disk: the names under OUTPUT, and the one reader of them.
 
-    _plan/                        the frozen plan (``annotator.plan``; ``plan.json`` written last)
-    _lock                         owner + heartbeat of the job writing now (``annotator.lock``)
+    _plan/                        the frozen plan (``annotator.pipeline.plan``; ``plan.json`` written last)
+    _lock                         owner + heartbeat of the job writing now (``annotator.pipeline.lock``)
     _fingerprint.json             model sha256, settings, schema version, plan hash
-    _attempts/<attempt>/parts/... a part as written, before its commit (``annotator.sink``)
+    _attempts/<attempt>/parts/... a part as written, before its commit (``annotator.pipeline.sink``)
     _stats/part-NNNNNN.json       per-shard counters
     _commits/part-NNNNNN.json     rows, sha256, fingerprint: it commits the part
     parts/part-NNNNNN.parquet     one per shard, committed: it appears here only after its record
@@ -29,7 +29,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from annotator import schema, sources
+from annotator.labels import schema
+from annotator.pipeline import sources
 
 PLAN = "_plan"
 PLAN_META = "plan.json"  # inside PLAN

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from annotator.sink import table_counts
+from annotator.pipeline.sink import table_counts
 
 STAGES = ("read", "decode", "infer", "commit")
 
@@ -64,7 +64,7 @@ class RunStats:
     actors: dict = field(default_factory=dict)
     decode_pids: set = field(default_factory=set)
     failed_shards: dict = field(default_factory=dict)
-    # store requests retried (``annotator.retries``): by the reads of the committed rows, and by the driver
+    # store requests retried (``annotator.pipeline.retries``): by the reads of the committed rows, and by the driver
     storage_retries: int = 0
     started: float = field(default_factory=time.time)
     # when labelled rows first reached the driver: the job's fixed cost as a user sees it

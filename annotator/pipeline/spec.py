@@ -9,10 +9,10 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
-from annotator.decode import DEFAULT_MAX_PIXELS
-from annotator.infer import InferenceSettings
-from annotator.plan import KINDS
-from annotator.sources import DEFAULT_SHARD_SIZE, is_process_local
+from annotator.pipeline.decode import DEFAULT_MAX_PIXELS
+from annotator.pipeline.infer import InferenceSettings
+from annotator.pipeline.plan import KINDS
+from annotator.pipeline.sources import DEFAULT_SHARD_SIZE, is_process_local
 
 RUNNERS = ("ray", "beam")
 COMMIT_ON = ("driver", "workers")
@@ -65,7 +65,7 @@ class RunSpec:
     shard_size: int = DEFAULT_SHARD_SIZE
     video_every: int = 1  # videos: annotate every k-th frame
     video_overlap: int = 8  # videos: frames a shard reads past its end (context of its temporal step)
-    temporal: bool = True  # videos: left/right repair, one body scale per track, smoothing (annotator.sequence)
+    temporal: bool = True  # videos: left/right repair, one body scale per track, smoothing (pipeline.sequence)
     max_pixels: int = DEFAULT_MAX_PIXELS
     overwrite: bool = False  # replace an output made with another model/settings/plan
     retry_errors: bool = False  # rerun the error rows of committed shards and recommit them

@@ -3,10 +3,10 @@ format): read -> decode -> infer+encode. Runners (Ray Data, Beam, tests) only wi
 
 Batch contract (columns):
 
-* shard rows (read's input): the plan's shard table (``annotator.plan.SHARD_SCHEMA``) plus
+* shard rows (read's input): the plan's shard table (``annotator.pipeline.plan.SHARD_SCHEMA``) plus
   ``only`` (JSON list of image ids to redo, '' for all; used by ``--retry-errors``).
 * after ``read_shards``: image_id, source_uri, shard (str); data (encoded bytes, or raw RGB for video
-  frames with raw_h/raw_w > 0); the camera columns of ``annotator.camera_codec`` (intrinsics
+  frames with raw_h/raw_w > 0); the camera columns of ``annotator.labels.camera_codec`` (intrinsics
   [N,3,3], distortion [N,12], extrinsics [N,4,4], NaN: not given; camera_source, '' if not given);
   error (str, '' when ok); shard_rows (int64: the shard's row count, set on the rows of its last
   batch, else -1); fail (str: why the whole shard failed, '' normally); read_s (float); read_retries
@@ -36,12 +36,13 @@ from concurrent.futures import TimeoutError as FutureTimeout
 import numpy as np
 import pyarrow as pa
 
-from annotator import camera_codec, encode, errors, infer, plan, retries, sources
-from annotator import decode as decode_mod
-from annotator.camera_codec import Camera
-from annotator.errors import BAD_CAMERA, CHANGED, EMPTY_SHARD, SHARD_READ_ERROR, TIMEOUT
-from annotator.infer import ImageInput, InferenceSettings, PoseInference
+from annotator.labels import camera_codec
+from annotator.labels.camera_codec import Camera
 from annotator.models import loader
+from annotator.pipeline import decode as decode_mod
+from annotator.pipeline import encode, errors, infer, plan, retries, sources
+from annotator.pipeline.errors import BAD_CAMERA, CHANGED, EMPTY_SHARD, SHARD_READ_ERROR, TIMEOUT
+from annotator.pipeline.infer import ImageInput, InferenceSettings, PoseInference
 
 log = logging.getLogger(__name__)
 

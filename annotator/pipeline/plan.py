@@ -33,10 +33,11 @@ import pyarrow.compute as pc
 import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
-from annotator import camera_codec, sources
-from annotator.camera_codec import Camera
-from annotator.layout import PLAN_META
-from annotator.shards import to_ipc
+from annotator.labels import camera_codec
+from annotator.labels.camera_codec import Camera
+from annotator.pipeline import sources
+from annotator.pipeline.layout import PLAN_META
+from annotator.pipeline.shards import to_ipc
 
 log = logging.getLogger(__name__)
 
@@ -369,7 +370,7 @@ def _plan_videos(w: _Writer, fs, base: str, entries: list[sources.Entry], shard_
                  storage_options: dict | None, overlap: int = 0) -> int:
     """Frame ranges of ``shard_size`` frames; all but a video's last shard read ``overlap`` more
     frames (the next shard's first): ``stop`` is where reading ends, the next shard's ``start``
-    where the shard's own rows end (``annotator.sequence``)."""
+    where the shard's own rows end (``annotator.pipeline.sequence``)."""
     videos = [e for e in entries if sources.has_ext(e.path, sources.VIDEO_EXTENSIONS)]
     if not videos:
         raise PlanError("no videos found")

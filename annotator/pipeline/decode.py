@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
-from annotator.camera_codec import Camera
+from annotator.labels.camera_codec import Camera
 
 DEFAULT_FOV_DEGREES = 55.0
 DEFAULT_MAX_PIXELS = 100_000_000  # ~100 MP: larger is more likely a bomb than a photo

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from annotator import errors
+from annotator.pipeline import errors
 
 
 def to_ipc(table: pa.Table) -> bytes:

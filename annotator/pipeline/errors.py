@@ -5,7 +5,7 @@ with ``reason``, so ``errors_by_reason``, ``annotator status`` and the report gr
 
 from __future__ import annotations
 
-# Reason codes of the read stage, inference and the runners (decode's own are in ``annotator.decode``).
+# Reason codes of the read stage, inference and the runners (decode's own are in ``annotator.pipeline.decode``).
 EMPTY_SHARD = "empty_shard"
 BAD_CAMERA = "bad_camera"
 SHARD_READ_ERROR = "shard_read_error"

@@ -16,7 +16,7 @@ import pyarrow as pa
 from annotator import __version__
 
 SCHEMA_MAJOR = 1
-REPO_SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
+REPO_SCHEMA_DIR = Path(__file__).resolve().parents[2] / "schemas"
 _PRIMITIVES = {"string": pa.string(), "int32": pa.int32(), "int64": pa.int64(),
                "float32": pa.float32(), "float64": pa.float64(), "bool": pa.bool_()}
 
@@ -101,13 +101,14 @@ def _type_name(spec) -> str:
 
 def markdown(major: int = SCHEMA_MAJOR) -> str:
     """``schemas/README.md``, generated from the JSON so the two never drift
-    (regenerate: ``python -m annotator.schema > schemas/README.md``)."""
+    (regenerate: ``python -m annotator.labels.schema > schemas/README.md``)."""
     d = definition(major)
     lines = [f"# Label schema v{d['version']} (`pose_labels_v{major}.json`)", "",
-             "The JSON file is the machine-readable definition (`annotator.schema.arrow_schema()` builds the Arrow",
-             "schema from it). One row per input image, errors included; plain Arrow types only, so pandas, polars,",
-             "DuckDB and Hugging Face `datasets` read it without annotator. This page is generated from the JSON:",
-             "`python -m annotator.schema > schemas/README.md`.", "", d["doc"], "",
+             "The JSON file is the machine-readable definition (`annotator.labels.schema.arrow_schema()` builds",
+             "the Arrow schema from it). One row per input image, errors included; plain Arrow types only, so",
+             "pandas, polars, DuckDB and Hugging Face `datasets` read it without annotator. This page is generated",
+             "from the JSON:",
+             "`python -m annotator.labels.schema > schemas/README.md`.", "", d["doc"], "",
              "| field | type | nullable | meaning |", "|---|---|---|---|"]
 
     def row(name, f):
