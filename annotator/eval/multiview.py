@@ -30,20 +30,19 @@ from pathlib import Path
 
 import numpy as np
 
-from annotator.eval import calibration
+from annotator.eval import calibration, metrics
+
+# shared with ``annotator eval mocap`` (``annotator.eval.metrics``); kept reachable from here
+from annotator.eval.metrics import closest_detection as closest_detection
+from annotator.eval.metrics import procrustes_aligned as procrustes_aligned
+from annotator.eval.metrics import quality_vs_error as quality_vs_error
+from annotator.eval.metrics import root_of as root_of
 from annotator.pipeline.infer import ImageInput, InferenceSettings, PoseInference
 
 log = logging.getLogger(__name__)
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
-LIMBS = (("left_shoulder", "left_elbow"), ("right_shoulder", "right_elbow"), ("left_elbow", "left_wrist"),
-         ("right_elbow", "right_wrist"), ("left_hip", "left_knee"), ("right_hip", "right_knee"),
-         ("left_knee", "left_ankle"), ("right_knee", "right_ankle"))
-# MeTRAbs-style short names for the same joints
-_SHORT = {"left_shoulder": "lsho", "right_shoulder": "rsho", "left_elbow": "lelb", "right_elbow": "relb",
-          "left_wrist": "lwri", "right_wrist": "rwri", "left_hip": "lhip", "right_hip": "rhip",
-          "left_knee": "lkne", "right_knee": "rkne", "left_ankle": "lank", "right_ankle": "rank"}
 
 
 @dataclass
@@ -65,6 +64,7 @@ class Settings:
     world_up: tuple[float, float, float] | None = None
     ground_plane: bool = False
     floor_height_mm: float = 0.0
+    export_mocap: bool = False  # also write the triangulation as an ``eval mocap`` dataset (OUT/mocap/)
 
 
 @dataclass
@@ -198,18 +198,6 @@ def epipolar_distance_px(rays_a: np.ndarray, rays_b: np.ndarray, cam_a: calibrat
     return (da + db) / 2
 
 
-def procrustes_aligned(pred: np.ndarray, ref: np.ndarray) -> np.ndarray:
-    """Similarity-align pred [J,3] to ref [J,3] (rotation, uniform scale, translation)."""
-    mp, mr = pred.mean(0), ref.mean(0)
-    p, r = pred - mp, ref - mr
-    u, s, vt = np.linalg.svd(p.T @ r)
-    d = np.sign(np.linalg.det(u @ vt))
-    dmat = np.diag([1.0, 1.0, d])
-    rot = u @ dmat @ vt
-    scale = np.trace(np.diag(s) @ dmat) / max(np.sum(p ** 2), 1e-12)
-    return scale * p @ rot + mr
-
-
 # ------------------------------------------------------------------------------ association
 def associate(detections: list[dict], views: list[View], settings: Settings,
               mirror: list[int] | None = None) -> list[dict[int, int]]:
@@ -286,53 +274,13 @@ def triangulate_person(cluster: dict[int, int], detections: list[dict], views: l
 
 
 # ------------------------------------------------------------------------------ scoring
-def _index(names: list[str]) -> dict[str, int]:
-    idx = {n: i for i, n in enumerate(names)}
-    for long, short in _SHORT.items():
-        if short in idx and long not in idx:
-            idx[long] = idx[short]
-    return idx
-
-
-def root_of(poses: np.ndarray, names: list[str]) -> np.ndarray:
-    idx = _index(names)
-    if "pelv" in idx:
-        return poses[..., idx["pelv"], :]
-    if "pelvis" in idx:
-        return poses[..., idx["pelvis"], :]
-    return (poses[..., idx["left_hip"], :] + poses[..., idx["right_hip"], :]) / 2
-
-
 def score(pred: np.ndarray, ref: np.ndarray, valid: np.ndarray, names: list[str], cam: calibration.Camera,
           settings: Settings, mirror: list[int] | None = None) -> dict | None:
-    """Metrics of one predicted person against its triangulation (both [J,3] world mm).
-
-    With ``mirror`` (each joint's left/right counterpart), ``swapped`` says whether the prediction
-    with left and right exchanged is closer to the triangulation (root-relative) than as given."""
-    idx = _index(names)
-    root_joints = [idx["pelv"]] if "pelv" in idx else [idx["left_hip"], idx["right_hip"]]
-    if not all(valid[j] for j in root_joints) or valid.sum() < 6:
-        return None
-    pr, rr = root_of(pred, names), root_of(np.nan_to_num(ref), names)
-    rel_err = np.linalg.norm((pred[valid] - pr) - (ref[valid] - rr), axis=-1)
-    aligned = procrustes_aligned(pred[valid], ref[valid])
-    ratios = [np.linalg.norm(pred[idx[a]] - pred[idx[b]]) / np.linalg.norm(ref[idx[a]] - ref[idx[b]])
-              for a, b in LIMBS if a in idx and b in idx and valid[idx[a]] and valid[idx[b]]]
-    depth_pred = (cam.rotation @ pr + cam.translation)[2]
-    depth_ref = (cam.rotation @ rr + cam.translation)[2]
-    out = {
-        "root_relative_mpjpe_mm": float(rel_err.mean()),
-        "root_error_mm": float(np.linalg.norm(pr - rr)),
-        "root_depth_bias_mm": float(depth_pred - depth_ref),
-        "pa_mpjpe_mm": float(np.linalg.norm(aligned - ref[valid], axis=-1).mean()),
-        "limb_scale": float(np.median(ratios)) if ratios else float("nan"),
-        "pck": float((rel_err < settings.pck_mm).mean()),
-        "joints": int(valid.sum()),
-    }
-    if mirror is not None:
-        mirrored = pred[mirror]
-        rel_mirrored = np.linalg.norm((mirrored[valid] - pr) - (ref[valid] - rr), axis=-1)
-        out["swapped"] = float(rel_mirrored.mean() < rel_err.mean())
+    """Metrics of one predicted person against its triangulation (both [J,3] world mm;
+    ``metrics.person_metrics``: the same definitions as ``annotator eval mocap``)."""
+    out = metrics.person_metrics(pred, ref, valid, names, cam.rotation, cam.translation, settings.pck_mm, mirror)
+    if out is not None:
+        out.pop("joint_errors")
     return out
 
 
@@ -343,9 +291,7 @@ METRICS = ("root_relative_mpjpe_mm", "root_error_mm", "root_depth_bias_mm", "pa_
 def summarize(rows: list) -> dict:
     """Medians over scored predictions (``swapped``: the share of predictions with left and right
     exchanged). ``rows`` are ``PersonResult``s or dicts of metrics."""
-    def get(r, m):
-        return r.get(m, float("nan")) if isinstance(r, dict) else getattr(r, m, float("nan"))
-
+    get = metrics.value
     out = {}
     for m in METRICS:
         values = np.array([get(r, m) for r in rows], np.float64)
@@ -358,9 +304,8 @@ def summarize(rows: list) -> dict:
             out["root_relative_mpjpe_mean_mm"] = round(float(values.mean()), 1)
     bias = np.array([get(r, "root_depth_bias_mm") for r in rows], np.float64)
     sigma = np.array([get(r, "depth_sigma_mm") for r in rows], np.float64)
-    ok = np.isfinite(bias) & np.isfinite(sigma)
     # calibration of the depth uncertainty: ~0.68 of the errors should lie within 1 sigma
-    out["depth_within_1_sigma"] = round(float((np.abs(bias[ok]) <= sigma[ok]).mean()), 3) if ok.any() else None
+    out["depth_within_1_sigma"] = metrics.within_sigma(bias, sigma)
     grounded = np.array([bool(get(r, "grounded")) if not isinstance(get(r, "grounded"), float) else False
                          for r in rows])
     out["grounded_share"] = round(float(grounded.mean()), 3) if len(rows) else None
@@ -487,20 +432,6 @@ def match(ref: Reference, det: dict, cam: calibration.Camera, mirror: list[int] 
     return closest_detection(det["pixels"], joints, proj, mirror, max_px)
 
 
-def closest_detection(pixels, joints: np.ndarray, proj: np.ndarray, mirror: list[int] | None,
-                      max_px: float) -> int | None:
-    """Index of the 2D pose in ``pixels`` ([J,2] each) whose ``joints`` are nearest (median) to
-    ``proj`` [len(joints),2], with left/right labels either way; None if none is under ``max_px``."""
-    best, best_d = None, max_px
-    for i, pix in enumerate(pixels):
-        d = float(np.median(np.linalg.norm(pix[joints] - proj, axis=-1)))
-        if mirror is not None:
-            d = min(d, float(np.median(np.linalg.norm(pix[mirror][joints] - proj, axis=-1))))
-        if d < best_d:
-            best, best_d = i, d
-    return best
-
-
 def score_against(detections: dict[int, list[dict]], refs: list[Reference], views: list[View], names: list[str],
                   settings: Settings, mirror: list[int] | None, matrix: np.ndarray | None = None,
                   matched_names: list[str] | None = None) -> list[PersonResult]:
@@ -559,6 +490,12 @@ def run(scene_dir: str | Path, out_dir: str | Path, settings: Settings | None = 
     mirror = skeletons.mirror_indices(skeletons.Skeleton("eval", tuple(names), ()))
     detections, elapsed, calls = predict(stages, scene)
     refs, reproj = references(detections, scene.views, settings, mirror)
+    if settings.export_mocap:
+        from annotator.eval import mocap_export
+
+        mocap_export.export_triangulation(out_dir / "mocap", scene.views, scene.frames, refs, names,
+                                          settings.skeleton, settings.world_up or scene.world_up,
+                                          settings.floor_height_mm, sequence=Path(scene_dir).name)
     rows = score_against(detections, refs, scene.views, names, settings, mirror)
     has_raw = any(d["has_raw"] for dets in detections.values() for d in dets)
     summary = {**summarize(rows), "people_matched": len(rows), "people_triangulated": len(refs),
@@ -588,33 +525,6 @@ def write_people_csv(rows: list[PersonResult], path: Path) -> None:
             d = asdict(r)
             d.pop("extra")
             w.writerow(d)
-
-
-def _spearman(x: np.ndarray, y: np.ndarray) -> float:
-    rx, ry = np.argsort(np.argsort(x)), np.argsort(np.argsort(y))
-    return float(np.corrcoef(rx, ry)[0, 1])
-
-
-def quality_vs_error(rows: list[PersonResult]) -> dict:
-    """Does the quality score rank labels by their error? Spearman correlation between each
-    prediction's quality and its errors (negative = higher quality, lower error), the median
-    error of the better and the worse half by quality, and which share of the largest errors (the
-    worst quarter by error) the worst quarter by quality holds (0.25 would be chance)."""
-    q = np.array([r.quality for r in rows], np.float64)
-    out: dict = {"n": int(np.isfinite(q).sum())}
-    if out["n"] < 4:
-        return out
-    for m in ("root_relative_mpjpe_mm", "pa_mpjpe_mm", "root_error_mm"):
-        e = np.array([getattr(r, m) for r in rows], np.float64)
-        ok = np.isfinite(q) & np.isfinite(e)
-        out[f"spearman_{m}"] = round(_spearman(q[ok], e[ok]), 3)
-        cut = np.median(q[ok])
-        out[f"{m}_median_top_half"] = round(float(np.median(e[ok][q[ok] > cut])), 1)
-        out[f"{m}_median_bottom_half"] = round(float(np.median(e[ok][q[ok] <= cut])), 1)
-        large = e[ok] >= np.quantile(e[ok], 0.75)
-        worst = q[ok] <= np.quantile(q[ok], 0.25)
-        out[f"{m}_large_in_worst_quarter"] = round(float((large & worst).sum() / max(large.sum(), 1)), 3)
-    return out
 
 
 def format_table(summary: dict) -> str:
