@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 
 from annotator.pipeline import layout
+from annotator.pipeline import plan as plan_mod
 
 TOTALS = ("shards_committed", "rows", "rows_ok", "rows_error", "people", "errors_by_reason")
 
@@ -19,7 +20,7 @@ def read(output_uri: str, storage_options: dict | None = None, stale_after_s: fl
     out = layout.Output(output_uri, storage_options)
     if not out.fs.exists(out.root):
         raise FileNotFoundError(f"{output_uri} does not exist")
-    plan = out.read_json(f"{layout.PLAN}/{layout.PLAN_META}") or {}
+    plan = plan_mod.read_meta(f"{out.uri.rstrip('/')}/{layout.PLAN}", storage_options)  # with its appends' totals
     manifest = out.read_json(layout.MANIFEST) or {}
     progress = out.read_json(layout.PROGRESS) or {}
     summary = out.read_json(layout.SUMMARY) or {}

@@ -1,6 +1,7 @@
 """One job output on disk: the names under OUTPUT, and the one reader of them.
 
-    _plan/                        the frozen plan (``annotator.pipeline.plan``; ``plan.json`` written last)
+    _plan/                        the frozen plan (``annotator.pipeline.plan``; ``plan.json`` written last;
+                                  ``--append`` segments: ``shards-NNNNN.parquet``, then ``segment-NNNNN.json``)
     _lock                         owner + heartbeat of the job writing now (``annotator.pipeline.lock``)
     _fingerprint.json             model sha256, settings, schema version, plan hash
     _attempts/<attempt>/parts/... a part as written, before its commit (``annotator.pipeline.sink``)
