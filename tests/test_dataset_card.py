@@ -1,7 +1,12 @@
 """``OUTPUT/README.md``, the Hugging Face dataset card: ``datasets.load_dataset(OUTPUT)`` with no other
 argument loads the labels (features = the parts' own schema, offline), the card states counts,
 errors, the quality distribution and the model; on GCS (emulator) the card's ``data_files`` load
-through fsspec; a real job writes it when it ends."""
+through fsspec; a real job writes it when it ends.
+
+Two licences: the header's ``license`` is the labels' (``--license``, default ``other`` with a sentence
+that the labels follow the images' terms); the weights' licence is a Provenance row, never the header's
+(every default-model card used to say ``license: apache-2.0``). ``annotator card --licence`` keeps its
+old meaning (the weights') and says so."""
 
 from __future__ import annotations
 
@@ -98,13 +103,51 @@ def test_load_dataset_with_no_other_argument(tmp_path):
 
     text = (tmp_path / "labels" / "README.md").read_text()
     header = yaml.safe_load(text.split("---\n")[1])
-    assert header["license"] == "apache-2.0"
+    assert header["license"] == "other" and header["license_name"] == "follows-source-images"
     assert header["configs"][0]["data_files"] == [{"split": "train", "path": "parts/*.parquet"}]
     body = text.split("---\n", 2)[2]
     assert "| images (rows) | 5 |" in body and "| people | 5 |" in body and "| truncated | 1 |" in body
     # quality deciles of the 4 people with a quality: 0.15, 0.55, 0.85, 0.95
     assert "| 0.1-0.2 | 1 | 25.0 % |" in body and "| 0.9-1.0 | 1 | 25.0 % |" in body
-    assert "`annotator/default-full`" in body and "abab" in body and "Apache-2.0 (test weights)" in body
+    assert "`annotator/default-full`" in body and "abab" in body
+    assert "| weights licence | Apache-2.0 (test weights) |" in body
+    assert "follow the images' terms" in body and "No licence was given" in body
+
+
+def _header_and_body(path) -> tuple[dict, str]:
+    text = path.read_text()
+    return yaml.safe_load(text.split("---\n")[1]), text.split("---\n", 2)[2]
+
+
+def test_labels_licence_apart_from_the_weights(tmp_path):
+    out = tmp_path / "labels"
+    make_output(str(out))
+    card.write_card(str(out), licence="Apache-2.0 (test weights)", labels_licence="cc-by-nc-4.0")
+    header, body = _header_and_body(out / "README.md")
+    assert header["license"] == "cc-by-nc-4.0" and "license_name" not in header
+    assert "Labels: cc-by-nc-4.0" in body and "| weights licence | Apache-2.0 (test weights) |" in body
+    # a run keeps its --license in the summary: a rewritten card (no --license) keeps it
+    (out / "_summary.json").write_text(json.dumps({"license": "Custom research terms", "input": "/x"}))
+    card.write_card(str(out))
+    header, body = _header_and_body(out / "README.md")
+    assert header["license"] == "other" and header["license_name"] == "custom-research-terms"
+    assert "Labels: Custom research terms" in body
+
+
+def test_card_command_licence_flags(tmp_path):
+    out = tmp_path / "labels"
+    make_output(str(out))
+
+    def cli(*args):
+        proc = subprocess.run([sys.executable, "-m", "annotator.cli", "card", str(out), *args], capture_output=True,
+                              text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr
+        return (*_header_and_body(out / "README.md"), proc.stderr)
+    header, body, err = cli("--licence", "MIT (old script)")  # its meaning since cards exist: the weights'
+    assert header["license"] == "other" and "| weights licence | MIT (old script) |" in body
+    assert "--weights-licence" in err and "--license" in err
+    header, body, err = cli("--license", "cc-by-4.0", "--weights-licence", "Apache-2.0 (w)")
+    assert header["license"] == "cc-by-4.0" and "| weights licence | Apache-2.0 (w) |" in body and err == ""
 
 
 def test_card_details():
@@ -134,6 +177,23 @@ def test_gcs_card_and_data_files_through_fsspec(tmp_path):
 def test_a_job_writes_its_card(tmp_path_factory, samples_dir, default_model_path, tmp_path):
     out = shared_output(tmp_path_factory, samples_dir)
     text = (out / "README.md").read_text()
-    assert "apache-2.0" in text.split("---\n")[1] and "| errors | 2 |" in text
+    header = yaml.safe_load(text.split("---\n")[1])
+    # the labels follow the images (no --license given); the default model's Apache-2.0 is the weights'
+    assert header["license"] == "other" and "| errors | 2 |" in text
+    assert "| weights licence | Apache-2.0" in text
     ds = load_dataset(tmp_path, str(out))
     assert ds["ids"] == sorted(layout.Output(str(out)).read_table().column("image_id").to_pylist())
+
+
+def test_card_shows_no_credentials(tmp_path):
+    """A second guard (runs refuse URIs with credentials): whatever the summary or a filter's record
+    holds, the card shows its URIs redacted."""
+    secret = "PLANTED-CARD-SECRET-e2b7"
+    out = tmp_path / "labels"
+    make_output(str(out))
+    (out / "_summary.json").write_text(json.dumps({"input": f"s3://KEY:{secret}@bucket/in"}))
+    (out / "_filter.json").write_text(json.dumps({"source": f"https://host/src?sig={secret}", "min_quality": 0.5}))
+    card.write_card(str(out))
+    text = (out / "README.md").read_text()
+    assert secret not in text
+    assert "`s3://***@bucket/in`" in text and "`https://host/src?sig=***`" in text

@@ -1,7 +1,9 @@
-"""Commands that read a job's output: ``status``, ``render``, ``report``, ``filter``, ``export``, ``card``."""
+"""Commands that read a job's output: ``status``, ``render``, ``report``, ``filter``, ``export``, ``card``,
+``diff`` (two outputs)."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 
@@ -15,6 +17,7 @@ def add(sub) -> None:
     _add_filter(sub)
     _add_export(sub)
     _add_card(sub)
+    _add_diff(sub)
 
 
 def _parser(sub, name: str, help: str, output_help: str = "a job's output folder or URI"):
@@ -145,12 +148,41 @@ def cmd_export(args) -> int:
 def _add_card(sub) -> None:
     p = _parser(sub, "card", help="(re)write OUTPUT/README.md, the Hugging Face dataset card (a job writes it "
                                   "when it ends)")
-    p.add_argument("--licence", help="licence of the model's weights (default: from the built-in model's info)")
+    p.add_argument("--license", dest="labels_licence", metavar="ID",
+                   help="the labels' licence, e.g. cc-by-4.0 (default: the run's --license, else 'other': the "
+                        "labels follow the images' terms)")
+    p.add_argument("--weights-licence", dest="weights_licence", metavar="TEXT",
+                   help="the model weights' licence, shown in Provenance (default: from the built-in model's info)")
+    # before the labels had a licence of their own, --licence named the weights': old scripts keep that meaning
+    p.add_argument("--licence", dest="old_licence", help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_card)
 
 
 def cmd_card(args) -> int:
     from annotator.outputs import card
 
-    print(card.write_card(args.output, licence=args.licence))
+    weights = args.weights_licence
+    if args.old_licence is not None:
+        print("annotator card: --licence is the model weights' licence (kept for old scripts; say "
+              "--weights-licence); the labels' licence is --license", file=sys.stderr)
+        weights = weights or args.old_licence
+    print(card.write_card(args.output, licence=weights, labels_licence=args.labels_licence))
+    return 0
+
+
+def _add_diff(sub) -> None:
+    p = sub.add_parser("diff", help="how two outputs of the same images differ: people count, joint "
+                                    "displacement, quality, per image")
+    p.add_argument("a", help="an output folder or URI (e.g. the older model's)")
+    p.add_argument("b", help="another output of the same input (e.g. the newer model's)")
+    p.add_argument("--top", type=int, default=10, help="images listed, most moved first (default 10)")
+    p.add_argument("--json", action="store_true", help="every image, machine-readable")
+    p.set_defaults(func=cmd_diff)
+
+
+def cmd_diff(args) -> int:
+    from annotator.outputs import diff
+
+    result = diff.compare(args.a, args.b)
+    print(json.dumps(result, indent=2, sort_keys=True) if args.json else diff.to_text(result, args.top))
     return 0

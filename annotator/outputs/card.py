@@ -6,6 +6,14 @@ parts only), the Hub shows the counts and provenance, and whoever finds the fold
 is without annotator: counts, errors by reason, the quality distribution, the model and its
 weights' licence, the skeleton, the schema and how to read it.
 
+Two licences, kept apart: the header's ``license`` is the labels' (``annotator run --license`` / the
+spec's ``license``, kept in ``_summary.json``). Labels derive from the user's images, whose terms
+annotator cannot know, so it is ``other`` until the user says, with a sentence that the labels follow
+the images' terms. The model weights' licence is provenance, in its own row: taking it as the labels'
+licence would tell the Hub that labels of, say, non-commercial images were Apache-2.0.
+
+Every URI the card shows goes through ``pipeline.redact`` (a card is the file most often shared).
+
 Everything comes from the output itself (final manifest, summary, the first part's footer), so
 ``annotator card OUTPUT`` can (re)write the card of any output, e.g. one made before cards existed.
 The features are the parts' own Arrow schema in the ``datasets`` YAML form, so nothing is cast.
@@ -22,7 +30,7 @@ import yaml
 
 from annotator import __version__
 from annotator.labels import schema
-from annotator.pipeline import layout, sink
+from annotator.pipeline import layout, redact, sink
 
 HF_LICENCES = {"apache-2.0": "apache-2.0", "mit": "mit", "cc-by-4.0": "cc-by-4.0", "cc-by-nc-4.0": "cc-by-nc-4.0",
                "bsd-3-clause": "bsd-3-clause", "gpl-3.0": "gpl-3.0"}
@@ -112,11 +120,35 @@ def _table(header: list[str], rows: list[list]) -> list[str]:
 # The card
 
 
-def card_text(output: layout.Output, licence: str | None = None) -> str:
+DEFAULT_LABELS_LICENCE = "other"
+IMAGES_TERMS = ("The labels are derived from the input images and follow the images' terms (their licence, "
+                "consent and use restrictions); annotator does not know those terms.")
+
+
+def labels_licence_lines(labels: str) -> tuple[dict, list[str]]:
+    """The header keys and the card's licence section for the labels' licence ``labels``."""
+    hf = hf_licence(labels)
+    keys = {"license": hf}
+    if hf == "other":
+        keys["license_name"] = "follows-source-images" if labels.strip().lower() == "other" else \
+            "-".join(labels.lower().split())
+    lines = ["## Licence", ""]
+    if labels.strip().lower() == DEFAULT_LABELS_LICENCE:
+        lines += [IMAGES_TERMS + " No licence was given: set one with `annotator run --license ID` (or `license` "
+                  "in the job spec), or `annotator card OUTPUT --license ID`."]
+    else:
+        lines += [f"Labels: {labels} (as given by whoever ran annotator). " + IMAGES_TERMS]
+    lines += ["The model weights' licence is in Provenance: it covers the model, not these labels."]
+    return keys, lines
+
+
+def card_text(output: layout.Output, licence: str | None = None, labels_licence: str | None = None) -> str:
+    """The card. ``licence``: the model weights' licence (default: the built-in model's); ``labels_licence``:
+    the labels' (default: the run's ``license`` from ``_summary.json``, else ``other``)."""
     manifest = output.manifest()
     records = output.records()
-    summary = output.read_json(layout.SUMMARY) or {}
-    filtered = output.read_json(layout.FILTER)
+    summary = redact.obj(output.read_json(layout.SUMMARY) or {})
+    filtered = redact.obj(output.read_json(layout.FILTER))
     first = records[0] if records else None
     if first:
         with output.fs.open(output.path(first["part"]), "rb") as f:
@@ -130,10 +162,12 @@ def card_text(output: layout.Output, licence: str | None = None) -> str:
     skeleton = meta.get("skeleton") or {}
     settings = meta.get("settings") or {}
     rows = sum(int(r.get("rows", 0)) for r in records) if records and "rows" in records[0] else manifest.get("rows", 0)
-    name = output.uri.rstrip("/").rsplit("/", 1)[-1]
+    name = redact.uri(output.uri).rstrip("/").rsplit("/", 1)[-1]
+    labels = labels_licence or summary.get("license") or DEFAULT_LABELS_LICENCE
+    licence_keys, licence_lines = labels_licence_lines(labels)
     header = {
         "pretty_name": f"annotator 3D pose labels: {name}",
-        "license": hf_licence(licence),
+        **licence_keys,
         "tags": ["3d-human-pose", "keypoints", "pseudo-labels", "annotator"],
         "task_categories": ["keypoint-detection"],
         "size_categories": [size_category(rows)],
@@ -141,8 +175,6 @@ def card_text(output: layout.Output, licence: str | None = None) -> str:
                      "data_files": [{"split": "train", "path": f"{layout.PARTS}/*.parquet"}]}],
         "dataset_info": {"config_name": "default", "features": features(arrow_schema)},
     }
-    if header["license"] == "other":
-        header["license_name"] = licence
     errors = manifest.get("errors_by_reason") or {}
     shards_total = manifest.get("shards_total") or summary.get("shards_total")
     failed = summary.get("failed_shards") or {}
@@ -176,9 +208,10 @@ def card_text(output: layout.Output, licence: str | None = None) -> str:
                         [[f"{i / len(hist):.1f}-{(i + 1) / len(hist):.1f}", c, f"{100 * c / n:.1f} %" if n else "-"]
                          for i, c in enumerate(hist)])
         lines += ["", "Compare scores only between outputs made with the same `num_aug` (see the schema)."]
+    lines += [""] + licence_lines
     lines += ["", "## Provenance", ""]
     lines += _table(["", ""], [
-        ["model", f"`{model.get('id', '?')}` (reference `{model.get('reference', '?')}`)"],
+        ["model", f"`{model.get('id', '?')}` (reference `{redact.text(str(model.get('reference', '?')))}`)"],
         ["model sha256", f"`{model.get('sha256', '?')}`"],
         ["weights licence", licence or "unknown"],
         ["skeleton", f"`{skeleton.get('name', '?')}`, {len(skeleton.get('joint_names', []))} joints"],
@@ -195,7 +228,7 @@ def card_text(output: layout.Output, licence: str | None = None) -> str:
     if people_type is not None:
         table_rows += [[f"`people[].{g.name}`", people_docs.get(g.name, {}).get("doc", "")] for g in people_type]
     lines += _table(["field", "meaning"], [[a, b.replace("|", "/")] for a, b in table_rows])
-    out = output.uri.rstrip("/")
+    out = redact.uri(output.uri).rstrip("/")
     parts = f"{out}/{layout.PARTS}"
     lines += ["", "## How to read it", "", "```python",
               "import datasets", f"ds = datasets.load_dataset({out!r}, split='train')  # this card's configs",
@@ -207,12 +240,14 @@ def card_text(output: layout.Output, licence: str | None = None) -> str:
     return "\n".join(lines)
 
 
-def write_card(output_uri: str, storage_options: dict | None = None, licence: str | None = None) -> str:
-    """Write ``OUTPUT/README.md`` (whole or not at all: written aside, then moved); returns its URI."""
+def write_card(output_uri: str, storage_options: dict | None = None, licence: str | None = None,
+               labels_licence: str | None = None) -> str:
+    """Write ``OUTPUT/README.md`` (whole or not at all: written aside, then moved); returns its URI.
+    ``licence`` is the model weights' licence (its meaning since cards exist); ``labels_licence`` the labels'."""
     output = layout.Output(output_uri, storage_options)
-    text = card_text(output, licence)
+    text = card_text(output, licence, labels_licence)
     tmp = output.path(f".{layout.CARD}.{uuid.uuid4().hex[:8]}")
     output.fs.pipe_file(tmp, text.encode())
     sink.CommitSink(output_uri, storage_options).publish(tmp[len(output.root) + 1:], layout.CARD)
-    return f"{output.uri.rstrip('/')}/{layout.CARD}"
+    return f"{redact.uri(output.uri).rstrip('/')}/{layout.CARD}"
 

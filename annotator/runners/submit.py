@@ -4,6 +4,7 @@ Why validate here: a typo in a spec should fail on the laptop in a second, not o
 the container pulled. The spec travels as the job's working directory (one small TOML file); the
 cluster's image must have annotator installed (``infra/docker/Dockerfile``). Ray 2.60 enables token
 authentication by default: the client reads ``~/.ray/auth_token`` when ``RAY_AUTH_MODE=token``.
+``--env`` values travel in a file beside the spec, never in the runtime_env Ray logs (``job_env``).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from annotator.pipeline import spec as spec_mod
+from annotator.runners import job_env
 
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
 
@@ -57,11 +59,12 @@ def submit(sub: Submission) -> str:
     with tempfile.TemporaryDirectory(prefix="annotator-job-") as wd:
         name = Path(sub.spec_path).name
         shutil.copy(sub.spec_path, Path(wd) / name)
+        runtime_env = {"working_dir": wd, **job_env.write(wd, sub.env)}
         deadline = time.monotonic() + sub.agent_wait_s
         while True:
             try:
                 return client.submit_job(entrypoint=entrypoint(name, sub.extra_args, sub.executable),
-                                         submission_id=sub.job_id, runtime_env={"working_dir": wd, "env_vars": sub.env},
+                                         submission_id=sub.job_id, runtime_env=runtime_env,
                                          metadata={"annotator_spec": name})
             except RuntimeError as e:
                 # a cluster that just started answers 500 "No available agent to submit job, please

@@ -9,16 +9,28 @@
   that shard with it); the credentials are never sent, and the plan holds the URI redacted.
 * Secrets planted in the driver's environment, in the spec's storage options and inside a URI
   appear nowhere in the output (JSON files byte for byte, Parquet files' metadata, statistics and
-  values, ``_plan/``), nor in the driver's log (``-v``) or the Ray session's logs.
+  values, ``_plan/``, the dataset card, the engine log under ``_logs/``, which holds all that ``-v``
+  would print and the workers' forwarded output), nor on the driver's streams or in the Ray session's
+  logs.
+* Credentials inside the job's own input, output or model URI (user info, a signed query string),
+  given as arguments or in a spec: the run is refused before it touches anything, the message shows
+  the URI redacted, and the secret is on no stream and in no file the run leaves (the engine log's
+  temp folder included), quiet or ``-v``.
+* ``annotator submit --env`` values reach the job's driver and its workers, and appear in none of
+  the Ray cluster's logs (runtime_env_agent.log logged them in plain text when they travelled as
+  runtime_env env_vars), nor in what ``submit --wait`` prints.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
+import shlex
 import subprocess
 import tarfile
+import textwrap
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -89,7 +101,8 @@ def test_hostile_tar_members_never_touch_the_disk(tmp_path, monkeypatch):
 
 
 SECRETS = {"env": "PLANTED-ENV-SECRET-6f1c", "env_key": "PLANTED-ENV-KEYID-77aa", "options": "PLANTED-SO-SECRET-3b9e",
-           "uri": "PLANTED-URI-PASSWORD-d402"}
+           "uri": "PLANTED-URI-PASSWORD-d402", "job_uri": "PLANTED-JOB-URI-SECRET-5a1f",
+           "submit_env": "PLANTED-SUBMIT-ENV-SECRET-c0d3"}
 
 
 def scan_output(out: Path) -> list[str]:
@@ -124,7 +137,9 @@ def test_manifest_error_rows_and_planted_secrets(ray_cluster, tiny_model, photos
     spec = spec_toml(tmp_path / "job.toml", str(src), str(out), tiny_model, {"ray_address": address},
                      storage_options={"s3": {"key": "AKIA-not-used", "secret": SECRETS["options"]}})
     env = {**os.environ, "AWS_SECRET_ACCESS_KEY": SECRETS["env"], "AWS_ACCESS_KEY_ID": SECRETS["env_key"]}
-    proc = subprocess.run([PYTHON, "-m", "annotator.cli", "-v", "run", "--spec", str(spec)], capture_output=True,
+    # quiet (the default): the engine log in OUTPUT/_logs/ then holds all -v would print and more (what
+    # C++ code writes to fd 2, the workers' forwarded output), and scan_output reads it
+    proc = subprocess.run([PYTHON, "-m", "annotator.cli", "run", "--spec", str(spec)], capture_output=True,
                           text=True, timeout=900, cwd=REPO, env=env)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
 
@@ -139,8 +154,9 @@ def test_manifest_error_rows_and_planted_secrets(ray_cluster, tiny_model, photos
 
     assert (out / "_plan").is_dir() and (out / "_summary.json").is_file()
     assert scan_output(out) == []
-    log = proc.stdout + proc.stderr
-    assert "INFO" in log  # the verbose log was captured
+    (engine_log,) = (out / "_logs").iterdir()
+    log = proc.stdout + proc.stderr + engine_log.read_text()
+    assert "INFO" in log and "(MapWorker(" in log  # the engine log was captured, the workers' lines too
     assert [k for k, s in SECRETS.items() if s in log] == []
     import ray
 
@@ -149,3 +165,81 @@ def test_manifest_error_rows_and_planted_secrets(ray_cluster, tiny_model, photos
     leaked = [f"{p.name}: {k}" for p in logs.rglob("*") if p.is_file()
               for k, s in SECRETS.items() if s in p.read_bytes().decode("latin-1")]
     assert leaked == []
+
+
+def files_holding(folder: Path, secret: str, skip: tuple[Path, ...] = ()) -> list[str]:
+    return [str(p) for p in folder.rglob("*") if p.is_file() and p not in skip
+            and secret in p.read_bytes().decode("latin-1")]
+
+
+@pytest.mark.parametrize("verbose", [False, True], ids=["quiet", "verbose"])
+def test_credentials_in_the_job_uris_are_refused_and_never_echoed(tmp_path, verbose):
+    secret = SECRETS["job_uri"]
+    out = tmp_path / "out"
+    spec = tmp_path / "job.toml"  # the user's own file: the one place the secret may be
+    spec.write_text(f'input = "https://host/imgs.tar?X-Amz-Credential=AKIA&X-Amz-Signature={secret}"\n'
+                    f'output = "{out}"\n')
+    cases = {
+        "input": (["run", f"s3://AKIA:{secret}@bucket/in", str(out)], "input s3://***@bucket/in"),
+        "output": (["run", str(tmp_path), f"gs://{secret}@bucket/out"], "output gs://***@bucket/out"),
+        "model": (["run", str(tmp_path), str(out), "--model", f"https://u:{secret}@host/m.tar.gz"],
+                  "model https://***@host/m.tar.gz"),
+        "spec": (["run", "--spec", str(spec)],
+                 "input https://host/imgs.tar?X-Amz-Credential=***&X-Amz-Signature=***"),
+    }
+    env = {**os.environ, "TMPDIR": str(tmp_path / "tmp")}
+    (tmp_path / "tmp").mkdir()
+    for name, (args, shown) in cases.items():
+        argv = [PYTHON, "-m", "annotator.cli", *(["-v"] if verbose else []), *args, "--no-progress"]
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=300, cwd=REPO, env=env)
+        assert proc.returncode == 2, (name, proc.stdout[-2000:], proc.stderr[-2000:])
+        assert f"annotator run: {shown}: credentials inside a URI are not accepted" in proc.stderr, (name, proc.stderr)
+        assert secret not in proc.stdout + proc.stderr, name
+    assert not out.exists()  # refused before the output (and its lock, plan, logs) was touched
+    assert files_holding(tmp_path, secret, skip=(spec,)) == []
+
+
+@pytest.mark.slow
+def test_submit_env_values_reach_the_job_but_no_ray_log(tiny_model, photos, tmp_path):
+    from tests.reliability.cluster import loopback_cluster
+
+    secret = SECRETS["submit_env"]
+    digest = hashlib.sha256(secret.encode()).hexdigest()[:16]
+    # the job's entrypoint: what `annotator run` does first with --env values (cli.main), then what
+    # its Ray workers see; it prints digests, never the value
+    probe = tmp_path / "probe"
+    probe.write_text(f"#!{PYTHON}\n" + textwrap.dedent('''
+        import hashlib, os
+        import ray
+        from annotator.runners import job_env
+
+        job_env.load()
+        ray.init()
+
+        @ray.remote(num_cpus=0.1)
+        def worker_value():
+            return os.environ.get("PLANTED_SUBMIT_SECRET", "")
+
+        def digest(v):
+            return hashlib.sha256(v.encode()).hexdigest()[:16]
+        print("DRIVER", digest(os.environ.get("PLANTED_SUBMIT_SECRET", "")))
+        print("WORKER", digest(ray.get(worker_value.remote())))
+    '''))
+    probe.chmod(0o755)
+    spec = spec_toml(tmp_path / "job.toml", str(photos), str(tmp_path / "out"), tiny_model)
+    with loopback_cluster(head_cpus=2, workers=0, dashboard=True) as cluster:
+        argv = [str(Path(PYTHON).with_name("annotator")), "submit", "--address", cluster.dashboard_url, "--spec",
+                str(spec), "--wait", "--executable", str(probe), "--env", f"PLANTED_SUBMIT_SECRET={secret}",
+                "--env", "PLANTED_PLAIN=visible"]
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=600, cwd=REPO)
+        assert proc.returncode == 0 and "SUCCEEDED" in proc.stdout, shlex.join(argv) + proc.stdout[-3000:] + \
+            proc.stderr[-3000:]
+        assert f"DRIVER {digest}" in proc.stdout and f"WORKER {digest}" in proc.stdout, proc.stdout[-3000:]
+        assert secret not in proc.stdout + proc.stderr
+        logs = [Path(t) for t in cluster.temps]
+        agent_logs = [p for t in logs for p in t.rglob("runtime_env_agent.log")]
+        # the place it used to leak: the runtime_env is logged there, with the file's name only
+        assert any("ANNOTATOR_ENV_FILE" in p.read_text(errors="replace") for p in agent_logs), agent_logs
+        leaked = [p for t in logs for p in t.rglob("*") if p.is_file() and "/logs/" in str(p)
+                  and secret in p.read_bytes().decode("latin-1")]
+        assert leaked == []
