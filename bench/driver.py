@@ -103,7 +103,8 @@ def emit_labels(batch: dict, plan_uri: str, block_rows: int, people: int):
                       "_fail": pa.array([""] * k, pa.string()), "_read_s": pa.array(np.zeros(k)),
                       "_read_retries": pa.array(np.zeros(k, np.int64)), "_decode_s": pa.array(np.zeros(k)),
                       "_infer_s": pa.array(np.zeros(k)), "_actor": pa.array([f"synthetic:{pid}"] * k, pa.string()),
-                      "_gpu": pa.array([""] * k, pa.string()), "_model_loads": pa.array(np.zeros(k, np.int64)),
+                      "_gpu": pa.array([""] * k, pa.string()), "_model_load": pa.array(["bench"] * k, pa.string()),
+                      "_stop": pa.array([""] * k, pa.string()),
                       "_decode_pid": pa.array(np.full(k, pid, np.int64)),
                       "_done_at": pa.array(np.full(k, time.time()))}
             for name in EXTRA_COLUMNS:

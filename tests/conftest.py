@@ -1,7 +1,12 @@
 """Shared fixtures: the real default model (built at setup), sample images, a real local Ray.
 
 Tests that run a job or load the model are marked ``slow`` (``-m "not slow"`` is the quick loop;
-CI runs everything); collection refuses an unmarked test that asks for the model or Ray."""
+CI runs everything); collection refuses an unmarked test that asks for the model or Ray.
+
+No network but loopback: pyproject's ``addopts`` has pytest-socket refuse every connection from
+the test process except to 127.0.0.0/8, ::1 and unix sockets (Ray, moto and the GCS emulator
+listen there), so a test that reaches out fails instead of skipping (tests/test_no_network.py).
+Sample data is committed under samples/; nothing is downloaded at test time."""
 
 from __future__ import annotations
 

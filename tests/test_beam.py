@@ -90,8 +90,8 @@ def _element(out, shard_id: str, fail: str = "") -> tuple[str, list[tuple[str, b
               "_read_s": pa.array([0.0] * n), "_read_retries": pa.array([0] * n, pa.int64()),
               "_decode_s": pa.array([0.0] * n), "_infer_s": pa.array([0.1] * n),
               "_actor": pa.array(["test:1"] * n), "_gpu": pa.array([""] * n),
-              "_model_loads": pa.array([1] * n, pa.int64()), "_decode_pid": pa.array([1] * n, pa.int64()),
-              "_done_at": pa.array([0.0] * n)}
+              "_model_load": pa.array(["load1"] * n), "_decode_pid": pa.array([1] * n, pa.int64()),
+              "_done_at": pa.array([0.0] * n), "_stop": pa.array([""] * n)}
     for name in stages.EXTRA_COLUMNS:
         t = t.append_column(name, extras[name])
     return shard_id, [(shard_id, to_ipc(t.slice(0, 1))), (shard_id, to_ipc(t.slice(1)))]
@@ -118,5 +118,5 @@ def test_commit_dofn_needs_the_lock_and_skips_failed_shards(beam_output, tmp_pat
         assert not record.exists()
         (done,) = dofn(lock.token).process(ok)
     assert done["record"]["rows"] == 4 and done["record"]["attempt"] == "attempt2"
-    assert done["run_stats"]["actors"] == {"test:1": {"images": 4, "gpu": "", "model_loads": 1}}
+    assert done["run_stats"]["actors"] == {"test:1": {"images": 4, "gpu": "", "model_loads": 1, "load_ids": ["load1"]}}
     assert json.loads(record.read_text())["sha256"] == done["record"]["sha256"]

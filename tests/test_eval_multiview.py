@@ -5,10 +5,6 @@ from __future__ import annotations
 
 import csv
 import json
-import shutil
-import subprocess
-import sys
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +15,7 @@ from annotator.eval import calibration, multiview
 from .conftest import SAMPLES
 
 SINGLE = SAMPLES / "pose2sim" / "Demo_SinglePerson"
+MULTI = SAMPLES / "pose2sim" / "Demo_MultiPerson"  # committed (BSD-3): nothing is downloaded
 
 
 # ------------------------------------------------------------------------------ calibration
@@ -180,13 +177,17 @@ def test_eval_multiview_command_on_pose2sim_single_person(tmp_path, capsys):
     for key in ("root_relative_mpjpe_mm", "root_error_mm", "pa_mpjpe_mm", "limb_scale", "people_matched",
                 "people_triangulated"):
         assert summary[key] is not None and np.isfinite(summary[key]), key
+    # Measured (default-full, CPU, frames 0 / 50 / 99, num_aug 1): rel. MPJPE 118.8 mm, root error
+    # 116.2, PA-MPJPE 69.3, limb scale 0.977, reprojection 13.5 px, 12 of 12 predictions matched.
+    # Limits: the measured value plus ~15 mm (root error: ~25 mm, depth is the noisiest) for other
+    # hardware and TensorFlow builds; the frames are fixed, so the numbers do not move otherwise.
     assert summary["people_triangulated"] == 3, "one person in each of the 3 frames"
-    assert summary["people_matched"] >= 8, "most of the 12 monocular predictions are scored"
-    assert summary["root_relative_mpjpe_mm"] < 200
-    assert summary["pa_mpjpe_mm"] < summary["root_relative_mpjpe_mm"]
-    assert 0.85 <= summary["limb_scale"] <= 1.1
-    assert summary["root_error_mm"] < 400
-    assert summary["reprojection_median_px"] < 30, "the calibration conversion is right"
+    assert summary["people_matched"] == 12, "every monocular prediction (3 frames x 4 views) is scored"
+    assert summary["root_relative_mpjpe_mm"] < 135
+    assert summary["pa_mpjpe_mm"] < min(summary["root_relative_mpjpe_mm"], 85)
+    assert 0.95 <= summary["limb_scale"] <= 1.0
+    assert summary["root_error_mm"] < 140
+    assert summary["reprojection_median_px"] < 20, "the calibration conversion is right"
     assert summary["triangulation_2d"] == "poses2d_raw"
     assert (tmp_path / "out" / "metrics.json").exists() and (tmp_path / "out" / "people.csv").exists()
     assert "overall" in (tmp_path / "out" / "table.txt").read_text()
@@ -194,37 +195,24 @@ def test_eval_multiview_command_on_pose2sim_single_person(tmp_path, capsys):
     with open(tmp_path / "out" / "people.csv") as fh:
         qualities = [float(r["quality"]) for r in csv.DictReader(fh)]
     assert len(qualities) == summary["people_matched"] and all(0 < q <= 1 for q in qualities)
+    # the quality ranks the errors: measured Spearman(quality, rel. MPJPE) -0.72 (0 = no ranking),
+    # rel. MPJPE median 90.3 mm in the better half by quality against 137.5 mm in the worse half
     qe = summary["quality_vs_error"]
-    assert qe["n"] == summary["people_matched"] and -1 <= qe["spearman_root_relative_mpjpe_mm"] <= 1
-
-
-@pytest.fixture(scope="module")
-def multi_person_scene(tmp_path_factory) -> Path:
-    """Pose2Sim's Demo_MultiPerson (BSD-3), taken from the pose2sim wheel at test time."""
-    cache = tmp_path_factory.mktemp("pose2sim")
-    proc = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "pose2sim==0.10.49", "-d", str(cache),
-                           "-q"], capture_output=True, text=True, timeout=600)
-    wheels = list(cache.glob("pose2sim-*.whl"))
-    if proc.returncode != 0 or not wheels:
-        pytest.skip(f"pose2sim wheel not available: {proc.stderr[-300:]}")
-    scene = cache / "Demo_MultiPerson"
-    with zipfile.ZipFile(wheels[0]) as z:
-        for name in z.namelist():
-            if name.startswith("Pose2Sim/Demo_MultiPerson/") and ("/videos/" in name or "/calibration/" in name):
-                target = scene / name.removeprefix("Pose2Sim/Demo_MultiPerson/")
-                target.parent.mkdir(parents=True, exist_ok=True)
-                with z.open(name) as src, open(target, "wb") as dst:
-                    shutil.copyfileobj(src, dst)
-    return scene
+    assert qe["n"] == summary["people_matched"]
+    assert qe["spearman_root_relative_mpjpe_mm"] < -0.5
+    assert qe["root_relative_mpjpe_mm_median_top_half"] + 20 < qe["root_relative_mpjpe_mm_median_bottom_half"]
 
 
 @pytest.mark.slow
-def test_eval_multiview_associates_several_people(multi_person_scene, estimator, tmp_path):
-    summary = multiview.run(multi_person_scene, tmp_path, multiview.Settings(frames=1), model=estimator)
+def test_eval_multiview_associates_several_people(estimator, tmp_path):
+    summary = multiview.run(MULTI, tmp_path, multiview.Settings(frames=1), model=estimator)
+    # measured (frame 0, num_aug 1, CPU): 8 of 8 matched, reprojection 11.2 px, rel. MPJPE 138.3 mm
+    # (limit: +~20 mm), PA-MPJPE 68.7 mm
     assert summary["people_triangulated"] == 2, "both people of the frame"
-    assert summary["people_matched"] >= 6, "most of the 8 monocular predictions are scored"
-    assert summary["reprojection_median_px"] < 30
-    assert summary["root_relative_mpjpe_mm"] < 250
+    assert summary["people_matched"] == 8, "both people in each of the 4 views are scored"
+    assert summary["reprojection_median_px"] < 20
+    assert summary["root_relative_mpjpe_mm"] < 160
+    assert summary["pa_mpjpe_mm"] < 80
 
 
 @pytest.mark.slow
@@ -245,22 +233,28 @@ def test_ablation_on_one_frame_runs_every_kind_of_row(tmp_path, capsys):
     assert report["people_triangulated"] == 1
     for r in report["rows"]:
         for joints in ("all", "coco_19"):
-            assert r[joints]["people_matched"] >= 3, (r["name"], joints)
+            assert r[joints]["people_matched"] == 4, (r["name"], joints)  # one person x 4 views
             for m in ("root_relative_mpjpe_mm", "root_error_mm", "pa_mpjpe_mm", "limb_scale"):
                 assert np.isfinite(r[joints][m]), (r["name"], joints, m)
         assert r["ms_per_image"] > 0
     raw, default, ground = report["rows"]
     assert raw["options"]["virtual_camera"] is False and default["options"]["virtual_camera"] is True
-    assert ground["ground_plane"] and ground["coco_19"]["grounded_share"] > 0.5
+    assert ground["ground_plane"] and ground["coco_19"]["grounded_share"] == 1.0
     assert default["coco_19"]["grounded_share"] == 0
     # paired differences to the defaults row: zero for itself, the same predictions counted
     n = default["coco_19"]["people_matched"]
     assert default["vs_baseline"]["root_relative_mpjpe_mm"] == {"median": 0.0, "ci95": [0.0, 0.0], "n": n}
     assert ground["vs_baseline"]["root_error_mm"]["n"] == min(n, ground["coco_19"]["people_matched"])
-    # the limb scale's paired error: the floor rescales the body, so it moves; the defaults' is 0
+    # the limb scale's paired error: the floor rescales the body to its true size. Measured (frame 0,
+    # CPU): limb scale 0.968 -> 1.006, |limb scale - 1| down by a median 2.0 points (paired, 4 views;
+    # docs/models.md: -0.9 over 20 frames), root error down by 54.4 mm (119.0 -> 58.9). The defaults'
+    # paired differences to themselves are 0.
     assert default["vs_baseline"]["limb_scale_error_percent"]["median"] == 0.0
-    assert ground["vs_baseline"]["limb_scale_error_percent"]["median"] != 0.0
-    # the floor moves people along their rays only: the root-relative shape is (nearly) the same
-    assert abs(ground["coco_19"]["pa_mpjpe_mm"] - default["coco_19"]["pa_mpjpe_mm"]) < 5
+    assert -3.0 <= ground["vs_baseline"]["limb_scale_error_percent"]["median"] <= -1.0
+    assert abs(ground["coco_19"]["limb_scale"] - 1) < abs(default["coco_19"]["limb_scale"] - 1) - 0.01
+    assert ground["vs_baseline"]["root_error_mm"]["median"] < -30
+    # the floor moves people along their rays only: the root-relative shape is the same (measured:
+    # PA-MPJPE 51.0 and 51.0 mm)
+    assert abs(ground["coco_19"]["pa_mpjpe_mm"] - default["coco_19"]["pa_mpjpe_mm"]) < 1
     table = (tmp_path / "ablation.md").read_text()
     assert table.count("\n| ") == 3 and "raw networks" in capsys.readouterr().out

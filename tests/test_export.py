@@ -96,7 +96,6 @@ def test_filters_and_stable_keys(labels, tmp_path):
 
 def test_coco_loads_and_evaluates_with_pycocotools(labels, tmp_path):
     from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
 
     src, rows = labels
     summary = export(src, str(tmp_path / "coco"), ExportConfig("coco", progress=False))
@@ -112,18 +111,58 @@ def test_coco_loads_and_evaluates_with_pycocotools(labels, tmp_path):
         visible = kps[:, 2] > 0
         assert np.allclose(kps[visible, :2], np.asarray(person["joints2d"])[visible], atol=0.01)
         assert ann["num_keypoints"] == visible.sum() > 10
-    # the labels evaluated against themselves: every keypoint AP is 1
-    results = [{**a, "score": 1.0} for a in gt.loadAnns(gt.getAnnIds())]
-    ev = COCOeval(gt, gt.loadRes(results), "keypoints")
-    ev.evaluate()
-    ev.accumulate()
-    ev.summarize()
-    assert ev.stats[0] == pytest.approx(1.0)
+    # scored by pycocotools against ground truth built here from the synthetic truth (not from the
+    # export): images by file name, each person's 17 projected joints, visible where inside the image
+    truth = _coco_truth(rows)
+    truth_id = {img["file_name"]: img["id"] for img in truth.dataset["images"]}
+    exported = [{**a, "image_id": truth_id[gt.loadImgs(a["image_id"])[0]["file_name"]]}
+                for a in gt.loadAnns(gt.getAnnIds())]
+    assert _keypoint_ap(truth, exported) == pytest.approx(1.0, abs=1e-6)  # measured 1.0 (every OKS >= 0.95)
+    # the scoring is that sharp: one of each person's 17 visible keypoints (measured: all 17 of all 9) moved
+    # 100 px makes every OKS 16/17 = 0.94, above the 0.9 threshold, below 0.95: AP 0.9 (measured 0.9)
+    assert _keypoint_ap(truth, [_moved_first_visible(a, 100.0) for a in exported]) == pytest.approx(0.9, abs=1e-6)
     # ids are stable: a filtered export keeps the ids of what it keeps
     export(src, str(tmp_path / "coco_q"), ExportConfig("coco", Filters(min_quality=0.5), progress=False))
     q = COCO(str(tmp_path / "coco_q" / "person_keypoints.json"))
     for ann in q.loadAnns(q.getAnnIds()):
         assert gt.loadAnns(ann["id"])[0]["bbox"] == ann["bbox"]
+
+
+def _coco_truth(rows: dict[str, dict]):
+    """COCO ground truth from the synthetic output's rows (ids of its own, in file-name order)."""
+    from pycocotools.coco import COCO
+
+    images, anns = [], []
+    for n, (name, row) in enumerate(sorted((k, r) for k, r in rows.items() if r["status"] == "ok"), 1):
+        images.append({"id": 100 + n, "file_name": name, "width": row["width"], "height": row["height"]})
+        for person in row["people"]:
+            xy = np.asarray(person["joints2d"])  # synthetic.JOINTS: COCO's 17, in COCO's order
+            inside = (xy >= 0).all(1) & (xy[:, 0] <= row["width"] - 1) & (xy[:, 1] <= row["height"] - 1)
+            kps = np.concatenate([np.where(inside[:, None], xy, 0), 2 * inside[:, None]], 1)
+            w, h = person["box"][2:]
+            anns.append({"id": 1000 + len(anns), "image_id": 100 + n, "category_id": 1, "iscrowd": 0,
+                         "bbox": list(person["box"]), "area": w * h, "keypoints": kps.ravel().tolist(),
+                         "num_keypoints": int(inside.sum())})
+    truth = COCO()
+    truth.dataset = {"images": images, "annotations": anns, "categories": [{"id": 1, "name": "person"}]}
+    truth.createIndex()
+    return truth
+
+
+def _moved_first_visible(ann: dict, dx: float) -> dict:
+    kps = np.asarray(ann["keypoints"], np.float64).reshape(-1, 3)
+    kps[np.flatnonzero(kps[:, 2] > 0)[0], 0] += dx
+    return {**ann, "keypoints": kps.ravel().tolist()}
+
+
+def _keypoint_ap(truth, results: list[dict]) -> float:
+    from pycocotools.cocoeval import COCOeval
+
+    ev = COCOeval(truth, truth.loadRes(results), "keypoints")
+    ev.evaluate()
+    ev.accumulate()
+    ev.summarize()
+    return float(ev.stats[0])
 
 
 # ---------------------------------------------------------------------------------------------

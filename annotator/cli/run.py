@@ -51,11 +51,24 @@ def add(sub) -> None:
     p.add_argument("--commit-on", choices=["driver", "workers"],
                    help="Ray runner: write and commit parts on driver threads (default) or in Ray tasks on the "
                         "workers (for drivers that would otherwise top out: docs/scaling.md)")
+    p.add_argument("--max-error-rate", type=float, metavar="RATE",
+                   help="stop the job when more than this share of the images that reached the model fail in "
+                        "inference (default 0.05; judged from 100 images on): a broken model or node fails every "
+                        "image, real data far fewer")
     p.add_argument("--overwrite", action="store_true",
                    help="discard what OUTPUT holds (other model/settings/input) and start over")
+    p.add_argument("--append", action="store_true",
+                   help="a rerun that finds new inputs labels them as new shards (a daily growing folder); "
+                        "removed or changed inputs are reported, their rows kept")
+    p.add_argument("--frozen", action="store_true",
+                   help="a rerun keeps the output's frozen plan as it is: the input is not listed again, and "
+                        "new inputs stay unlabelled")
     p.add_argument("--retry-errors", action="store_true",
                    help="rerun the error rows of committed shards and recommit those shards")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--license", metavar="ID",
+                   help="the labels' licence for the dataset card, e.g. cc-by-4.0 (default 'other': the labels "
+                        "follow the images' terms, which annotator does not know)")
     p.set_defaults(func=cmd_run, user_errors=user_errors)
 
 
@@ -68,10 +81,10 @@ def run_spec_data(args) -> dict:
         with open(args.spec, "rb") as f:
             data = tomllib.load(f)
     for key in ("input", "output", "runner", "model", "shard_size", "kind", "video_every", "video_overlap",
-                "temporal"):
+                "temporal", "max_error_rate", "license"):
         if getattr(args, key, None) is not None:
             data[key] = getattr(args, key)
-    for key in ("overwrite", "retry_errors"):
+    for key in ("overwrite", "retry_errors", "append", "frozen"):
         if getattr(args, key, False):
             data[key] = True
     settings = data.setdefault("settings", {})
@@ -102,6 +115,7 @@ def user_errors() -> tuple[type[BaseException], ...]:
 
 
 def cmd_run(args) -> int:
+    from annotator.pipeline import enginelog
     from annotator.pipeline import spec as spec_mod
 
     data = run_spec_data(args)
@@ -109,6 +123,7 @@ def cmd_run(args) -> int:
         print("annotator run: INPUT and OUTPUT are required (as arguments or in --spec)", file=sys.stderr)
         return 2
     spec = spec_mod.from_dict(data)
+    enginelog.set_destination(spec.output, spec.storage_options)  # the engine log ends in OUTPUT/_logs/
     if spec.runner == "beam":
         from annotator.runners import beam
 
@@ -118,6 +133,9 @@ def cmd_run(args) -> int:
 
         summary = ray_data.run(spec)
     print(format_summary(summary))
+    if summary.get("stopped"):
+        print(f"annotator run: stopped: {summary['stopped']}", file=sys.stderr)
+        return 1
     if summary.get("shards_failed"):
         print(f"annotator run: {summary['shards_failed']} shard(s) failed after "
               f"{spec.compute.shard_attempts} attempt(s):", file=sys.stderr)
@@ -138,10 +156,22 @@ def format_summary(s: dict) -> str:
         + (f"; first labels after {s['seconds_to_first_rows']} s (start-up, model load, warm-up), "
            f"then {s['steady_images_per_second']} images/s" if s.get("steady_images_per_second") else ""),
     ]
+    changes = (s.get("plan") or {}).get("changes")
+    if changes and changes.get("error"):
+        lines.append(f"input:    not listed ({changes['error']}): the frozen plan was resumed as it is")
+    elif changes and (changes["added"] or changes["removed"] or changes["changed"]):
+        lines.append(f"input:    {changes['added']} new"
+                     + (f" (shards {'-'.join(changes['appended_shards'])})" if changes.get("appended_shards") else "")
+                     + f", {changes['removed']} removed, {changes['changed']} changed since the plan"
+                     + (" (their rows are of the planned inputs)" if changes["removed"] or changes["changed"] else ""))
+    elif changes:
+        lines.append(f"input:    unchanged since the plan ({changes['listed']} checked in {changes['seconds']} s)")
     if s.get("shards_repaired"):
         lines.append(f"repaired: {s['shards_repaired']} shard(s) (--retry-errors)")
     if s.get("errors_by_reason"):
         lines.append("errors:   " + ", ".join(f"{k}={v}" for k, v in sorted(s["errors_by_reason"].items())))
+    if s.get("stopped"):
+        lines.append(f"STOPPED:  {s['stopped']} (committed shards are kept; rerun once the cause is fixed)")
     if s.get("shards_failed"):
         lines.append(f"FAILED:   {s['shards_failed']} shard(s): {', '.join(s['failed_shards'])} "
                      f"(rerun the same command to retry them)")

@@ -12,15 +12,27 @@ SHARD_READ_ERROR = "shard_read_error"
 CHANGED = "changed_since_plan"
 TIMEOUT = "timeout"
 INFERENCE_ERROR = "inference_error"
+PROGRAMMING_ERROR = "programming_error"  # a bug in inference: fails the shard, stops the job
 INCOMPLETE = "incomplete"
 COMMIT_ERROR = "commit_error"
 ROUND_ERROR = "round_error"
 
 
 def describe(e: BaseException | str) -> str:
-    """``Type: message`` of an exception (a string as it is), first line, at most 300 characters."""
+    """``Type: message`` of an exception (a string as it is), first line, at most 300 characters.
+
+    A first line that is only a heading (TensorFlow's ``Graph execution error:``, whose cause comes
+    after the node's stack) gets the last line that says something: ``assertion failed: [...]``,
+    not the ``[[{{node ...}}]]`` tag after it."""
     msg = e if isinstance(e, str) else f"{type(e).__name__}: {e}"
-    return msg.splitlines()[0][:300] if msg else ""
+    lines = [line.strip() for line in msg.splitlines() if line.strip()]
+    if not lines:
+        return ""
+    first = lines[0]
+    if first.endswith(":") and len(lines) > 1:
+        cause = next((line for line in reversed(lines[1:]) if not line.startswith("[[")), "")
+        first = f"{first} {cause}".strip()
+    return first[:300]
 
 
 def text(code: str, e: BaseException | str) -> str:

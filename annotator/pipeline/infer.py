@@ -22,10 +22,6 @@ from annotator.pipeline.encode import Prediction
 
 log = logging.getLogger(__name__)
 
-# Models loaded by this process: an inference actor must load its model exactly once (tests check).
-MODEL_LOADS = 0
-
-
 # Settings that shape the output but are not arguments of the model.
 _NOT_MODEL_ARGS = ("average_aug", "min_quality", "ground_plane", "ground_height_mm")
 
@@ -107,12 +103,10 @@ class PoseInference:
     def __init__(self, model, settings: InferenceSettings):
         import tensorflow as tf
 
-        global MODEL_LOADS
         self.gpus = enable_gpu_memory_growth()
         started = time.perf_counter()
         if isinstance(model, (str, os.PathLike)):
             self.model = tf.saved_model.load(str(model))
-            MODEL_LOADS += 1
         else:
             self.model = model
         self.load_seconds = time.perf_counter() - started

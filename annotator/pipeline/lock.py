@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import socket
+import sys
 import threading
 import time
 import uuid
@@ -42,8 +43,36 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def _loaded(module: str, name: str) -> tuple[type, ...]:
+    """``module.name`` if that client is imported (an error of its type can exist only then), else ()."""
+    found = getattr(sys.modules.get(module), name, None)
+    return (found,) if isinstance(found, type) else ()
+
+
+def _already_exists(error: BaseException) -> bool:
+    """Whether ``error`` (or an error it was raised from) is the store saying "this object exists":
+    ``FileExistsError`` (the local disk's ``O_EXCL``; gcsfs for HTTP 412, in
+    ``gcsfs.retry.validate_response``; s3fs for a ``PreconditionFailed`` on ``If-None-Match``, in
+    ``s3fs.errors.translate_boto_error``), gcsfs's ``HttpError`` with code 412, or botocore's
+    ``ClientError`` with code ``PreconditionFailed`` or status 412 (which s3fs hands on as an
+    ``OSError`` when the store leaves out the failed condition)."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, FileExistsError):
+            return True
+        if isinstance(error, _loaded("gcsfs.retry", "HttpError")):
+            return error.code in (412, "412")
+        if isinstance(error, _loaded("botocore.exceptions", "ClientError")):
+            response = error.response or {}
+            return (response.get("Error", {}).get("Code") == "PreconditionFailed"
+                    or response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 412)
+        error = error.__cause__
+    return False
+
+
 def _exclusive_create(fs, path: str, data: bytes) -> bool:
-    """Create ``path`` only if it does not exist; False if it does."""
+    """Create ``path`` only if it does not exist; False if it does. Any other error is raised."""
     proto = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
     try:
         if proto in ("file", "local"):
@@ -58,10 +87,8 @@ def _exclusive_create(fs, path: str, data: bytes) -> bool:
             return True
         fs.pipe_file(path, data, mode="create")
         return True
-    except FileExistsError:
-        return False
-    except OSError as e:  # stores report a failed precondition (HTTP 412) in different ways
-        if "412" in str(e) or "recondition" in str(e) or "exists" in str(e).lower():
+    except Exception as e:
+        if _already_exists(e):
             return False
         raise
 
@@ -125,6 +152,10 @@ class OutputLock:
             doc = self.read()
             if doc is None:
                 continue
+            if doc.get("token") == self.token:
+                # ours: the store carried out our create, its answer was lost, and the client's retry
+                # of the create found the object there
+                break
             why = self._stale(doc)
             if why is None:
                 age = time.time() - float(doc.get("heartbeat_at", 0))

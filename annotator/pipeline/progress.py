@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from annotator.pipeline import errors
 from annotator.pipeline.sink import table_counts
 
 STAGES = ("read", "decode", "infer", "commit")
@@ -33,11 +34,25 @@ def shard_stats(table: pa.Table, extras: pa.Table | None, attempt: int) -> dict:
         out["storage_retries"] = int(pc.sum(extras.column("_read_retries")).as_py() or 0)
         actors = Counter(extras.column("_actor").to_pylist())
         gpus = dict(zip(extras.column("_actor").to_pylist(), extras.column("_gpu").to_pylist(), strict=True))
-        loads = dict(zip(extras.column("_actor").to_pylist(), extras.column("_model_loads").to_pylist(),
-                         strict=True))
-        out["actors"] = {a: {"images": n, "gpu": gpus[a], "model_loads": loads[a]} for a, n in actors.items()}
+        loads: dict[str, set] = {}
+        for a, load in zip(extras.column("_actor").to_pylist(), extras.column("_model_load").to_pylist(), strict=True):
+            loads.setdefault(a, set()).add(load)
+        out["actors"] = {a: {"images": n, "gpu": gpus[a], "model_loads": len(loads[a]), "load_ids": sorted(loads[a])}
+                         for a, n in actors.items()}
         out["decode_pids"] = sorted(set(extras.column("_decode_pid").to_pylist()))
     return out
+
+
+def inference_counts(table: pa.Table) -> tuple[int, int]:
+    """(images that reached the model, images it failed on) among rows: the error budget's input.
+    Rows of a failed shard (``_fail``: a timeout, a bug) are not counted: they are not committed."""
+    error = table.column("error")
+    reached = pc.or_(pc.equal(table.column("status"), "ok"),
+                     pc.fill_null(pc.starts_with(error, errors.INFERENCE_ERROR + ":"), False))
+    if "_fail" in table.column_names:
+        reached = pc.and_(reached, pc.equal(table.column("_fail"), ""))
+    failed = pc.and_(reached, pc.fill_null(pc.starts_with(error, errors.INFERENCE_ERROR + ":"), False))
+    return int(pc.sum(reached).as_py() or 0), int(pc.sum(failed).as_py() or 0)
 
 
 def batch_times(table: pa.Table) -> Counter:
@@ -54,6 +69,9 @@ class RunStats:
     processed: int = 0  # rows that came out of inference (committed or not yet)
     processed_people: int = 0
     processed_errors: int = 0
+    # the error budget's view (``pipeline.budget``): images that reached the model, and how many it failed on
+    inferred: int = 0
+    inference_errors: int = 0
     shards_committed: int = 0
     shards_repaired: int = 0
     shards_skipped: int = 0
@@ -74,6 +92,10 @@ class RunStats:
     # its first input excluded; waits for input later on included). Each actor's own clock: clock
     # offsets between nodes cancel
     actor_batches: dict = field(default_factory=dict)
+    # the ids of each actor's model loads (``InferenceStage.load_id``): one per actor unless it reloaded
+    actor_loads: dict = field(default_factory=dict)
+    # a runner's live metrics (Ray: ``runners.metrics``, also on its Prometheus endpoint), for ``_progress.json``
+    live: dict = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def add_processed(self, table: pa.Table) -> None:
@@ -85,6 +107,9 @@ class RunStats:
             self.processed += table.num_rows
             self.processed_people += int(pc.sum(table.column("num_people")).as_py() or 0)
             self.processed_errors += int(pc.sum(pc.not_equal(table.column("status"), "ok")).as_py() or 0)
+            inferred, failed = inference_counts(table)
+            self.inferred += inferred
+            self.inference_errors += failed
 
     def add_batches(self, batches: list[tuple[str, float, int]]) -> None:
         """(actor, batch done at, rows) seen without their rows (``batch_times`` on the workers)."""
@@ -101,7 +126,7 @@ class RunStats:
             a[2] = max(a[2], done)
             a[3] += rows
 
-    def add_counts(self, rows: int, people: int, errors: int) -> None:
+    def add_counts(self, rows: int, people: int, errors: int, inferred: int = 0, inference_errors: int = 0) -> None:
         """Rows seen without their table (a runner that learns of them from commit records)."""
         with self.lock:
             if self.first_rows_at is None:
@@ -109,6 +134,8 @@ class RunStats:
             self.processed += rows
             self.processed_people += people
             self.processed_errors += errors
+            self.inferred += inferred
+            self.inference_errors += inference_errors
 
     def add_shard(self, stats: dict, commit_seconds: float, repaired: bool) -> None:
         with self.lock:
@@ -124,7 +151,7 @@ class RunStats:
             for actor, a in stats.get("actors", {}).items():
                 cur = self.actors.setdefault(actor, {"images": 0, "gpu": a["gpu"], "model_loads": 0})
                 cur["images"] += a["images"]
-                cur["model_loads"] = max(cur["model_loads"], a["model_loads"])
+                self._add_loads(actor, a.get("load_ids", []))
             self.decode_pids.update(stats.get("decode_pids", []))
             self.shards_committed += 1
             self.shards_repaired += int(repaired)
@@ -136,8 +163,13 @@ class RunStats:
         with self.lock:
             for actor, info in started.items():
                 cur = self.actors.setdefault(actor, {"images": 0, "gpu": info.get("gpu", ""), "model_loads": 0})
-                cur["model_loads"] = max(cur["model_loads"], int(info.get("model_loads") or 0))
+                self._add_loads(actor, [info["model_load"]] if info.get("model_load") else [])
                 cur.update({k: info[k] for k in ("load_seconds", "warmup_seconds", "node", "node_ip") if k in info})
+
+    def _add_loads(self, actor: str, load_ids: list[str]) -> None:
+        ids = self.actor_loads.setdefault(actor, set())
+        ids.update(load_ids)
+        self.actors[actor]["model_loads"] = len(ids)
 
     def rates(self) -> dict:
         elapsed = max(time.time() - self.started, 1e-6)
@@ -155,7 +187,8 @@ class RunStats:
         with self.lock:
             return {"processed": self.processed, "shards_committed_this_run": self.shards_committed,
                     "shards_todo": self.shards_todo, "shards_failed": len(self.failed_shards),
-                    "updated_at": time.time(), **self.rates(), **extra}
+                    "updated_at": time.time(), **self.rates(),
+                    **({"metrics": dict(self.live)} if self.live else {}), **extra}
 
     def steady(self) -> dict:
         """When the driver first got labelled rows, and the pipeline's steady rate: the sum over

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
+from annotator.pipeline import redact
 from annotator.pipeline.decode import DEFAULT_MAX_PIXELS
 from annotator.pipeline.infer import InferenceSettings
 from annotator.pipeline.plan import KINDS
@@ -69,13 +70,22 @@ class RunSpec:
     max_pixels: int = DEFAULT_MAX_PIXELS
     overwrite: bool = False  # replace an output made with another model/settings/plan
     retry_errors: bool = False  # rerun the error rows of committed shards and recommit them
+    append: bool = False  # a rerun that finds new inputs plans them as new shards (pipeline.changes)
+    frozen: bool = False  # a rerun keeps the frozen plan as it is: the input is not listed again
     storage_options: dict = field(default_factory=dict)  # per protocol: {"gs": {...}, "s3": {...}}
     lock_heartbeat_s: float = 30.0
     lock_stale_s: float = 300.0  # a lock without heartbeat for this long may be taken over
     manifest_interval_s: float = 60.0  # how often a running job refreshes _manifest.json
+    # the error budget (pipeline/budget.py): the job stops when inference errors pass this share of the
+    # images that reached the model; real jobs stay far below (a broken model or node fails every image)
+    max_error_rate: float = 0.05
     settings: InferenceSettings = field(default_factory=InferenceSettings)
     compute: ComputeSpec = field(default_factory=ComputeSpec)
     progress: bool = True
+    # the labels' licence (the dataset card's ``license``): they derive from the user's images, whose
+    # terms annotator cannot know, so "other" until the user says (the model weights' licence is
+    # provenance, not this)
+    license: str = "other"
 
     def validate(self) -> RunSpec:
         s, c = self.settings, self.compute
@@ -90,6 +100,7 @@ class RunSpec:
             (0.0 < s.detector_nms_iou_threshold <= 1.0, "settings.detector_nms_iou_threshold must be in (0, 1]"),
             (s.antialias_factor >= 1, "settings.antialias_factor must be >= 1"),
             (0.0 < s.default_fov_degrees < 180.0, "settings.default_fov_degrees must be in (0, 180)"),
+            (0.0 <= self.max_error_rate <= 1.0, "max_error_rate must be in [0, 1]"),
             (c.actors >= 1, "compute.actors must be >= 1"),
             (c.max_actors is None or c.max_actors >= c.actors, "compute.max_actors must be >= compute.actors"),
             (c.batch_size >= 1, "compute.batch_size must be >= 1"),
@@ -117,12 +128,21 @@ class RunSpec:
             (self.lock_heartbeat_s > 0 and self.lock_stale_s > 2 * self.lock_heartbeat_s,
              "lock_stale_s must be more than twice lock_heartbeat_s"),
             (not (self.overwrite and self.retry_errors), "overwrite and retry_errors exclude each other"),
+            (not (self.append and self.frozen), "append and frozen exclude each other"),
             (all(isinstance(v, dict) for v in self.storage_options.values()),
              "storage_options must map a protocol to a table of options, e.g. [storage_options.s3]"),
         ]
         for ok, msg in checks:
             if not ok:
                 raise SpecError(msg)
+        for name in ("input", "output", "model"):
+            # refused, as inside a manifest (sources.CredentialsInURI): the URI is copied into the plan,
+            # the summary, the card, file metadata and logs. The message shows it redacted.
+            if redact.has_credentials(getattr(self, name)):
+                raise SpecError(f"{name} {redact.uri(getattr(self, name))}: credentials inside a URI are not "
+                                f"accepted (they would be copied into the plan, summary, card and logs); give "
+                                f"them as storage options ([storage_options.<protocol>] in a --spec) or in "
+                                f"the environment")
         return self
 
 

@@ -14,8 +14,8 @@ Batch contract (columns):
 * after ``decode_batch``: the same minus data/raw_*, the camera now always given for ok rows, plus
   image (uint8 HxWx3; 1x1 for error rows), width, height, decode_s, decode_pid.
 * after ``InferenceStage``: an Arrow table of the label schema plus driver-only columns that start
-  with ``_`` (shard_rows, fail, per-stage seconds, read retries, actor, GPU ids, model loads), which
-  the sink drops.
+  with ``_`` (shard_rows, fail, per-stage seconds, read retries, actor, GPU ids, the model load's id,
+  stop: why the job must stop, ``pipeline.budget``), which the sink drops.
 
 Why a shard can "fail" as a whole: a tar or video that cannot be read to the end, or an inference
 batch that keeps timing out. Its rows are then not committed; the runner retries the shard a
@@ -29,7 +29,8 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Callable, Iterator
+import uuid
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 
@@ -39,15 +40,15 @@ import pyarrow as pa
 from annotator.labels import camera_codec
 from annotator.labels.camera_codec import Camera
 from annotator.models import loader
+from annotator.pipeline import budget, encode, errors, plan, retries, sources
 from annotator.pipeline import decode as decode_mod
-from annotator.pipeline import encode, errors, infer, plan, retries, sources
 from annotator.pipeline.errors import BAD_CAMERA, CHANGED, EMPTY_SHARD, SHARD_READ_ERROR, TIMEOUT
 from annotator.pipeline.infer import ImageInput, InferenceSettings, PoseInference
 
 log = logging.getLogger(__name__)
 
 EXTRA_COLUMNS = ("_shard_rows", "_fail", "_read_s", "_read_retries", "_decode_s", "_infer_s", "_actor", "_gpu",
-                 "_model_loads", "_decode_pid", "_done_at")
+                 "_model_load", "_decode_pid", "_done_at", "_stop")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -289,6 +290,29 @@ def decode_batch(batch: dict, max_pixels: int = decode_mod.DEFAULT_MAX_PIXELS,
     }
 
 
+def split_rows(batch: dict) -> Iterator[dict]:
+    """A decoded columnar batch -> one element per image (an engine that batches elements itself,
+    as Beam's RunInference does, batches them again for the model: ``stack_rows``)."""
+    keys = list(batch)
+    for i in range(len(batch["image_id"])):
+        yield {k: batch[k][i] for k in keys}
+
+
+def stack_rows(rows: Sequence[dict]) -> dict:
+    """Per-image elements -> the columnar batch ``InferenceStage`` takes (images stay a list:
+    their sizes differ)."""
+    out = {}
+    for k in rows[0]:
+        values = [r[k] for r in rows]
+        if k == "image" or isinstance(values[0], str | bytes):
+            col = np.empty(len(values), dtype=object)
+            col[:] = values
+            out[k] = col
+        else:
+            out[k] = np.stack([np.asarray(v) for v in values])
+    return out
+
+
 # ---------------------------------------------------------------------------------------------
 # infer + encode
 
@@ -304,33 +328,53 @@ class InferenceStage:
     The model is loaded once per actor. Each model call runs under ``batch_timeout_s`` with up to
     ``batch_retries`` retries; a batch that keeps timing out marks its shards failed (the runner
     retries and, if need be, names them) instead of hanging the job's tail (img2dataset #289).
+
+    Failures are sorted (``pipeline.budget``): an image the model fails on is an error row; a
+    model that fails on every image of the actor's first ``first_batches`` batches, a programming
+    error, or an actor that cannot load or warm up its model stops the job (``_stop`` on the rows;
+    at start-up: the constructor raises ``budget.ErrorBudgetExceeded``).
     """
 
     def __init__(self, model: str, settings: InferenceSettings, batch_timeout_s: float | None = None,
                  batch_retries: int = 1, expected_sha256: str | None = None, storage_options: dict | None = None,
-                 on_ready: Callable[[dict], None] | None = None):
+                 on_ready: Callable[[dict], None] | None = None, first_batches: int = 3):
+        self.actor = f"{socket.gethostname()}:{os.getpid()}"
+        try:
+            self.inference = self._load(model, settings, expected_sha256, storage_options)
+        except Exception as e:
+            # without its model this actor labels nothing, nor will its restarts on this node: the
+            # job stops with the reason (``budget``) instead of failing every shard, round after round
+            raise budget.ErrorBudgetExceeded(f"{budget.MARK}the inference actor could not start on {self.actor}: "
+                                             f"{errors.describe(e)}") from e
+        self.load_id = uuid.uuid4().hex[:12]  # one per model load: the summary counts an actor's loads
+        self.batch_timeout_s = batch_timeout_s
+        self.batch_retries = batch_retries
+        self.first = budget.FirstBatches(first_batches)
+        self.stop = ""  # once set, on every row this stage emits: the runner stops the job
+        self.gpu = os.environ.get("CUDA_VISIBLE_DEVICES", "")
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="annotator-infer")
+        if on_ready is not None:  # the runner learns of every started model, busy or not
+            on_ready({"actor": self.actor, "gpu": self.gpu, "model_load": self.load_id,
+                      "load_seconds": round(self.inference.load_seconds, 2),
+                      "warmup_seconds": None if self.inference.warmup_seconds is None
+                      else round(self.inference.warmup_seconds, 2)})
+
+    @staticmethod
+    def _load(model: str, settings: InferenceSettings, expected_sha256: str | None,
+              storage_options: dict | None) -> PoseInference:
         # Resolve the model on this node (a remote model is fetched once per node into its cache;
         # a built-in one must be built into the node's image) and make sure it is the very model the
         # driver fingerprinted: a different copy would silently mix two models in one output.
         resolved = loader.resolve(model, build_missing=False, storage_options=storage_options)
         if expected_sha256 and resolved.sha256 != expected_sha256:
-            raise RuntimeError(f"model {model!r} on {socket.gethostname()} has sha256 {resolved.sha256[:12]}, "
-                               f"the job was planned with {expected_sha256[:12]}")
-        self.inference = PoseInference(resolved.path, settings)
+            raise RuntimeError(f"model {model!r} here has sha256 {resolved.sha256[:12]}, the job was planned "
+                               f"with {expected_sha256[:12]}")
+        inference = PoseInference(resolved.path, settings)
         try:  # Ray Data keeps reading and decoding while actors construct: warm up now
-            self.inference.warm_up()
-        except Exception as e:  # noqa: BLE001 - a model that rejects the dummy call still serves real ones
-            log.warning("model warm-up call failed (%s); the first batch will pay for it", e)
-        self.batch_timeout_s = batch_timeout_s
-        self.batch_retries = batch_retries
-        self.actor = f"{socket.gethostname()}:{os.getpid()}"
-        self.gpu = os.environ.get("CUDA_VISIBLE_DEVICES", "")
-        self._pool = ThreadPoolExecutor(1, thread_name_prefix="annotator-infer")
-        if on_ready is not None:  # the runner learns of every started model, busy or not
-            on_ready({"actor": self.actor, "gpu": self.gpu, "model_loads": infer.MODEL_LOADS,
-                      "load_seconds": round(self.inference.load_seconds, 2),
-                      "warmup_seconds": None if self.inference.warmup_seconds is None
-                      else round(self.inference.warmup_seconds, 2)})
+            inference.warm_up()
+        except Exception as e:  # a model that cannot run on a small black image will not run on the job's
+            raise RuntimeError(f"the model's warm-up call failed: {errors.describe(e)}") from e
+        return inference
 
     def _run(self, inputs: list[ImageInput]):
         if not self.batch_timeout_s:
@@ -375,12 +419,25 @@ class InferenceStage:
                 preds = None
                 for i in todo:
                     fails[i] = errors.text(TIMEOUT, str(e))
+            except budget.PROGRAMMING_ERRORS as e:
+                preds = None  # a bug: no row may say it is the image's fault; the shard stays uncommitted
+                for i in todo:
+                    fails[i] = errors.text(errors.PROGRAMMING_ERROR, e)
+                self.stop = self.stop or (f"{budget.MARK}a programming error in inference on {self.actor}, not a "
+                                          f"fault of the images: {errors.describe(e)}")
             if preds is not None:
                 for i, pred in zip(todo, preds, strict=True):
                     if isinstance(pred, str):
                         records[i].error = pred
                     else:
                         records[i].prediction = pred
+                failed = [p for p in preds if isinstance(p, str)]
+                if self.first.add(len(preds), failed) and not self.stop:
+                    self.stop = (f"{budget.MARK}the model failed on every image of its first {self.first.n} batches "
+                                 f"on {self.actor}: {self.first.first_error}")
+                if failed and self.first.doubtful:  # no row may blame the images before the model proved it runs
+                    for i in todo:
+                        fails[i] = fails[i] or records[i].error
             infer_s[todo] = (time.perf_counter() - started) / len(todo)
         table = encode.to_table(records)
         extras = {
@@ -392,27 +449,29 @@ class InferenceStage:
             "_infer_s": pa.array(infer_s),
             "_actor": pa.array([self.actor] * n, pa.string()),
             "_gpu": pa.array([self.gpu] * n, pa.string()),
-            "_model_loads": pa.array(np.full(n, infer.MODEL_LOADS, np.int64)),
+            "_model_load": pa.array([self.load_id] * n, pa.string()),
             "_decode_pid": pa.array(np.asarray(batch["decode_pid"], np.int64)),
             # when this actor finished the batch: the driver derives each actor's steady rate from it
             "_done_at": pa.array(np.full(n, time.time()), pa.float64()),
+            "_stop": pa.array([self.stop] * n, pa.string()),
         }
         for name in EXTRA_COLUMNS:
             table = table.append_column(name, extras[name])
         return table
 
     def _predict(self, inputs: list[ImageInput]) -> list:
-        """Predictions, or per-image error strings; raises ``BatchTimeout`` only."""
+        """Predictions, or per-image error strings; raises ``BatchTimeout`` and programming errors
+        (``budget.PROGRAMMING_ERRORS``), which are never an image's fault."""
         try:
             return self._run(inputs)
-        except BatchTimeout:
+        except (BatchTimeout, *budget.PROGRAMMING_ERRORS):
             raise
         except Exception:  # noqa: BLE001 - retry one by one so one bad image costs one row
             out = []
             for item in inputs:
                 try:
                     out.extend(self._run([item]))
-                except BatchTimeout:
+                except (BatchTimeout, *budget.PROGRAMMING_ERRORS):
                     raise
                 except Exception as e:  # noqa: BLE001
                     out.append(errors.text(errors.INFERENCE_ERROR, e))

@@ -16,8 +16,9 @@ Why these choices:
   (unreadable tar, inference timeout) keeps its shard uncommitted and the next round retries it.
 * Workers check that the output lock still names this job before each commit: on Dataflow the
   driver's heartbeat thread is not in their process.
-* DirectRunner by default (``flags=[]``: Beam must not parse our argv); ``compute.beam_options``
-  passes anything else to ``PipelineOptions`` (runner, project, region, temp_location, ...).
+* In this process by default (``flags=[]``: Beam must not parse our argv), on the FnApiRunner, also
+  for ``DirectRunner``: Beam's tries a Prism binary downloaded at run time first, then falls back to
+  the FnApiRunner (same output). ``compute.beam_options`` passes the rest (project, region, ...).
 """
 
 from __future__ import annotations
@@ -34,8 +35,9 @@ import pyarrow as pa
 from apache_beam.ml.inference.base import ModelHandler, RunInference
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from annotator.pipeline import errors, layout, sources, stages
+from annotator.pipeline import budget, errors, layout, sources, stages
 from annotator.pipeline import plan as plan_mod
+from annotator.pipeline.budget import ErrorBudgetExceeded
 from annotator.pipeline.commit import commit_shard
 from annotator.pipeline.lock import LockLostError, read_lock
 from annotator.pipeline.progress import ProgressBar, batch_times
@@ -46,7 +48,7 @@ from annotator.runners import job as job_mod
 
 log = logging.getLogger(__name__)
 
-DEFAULT_OPTIONS = {"runner": "DirectRunner", "direct_num_workers": 1, "direct_running_mode": "in_memory"}
+DEFAULT_OPTIONS = {"runner": "FnApiRunner", "direct_num_workers": 1, "direct_running_mode": "in_memory"}
 
 
 class _DropKnownNoise(logging.Filter):
@@ -61,28 +63,6 @@ def quiet_beam_logs() -> None:
     root = logging.getLogger()
     if not any(isinstance(f, _DropKnownNoise) for f in root.filters):
         root.addFilter(_DropKnownNoise())
-
-
-def split_rows(batch: dict) -> Iterator[dict]:
-    """A decoded columnar batch -> one element per image (Beam batches them again for the model)."""
-    keys = list(batch)
-    for i in range(len(batch["image_id"])):
-        yield {k: batch[k][i] for k in keys}
-
-
-def stack_rows(rows: Sequence[dict]) -> dict:
-    """Per-image elements -> the columnar batch ``InferenceStage`` takes (images stay a list:
-    their sizes differ)."""
-    out = {}
-    for k in rows[0]:
-        values = [r[k] for r in rows]
-        if k == "image" or isinstance(values[0], str | bytes):
-            col = np.empty(len(values), dtype=object)
-            col[:] = values
-            out[k] = col
-        else:
-            out[k] = np.stack([np.asarray(v) for v in values])
-    return out
 
 
 _MODELS: dict[str, stages.InferenceStage] = {}
@@ -109,7 +89,10 @@ class PoseModelHandler(ModelHandler):
 
     def run_inference(self, batch: Sequence[dict], model: stages.InferenceStage,
                       inference_args: dict | None = None) -> Iterable[tuple[str, bytes]]:
-        for shard_id, piece in by_shard(model(stack_rows(batch))):
+        table = model(stages.stack_rows(batch))
+        if model.stop:  # the model cannot run here: fail the pipeline, the driver stops the job
+            raise ErrorBudgetExceeded(model.stop)
+        for shard_id, piece in by_shard(table):
             yield shard_id, to_ipc(piece)
 
     def get_num_bytes(self, batch: Sequence[dict]) -> int:
@@ -180,6 +163,7 @@ class BeamJob(job_mod.Job):
     def start(self) -> None:
         quiet_beam_logs()
         self.options = {**DEFAULT_OPTIONS, **self.spec.compute.beam_options}
+        self.options["runner"] = {"DirectRunner": "FnApiRunner"}.get(self.options["runner"], self.options["runner"])
         PipelineOptions(flags=[], **self.options)  # bad option names fail here, before any work
 
     def run_round(self, plan: plan_mod.Plan, work: dict[str, list[str] | None], attempt: int,
@@ -207,7 +191,7 @@ class BeamJob(job_mod.Job):
                 _ = (p
                      | "Shards" >> beam.Create(items, reshuffle=True)
                      | "Read" >> beam.FlatMap(lambda item: stages.read_shard(item, **read_kwargs))
-                     | "Decode" >> beam.FlatMap(lambda b: split_rows(stages.decode_batch(b, **decode_kwargs)))
+                     | "Decode" >> beam.FlatMap(lambda b: stages.split_rows(stages.decode_batch(b, **decode_kwargs)))
                      | "Infer" >> RunInference(handler)
                      | "Group" >> beam.Map(lambda kv, g=groups: (g.get(kv[0], kv[0]), kv))
                      | "ByShard" >> beam.GroupByKey()
@@ -219,6 +203,8 @@ class BeamJob(job_mod.Job):
         except Exception as e:  # noqa: BLE001 - the shards that did not commit are retried next round
             if isinstance(e.__cause__, LockLostError) or "LockLostError" in str(e):
                 raise LockLostError(str(e).splitlines()[0]) from e
+            if budget.MARK in str(e):  # Beam wraps the worker's error: keep its one line
+                raise ErrorBudgetExceeded(budget.stop_message(str(e))) from None
             round_error = errors.describe(e)
             log.error("round %d ended early: %s", attempt, round_error)
         finally:
@@ -252,7 +238,9 @@ class BeamJob(job_mod.Job):
             seen.add(name)
             only = work[names[name]]
             n = rec["rows"] if only is None else len(only)
-            self.stats.add_counts(n, rec["people"], rec["rows_error"])
+            inference_errors = rec["errors_by_reason"].get(errors.INFERENCE_ERROR, 0) if only is None else 0
+            self.stats.add_counts(n, rec["people"], rec["rows_error"],
+                                  rec["rows_ok"] + inference_errors if only is None else 0, inference_errors)
             bar.update(self.stats, n)
 
     def _fold(self, outcomes_uri: str, work: dict[str, list[str] | None], round_error: str | None) -> dict[str, str]:

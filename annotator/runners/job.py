@@ -21,8 +21,9 @@ import pyarrow.compute as pc
 from annotator.labels import schema
 from annotator.models import loader, registry
 from annotator.outputs import card
-from annotator.pipeline import errors, infer, layout, retries, sequence, sources
+from annotator.pipeline import changes, errors, infer, layout, redact, retries, sequence, sources
 from annotator.pipeline import plan as plan_mod
+from annotator.pipeline.budget import ErrorBudget, ErrorBudgetExceeded
 from annotator.pipeline.commit import commit_shard
 from annotator.pipeline.fingerprint import check_committed, fingerprint, fingerprint_doc
 from annotator.pipeline.lock import OutputLock
@@ -54,6 +55,7 @@ class Job:
         self.actor_model = given if loader.is_remote(given) or given == model.reference and \
             not os.path.exists(os.path.expanduser(given)) else model.path
         self.stats = RunStats()
+        self.budget = ErrorBudget(max_error_rate=spec.max_error_rate)
         self.pool = ThreadPoolExecutor(spec.compute.commit_threads, thread_name_prefix="annotator-commit")
         self.committed: dict[str, dict] = {}
         self.totals = manifest_totals([])  # over ``committed``, kept as commits land: no O(shards) per tick
@@ -75,10 +77,13 @@ class Job:
                                     self.spec.video_overlap)
         plan = plan_mod.load(plan_uri, self.so)
         reused = plan is not None
+        self.changes = None
         if plan is None:
             plan = plan_mod.create(opts, plan_uri, self.so)
         else:
             plan.check_options(opts)
+            if not self.spec.frozen:  # new inputs are appended (--append) or refused, never silently left out
+                plan, self.changes = changes.reconcile(plan, opts, self.so, append=self.spec.append)
         doc = fingerprint_doc(self.model.sha256, self.spec.settings.to_dict(), plan.hash, self.spec.max_pixels)
         self.temporal = sequence.TemporalSettings(consistency=self.spec.temporal, overlap=self.spec.video_overlap)
         self.sequences = sequence.plan_sequences(plan.rows(), self.temporal)  # video shards only
@@ -133,7 +138,8 @@ class Job:
         sha256 the driver fingerprinted."""
         c = self.spec.compute
         return {"model": self.actor_model, "settings": self.spec.settings, "batch_timeout_s": c.batch_timeout_s or None,
-                "batch_retries": c.batch_retries, "expected_sha256": self.model.sha256, "storage_options": self.so}
+                "batch_retries": c.batch_retries, "expected_sha256": self.model.sha256, "storage_options": self.so,
+                "first_batches": self.budget.first_batches}
 
     def round_failures(self, work: dict[str, list[str] | None], failures: dict[str, str], round_error: str | None,
                        pending: Callable[[str], str]) -> dict[str, str]:
@@ -178,6 +184,15 @@ class Job:
             self.sink.write_manifest(self.committed, final=False, totals=self.dataset_totals(),
                                      shards_total=self.shards_total)
 
+    def check_budget(self, table: pa.Table | None = None) -> None:
+        """Stop the job (``ErrorBudgetExceeded``) when an actor's rows say the model cannot run
+        (``_stop``), or the inference errors so far pass the budget (``pipeline.budget``)."""
+        if table is not None and "_stop" in table.column_names:
+            stops = [s for s in pc.unique(table.column("_stop")).to_pylist() if s]
+            if stops:
+                raise ErrorBudgetExceeded(stops[0])
+        self.budget.check_rate(self.stats.inferred, self.stats.inference_errors)
+
     def dataset_totals(self) -> dict:
         with self.totals_lock:
             t = {**self.totals, "errors_by_reason": dict(sorted(self.totals["errors_by_reason"].items()))}
@@ -220,6 +235,7 @@ class Job:
         bar = ProgressBar(None if any(n < 0 for n in known) else sum(known), enabled=self.spec.progress)
         failures: dict[str, str] = {}
         rounds = 0
+        stopped = None
         try:
             for attempt in range(1, self.spec.compute.shard_attempts + 1):
                 if not work:
@@ -227,29 +243,37 @@ class Job:
                 rounds += 1
                 failures = self.run_round(plan, work, attempt, bar)
                 bar.refresh(self.stats)
+                self.check_budget()
                 work = {s: work[s] for s in failures}
                 if work:
                     log.warning("round %d: %d shard(s) to retry: %s", attempt, len(work),
                                 "; ".join(f"{s}: {r}" for s, r in list(failures.items())[:5]))
+        except ErrorBudgetExceeded as e:  # what committed stays; the rest waits for a rerun
+            stopped = str(e)
         finally:
             bar.close()
-        self.stats.failed_shards = dict(failures) if work else {}
+        self.stats.failed_shards = dict(failures) if work and not stopped else {}
         self.finish_rounds()
         manifest = self.sink.write_manifest(self.committed, final=True, shards_total=plan.num_shards)
         self.stats.storage_retries += retries.take()  # the driver's own (plan, commits, manifests, lock)
         summary = self.stats.summary(
             output=self.output, input=self.input, model=self.model.to_dict(), shards_total=plan.num_shards,
+            license=self.spec.license,
             rows_in_dataset=manifest["rows"], dataset={k: manifest[k] for k in (
                 "shards_committed", "rows", "rows_ok", "rows_error", "people", "errors_by_reason")},
-            fingerprint=self.fp, attempt_id=self.sink.attempt, rounds=rounds, runner=self.runner,
+            fingerprint=self.fp, attempt_id=self.sink.attempt, rounds=rounds, runner=self.runner, stopped=stopped,
             plan={"kind": plan.kind, "reused": reused, "num_shards": plan.num_shards,
-                  "num_members": plan.num_members, "planning_seconds": plan.meta.get("planning_seconds")})
+                  "num_members": plan.num_members, "planning_seconds": plan.meta.get("planning_seconds"),
+                  "changes": self.changes})
+        summary = redact.obj(summary)  # its URIs (input, output, error texts) without credentials
         self.sink.write_json(layout.SUMMARY, summary)
         self.sink.write_json(layout.PROGRESS, self.stats.progress(
-            state="failed" if summary["shards_failed"] else "finished", attempt_id=self.sink.attempt,
+            state="stopped" if stopped else "failed" if summary["shards_failed"] else "finished",
+            attempt_id=self.sink.attempt,
             dataset=self.dataset_totals()))
         try:
-            card.write_card(self.output, self.so, licence=registry.info(self.model.path).get("licence"))
+            card.write_card(self.output, self.so, licence=registry.info(self.model.path).get("licence"),
+                            labels_licence=self.spec.license)
         except Exception as e:  # noqa: BLE001 - the labels are committed; `annotator card` rewrites the card
             log.warning("could not write the dataset card: %s", e)
         return summary

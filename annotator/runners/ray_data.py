@@ -34,8 +34,9 @@ from functools import partial
 
 import pyarrow as pa
 
-from annotator.pipeline import errors, infer, stages
+from annotator.pipeline import budget, errors, infer, stages
 from annotator.pipeline import plan as plan_mod
+from annotator.pipeline.budget import ErrorBudgetExceeded
 from annotator.pipeline.collect import ShardCollector
 from annotator.pipeline.commit import commit_shard
 from annotator.pipeline.lock import LockLostError, read_lock
@@ -47,6 +48,7 @@ from annotator.pipeline.spec import RunSpec
 from annotator.runners import job as job_mod
 from annotator.runners.checkin import ActorRegistry, check_in
 from annotator.runners.job import ClusterError, Job
+from annotator.runners.metrics import JobMetrics
 from annotator.runners.ray_cluster import check_cpus, init_ray, pool_fits
 
 log = logging.getLogger(__name__)
@@ -83,10 +85,10 @@ class RayJob(Job):
     runner = "ray"
 
     def start(self) -> None:
+        local = init_ray(self.spec.compute.ray_address)  # first: it sets what Ray reads when imported
         import ray
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-        local = init_ray(self.spec.compute.ray_address)
         check_cpus(self.spec.compute, float(ray.cluster_resources().get("CPU", 0)), fixed=local)
         ctx = ray.data.DataContext.get_current()
         ctx.enable_progress_bars = False
@@ -100,6 +102,7 @@ class RayJob(Job):
         self.registry = ray.remote(num_cpus=0)(ActorRegistry).options(scheduling_strategy=here).remote()
         # re-run only when its worker died (an exception is the shard's, for the next round)
         self.commit_remote = ray.remote(num_cpus=self.spec.compute.commit_cpus, max_retries=2)(commit_task)
+        self.metrics = JobMetrics(self.stats, self.sink.attempt)  # Prometheus and _progress.json
 
     def commit(self, shard_id: str, tables: list[pa.Table], only: list[str] | None, attempt: int,
                continue_previous: bool = True) -> dict:
@@ -137,6 +140,7 @@ class RayJob(Job):
     def finish_rounds(self) -> None:
         import ray
 
+        self.metrics.poll(force=True)
         try:
             self.stats.add_actors(ray.get(self.registry.all.remote(), timeout=60))
         except Exception as e:  # noqa: BLE001 - the summary then lists the actors that labelled rows only
@@ -212,10 +216,13 @@ class RayJob(Job):
             for table in ds.iter_batches(batch_format="pyarrow", batch_size=None, prefetch_batches=0):
                 self.lock.check()
                 self.stats.add_processed(table)
+                self.check_budget(table)  # before the rows commit: a stopping actor's rows are not written
                 collector.add(table)
+                self.metrics.add(table)
+                self.metrics.set_queue(len(collector.futures) + len(collector.waiting))
                 bar.update(self.stats, table.num_rows)
                 self.tick()
-        except LockLostError:
+        except (LockLostError, ErrorBudgetExceeded):
             raise
         except ray.exceptions.GetTimeoutError as e:
             # the minimum actor pool never came up: retrying would wait again for the same resources
@@ -223,9 +230,13 @@ class RayJob(Job):
                                f"the cluster have {c.actors} x (CPU {c.cpus_per_actor:g}, GPU "
                                f"{c.gpus_per_actor:g}) free? ({e})") from None
         except Exception as e:  # noqa: BLE001 - e.g. Ray's no-progress guard: retry what is left
+            if budget.MARK in str(e):  # an actor that could not start (its warm-up failed)
+                raise ErrorBudgetExceeded(budget.stop_message(str(e))) from None
             round_error = errors.describe(e)
             log.error("round %d ended early: %s", attempt, round_error)
-        return self.round_failures(work, collector.finish(), round_error, collector.why_incomplete)
+        failures = self.round_failures(work, collector.finish(), round_error, collector.why_incomplete)
+        self.metrics.set_queue(0)
+        return failures
 
 
 def run(spec: RunSpec) -> dict:

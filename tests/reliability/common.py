@@ -31,15 +31,15 @@ def make_photos(folder: Path, n: int = N_PHOTOS) -> list[str]:
     return [*names, BROKEN]
 
 
-def tiny_model_folder(folder: Path, work: int = 0) -> str:
+def tiny_model_folder(folder: Path, work: int = 0, fail: str = "") -> str:
     """The tiny official-API model (``tiny_model.build``) with the build info annotator's own models
     carry (the skeleton), so the driver does not load TensorFlow to learn it."""
     from tests.reliability import tiny_model
 
     if not (folder / "saved_model.pb").exists():
-        subprocess.run([PYTHON, "-m", "tests.reliability.tiny_model", str(folder), str(work)], cwd=REPO, check=True,
-                       capture_output=True)
-        info = {"id": f"tiny-{work}", "native_skeleton": "tiny_5",
+        subprocess.run([PYTHON, "-m", "tests.reliability.tiny_model", str(folder), str(work), fail], cwd=REPO,
+                       check=True, capture_output=True)
+        info = {"id": f"tiny-{work}{'-fails-' + fail if fail else ''}", "native_skeleton": "tiny_5",
                 "skeletons": {"tiny_5": {"joint_names": list(tiny_model.JOINTS),
                                          "edges": [list(e) for e in tiny_model.EDGES]}}}
         (folder / "annotator_model.json").write_text(json.dumps(info))

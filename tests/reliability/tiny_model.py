@@ -7,6 +7,12 @@ labels, and a mixed-up row would show.
 
 ``work`` makes every call do that many 64x64 matrix products first: a batch then takes a
 measurable time, so an actor killed "mid-batch" really is.
+
+``fail`` makes it a broken model, for the error budget's tests (``pipeline.budget``): "images"
+fails on every image that is not all black (its warm-up on a black image passes), "marked" on
+images whose top-left corner is magenta (``MARK_RGB``: one bad image among good ones), "always"
+on every call, its warm-up included. Each failure is TensorFlow's own ``InvalidArgumentError``
+from a failed assertion in the graph, as a real model's failing op raises it.
 """
 
 from __future__ import annotations
@@ -18,13 +24,19 @@ import numpy as np
 JOINTS = ("pelv", "neck", "head", "lank", "rank")
 EDGES = ((0, 1), (1, 2), (0, 3), (0, 4))
 # a standing person in the camera frame (mm), 3 m in front of the camera
+FAILS = ("", "images", "marked", "always")
+MARK_RGB = (255, 0, 255)  # "marked": the top-left 8x8 corner of a failing image, JPEG-tolerant
 BASE = ((0.0, 0.0, 3000.0), (0.0, -500.0, 3000.0), (0.0, -700.0, 3000.0), (-100.0, 900.0, 3000.0),
         (100.0, 900.0, 3000.0))
 
 
-def build(folder: Path, work: int = 0) -> Path:
-    """Export the tiny model to ``folder`` (returns it); ``work``: matrix products per call."""
+def build(folder: Path, work: int = 0, fail: str = "") -> Path:
+    """Export the tiny model to ``folder`` (returns it); ``work``: matrix products per call;
+    ``fail``: one of ``FAILS``."""
     import tensorflow as tf
+
+    if fail not in FAILS:
+        raise ValueError(f"fail must be one of {FAILS}, got {fail!r}")
 
     class TinyPoseModel(tf.Module):
         def __init__(self):
@@ -58,6 +70,15 @@ def build(folder: Path, work: int = 0) -> Path:
                                  num_aug, average_aug, skeleton, detector_threshold, detector_nms_iou_threshold,
                                  max_detections, detector_flip_aug, suppress_implausible_poses):
             n = tf.shape(images)[0]
+            if fail == "images":
+                broken = tf.reduce_max(images) > 0
+            elif fail == "marked":
+                corner = tf.reduce_mean(tf.cast(images[:, :8, :8, :], tf.float32), axis=[1, 2])  # [N,3]
+                broken = tf.reduce_any(tf.reduce_all(tf.abs(corner - tf.constant(MARK_RGB, tf.float32)) < 40, -1))
+            else:
+                broken = tf.logical_and(n >= 0, fail == "always")
+            with tf.control_dependencies([tf.debugging.Assert(tf.logical_not(broken), [f"tiny model fails: {fail}"])]):
+                n = tf.identity(n)
             # depends on the input, so that the loop is not folded away as a constant
             m = tf.eye(64) * tf.cast(n, tf.float32) * 0.01
             m = tf.while_loop(lambda i, x: i < self.work, lambda i, x: (i + 1, tf.tanh(tf.matmul(x, x) + 0.1)),
@@ -93,4 +114,5 @@ def build(folder: Path, work: int = 0) -> Path:
 if __name__ == "__main__":
     import sys
 
-    print(build(Path(sys.argv[1]), int(sys.argv[2]) if len(sys.argv) > 2 else 0))
+    folder, work, fail = [*sys.argv[1:], "0", ""][:3] if len(sys.argv) < 3 else [*sys.argv[1:], ""][:3]
+    print(build(Path(folder), int(work), fail))
