@@ -3,6 +3,7 @@ results as JSON + a short table. Every number a script prints is measured in tha
 
 from __future__ import annotations
 
+import argparse
 import datetime as dt
 import json
 import os
@@ -97,6 +98,41 @@ def annotator_run(input_dir: Path, output: Path, *args: str, timeout: int = 1800
         raise RuntimeError(f"annotator run failed ({proc.returncode}):\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}")
     summary = json.loads((output / "_summary.json").read_text())
     return {"wall_seconds": round(wall, 2), "summary": summary}
+
+
+# The start of a measured child process's script (a fresh interpreter per case): its memory from
+# /proc (``status_kib("VmHWM")``: peak, ``"VmRSS"``: now), ``before`` anything is imported.
+CHILD_PRELUDE = r"""
+import json, sys, time
+
+def status_kib(key):
+    for line in open("/proc/self/status"):
+        if line.startswith(key + ":"):
+            return int(line.split()[1])
+
+before = status_kib("VmRSS")
+"""
+
+
+def run_child(script: str, *args: str, timeout: int = 900) -> dict:
+    """Run a ``CHILD_PRELUDE`` script in a fresh interpreter; its last stdout line (JSON), floats
+    rounded, plus ``growth_mib``: its peak memory over its memory before the work."""
+    proc = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, timeout=timeout)
+    if proc.returncode != 0:
+        raise RuntimeError(proc.stderr[-3000:])
+    r = json.loads(proc.stdout.strip().splitlines()[-1])
+    return {**{k: round(v, 3) if isinstance(v, float) else v for k, v in r.items()},
+            "growth_mib": round(r["peak_rss_mib"] - r["rss_before_mib"], 1)}
+
+
+def plan_sizes_args(doc: str, sizes: str) -> argparse.Namespace:
+    """The arguments of the plan-scale benches (``plan.py``, ``changes.py``): manifest sizes, shard
+    size, where to save the JSON."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", default=sizes)
+    ap.add_argument("--shard-size", type=int, default=256)
+    ap.add_argument("--out", type=Path, default=None)
+    return ap.parse_args()
 
 
 def machine() -> dict:

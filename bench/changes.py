@@ -12,9 +12,6 @@ Target (issue 26): 10^6 objects in <= 60 s and <= 1 GiB.
 
 from __future__ import annotations
 
-import argparse
-import json
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -24,16 +21,8 @@ import _common as c  # noqa: E402
 
 ADDED, REMOVED, CHANGED = 1000, 500, 500
 
-CHILD = r"""
-import json, sys, time
+CHILD = c.CHILD_PRELUDE + r"""
 from annotator.pipeline import changes, plan
-
-def status_kib(key):
-    for line in open("/proc/self/status"):
-        if line.startswith(key + ":"):
-            return int(line.split()[1])
-
-before = status_kib("VmRSS")
 manifest, plan_dir, shard_size, append = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4] == "1"
 opts = plan.PlanOptions(manifest, kind="manifest", shard_size=shard_size)
 t = time.perf_counter()
@@ -65,23 +54,13 @@ def write_manifest(path: Path, n: int, grown: bool = False) -> None:
 
 
 def child(manifest: Path, plan_dir: str, shard_size: int, append: bool) -> dict:
-    proc = subprocess.run([sys.executable, "-c", CHILD, str(manifest), plan_dir, str(shard_size),
-                           "1" if append else "0"], capture_output=True, text=True, timeout=900)
-    if proc.returncode != 0:
-        raise RuntimeError(proc.stderr[-3000:])
-    r = json.loads(proc.stdout.strip().splitlines()[-1])
-    return {**{k: round(v, 3) if isinstance(v, float) else v for k, v in r.items()},
-            "growth_mib": round(r["peak_rss_mib"] - r["rss_before_mib"], 1)}
+    return c.run_child(CHILD, str(manifest), plan_dir, str(shard_size), "1" if append else "0")
 
 
 def main() -> int:
     from annotator.pipeline import plan
 
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--sizes", default="100000,1000000")
-    ap.add_argument("--shard-size", type=int, default=256)
-    ap.add_argument("--out", type=Path, default=None)
-    args = ap.parse_args()
+    args = c.plan_sizes_args(__doc__, "100000,1000000")
     result = {"machine": c.machine(), "shard_size": args.shard_size, "runs": []}
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-changes-") as tmp:

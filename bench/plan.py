@@ -10,9 +10,6 @@ Target: 10^6 URIs in under 30 s and 1 GiB.
 
 from __future__ import annotations
 
-import argparse
-import json
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -20,16 +17,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as c  # noqa: E402
 
-CHILD = r"""
-import json, sys, time
+CHILD = c.CHILD_PRELUDE + r"""
 from annotator.pipeline import plan
-
-def status_kib(key):
-    for line in open("/proc/self/status"):
-        if line.startswith(key + ":"):
-            return int(line.split()[1])
-
-before = status_kib("VmRSS")
 manifest, out, shard_size = sys.argv[1], sys.argv[2], int(sys.argv[3])
 t = time.perf_counter()
 p = plan.create(plan.PlanOptions(manifest, kind="manifest", shard_size=shard_size), out)
@@ -53,26 +42,16 @@ def write_manifest(path: Path, n: int) -> None:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--sizes", default="10000,100000,1000000")
-    ap.add_argument("--shard-size", type=int, default=256)
-    ap.add_argument("--out", type=Path, default=None)
-    args = ap.parse_args()
+    args = c.plan_sizes_args(__doc__, "10000,100000,1000000")
     result = {"machine": c.machine(), "shard_size": args.shard_size, "runs": []}
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-plan-") as tmp:
         for n in (int(s) for s in args.sizes.split(",")):
             manifest = Path(tmp) / f"manifest_{n}.parquet"
             write_manifest(manifest, n)
-            proc = subprocess.run([sys.executable, "-c", CHILD, str(manifest), f"{tmp}/plan_{n}",
-                                   str(args.shard_size)], capture_output=True, text=True, timeout=900)
-            if proc.returncode != 0:
-                raise RuntimeError(proc.stderr[-3000:])
-            r = json.loads(proc.stdout.strip().splitlines()[-1])
+            r = c.run_child(CHILD, str(manifest), f"{tmp}/plan_{n}", str(args.shard_size))
             plan_bytes = sum(f.stat().st_size for f in Path(tmp, f"plan_{n}").rglob("*") if f.is_file())
-            run = {"uris": n, **{k: round(v, 3) if isinstance(v, float) else v for k, v in r.items()},
-                   "growth_mib": round(r["peak_rss_mib"] - r["rss_before_mib"], 1),
-                   "plan_mib_on_disk": round(plan_bytes / 2**20, 2)}
+            run = {"uris": n, **r, "plan_mib_on_disk": round(plan_bytes / 2**20, 2)}
             result["runs"].append(run)
             rows.append((n, run["seconds"], run["peak_rss_mib"], run["growth_mib"], run["shards"],
                          run["plan_mib_on_disk"], run["reload_seconds"]))

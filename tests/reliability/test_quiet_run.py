@@ -36,7 +36,6 @@ def test_quiet_by_default_and_the_log_file_holds_the_engine_lines(samples_dir, t
     text = logs[0].read_text()
     worker = [ln for ln in text.splitlines() if ln.startswith("(MapWorker(MapBatches(InferenceStage)) pid=")]
     assert any(t in ln for ln in worker for t in TF_LINES), text[-4000:]  # forwarded by Ray, into the file
-    assert "Token authentication is enabled" in text  # Ray's own logger, redirected
     assert re.search(r"INFO annotator\.runners\.ray_cluster: Ray session: /", text)  # where Ray keeps the rest
 
 
