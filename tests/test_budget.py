@@ -42,3 +42,12 @@ def test_stop_message_is_one_line_even_inside_an_engines_wrapped_error():
     wrapped = f"RuntimeError: Traceback (most recent call last):\n  ...\nErrorBudgetExceeded: {MARK}the model's " \
               f"warm-up call failed on n:1: InvalidArgumentError: broken\n  more"
     assert stop_message(wrapped) == f"{MARK}the model's warm-up call failed on n:1: InvalidArgumentError: broken"
+
+
+def test_a_retry_errors_run_has_no_budget_but_programming_errors():
+    """Its rows all failed before and may all fail again: neither rule may call that a broken model."""
+    budget = ErrorBudget.for_run(0.05, retry_errors=True)
+    budget.check_rate(1000, 1000)
+    off = FirstBatches(budget.first_batches)
+    assert not any(off.add(4, ["inference_error: a"] * 4) for _ in range(5)) and not off.doubtful
+    assert ErrorBudget.for_run(0.05, retry_errors=False) == ErrorBudget(max_error_rate=0.05)

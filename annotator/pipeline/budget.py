@@ -35,7 +35,14 @@ class ErrorBudgetExceeded(RuntimeError):
 class ErrorBudget:
     max_error_rate: float = 0.05  # of the images that reached the model; real jobs stay far below
     min_images: int = 100  # the rate is judged only from this many images on (a first batch proves little)
-    first_batches: int = 3  # an actor whose first batches all fail on every image cannot run the model
+    first_batches: int = 3  # an actor whose first batches all fail on every image cannot run the model (0: off)
+
+    @classmethod
+    def for_run(cls, max_error_rate: float, retry_errors: bool) -> ErrorBudget:
+        """A ``--retry-errors`` run infers only rows that failed before: all of them may fail again
+        (bad images stay bad), so neither rule can tell a broken model from them there; its rows
+        were error rows already, so nothing is lost if they stay so."""
+        return cls(max_error_rate=1.0, first_batches=0) if retry_errors else cls(max_error_rate=max_error_rate)
 
     def check_rate(self, inferred: int, failed: int) -> None:
         """Raise ``ErrorBudgetExceeded`` when ``failed`` of ``inferred`` images pass the budget."""
@@ -69,8 +76,8 @@ class FirstBatches:
             if len(failures) == images:
                 self.all_failed += 1
                 self.first_error = self.first_error or failures[0]
-        return self.all_failed >= self.n
+        return self.n > 0 and self.all_failed >= self.n
 
     @property
     def doubtful(self) -> bool:
-        return self.seen > 0 and self.all_failed == self.seen
+        return self.n > 0 and self.seen > 0 and self.all_failed == self.seen

@@ -55,7 +55,7 @@ class Job:
         self.actor_model = given if loader.is_remote(given) or given == model.reference and \
             not os.path.exists(os.path.expanduser(given)) else model.path
         self.stats = RunStats()
-        self.budget = ErrorBudget(max_error_rate=spec.max_error_rate)
+        self.budget = ErrorBudget.for_run(spec.max_error_rate, spec.retry_errors)
         self.pool = ThreadPoolExecutor(spec.compute.commit_threads, thread_name_prefix="annotator-commit")
         self.committed: dict[str, dict] = {}
         self.totals = manifest_totals([])  # over ``committed``, kept as commits land: no O(shards) per tick
