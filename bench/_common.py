@@ -10,7 +10,9 @@ import os
 import platform
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -123,6 +125,16 @@ def run_child(script: str, *args: str, timeout: int = 900) -> dict:
     r = json.loads(proc.stdout.strip().splitlines()[-1])
     return {**{k: round(v, 3) if isinstance(v, float) else v for k, v in r.items()},
             "growth_mib": round(r["peak_rss_mib"] - r["rss_before_mib"], 1)}
+
+
+def sized_manifests(sizes: str, prefix: str, write) -> Iterator[tuple[int, Path, str]]:
+    """For each of the comma-separated ``sizes``: a manifest of that many URIs written by
+    ``write(path, n)`` in a temporary folder (removed at the end); yields (n, manifest, folder)."""
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+        for n in (int(x) for x in sizes.split(",")):
+            manifest = Path(tmp) / f"manifest_{n}.parquet"
+            write(manifest, n)
+            yield n, manifest, tmp
 
 
 def plan_sizes_args(doc: str, sizes: str) -> argparse.Namespace:

@@ -13,7 +13,6 @@ Target (issue 26): 10^6 objects in <= 60 s and <= 1 GiB.
 from __future__ import annotations
 
 import sys
-import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -63,23 +62,20 @@ def main() -> int:
     args = c.plan_sizes_args(__doc__, "100000,1000000")
     result = {"machine": c.machine(), "shard_size": args.shard_size, "runs": []}
     rows = []
-    with tempfile.TemporaryDirectory(prefix="bench-changes-") as tmp:
-        for n in (int(s) for s in args.sizes.split(",")):
-            manifest = Path(tmp) / f"manifest_{n}.parquet"
-            write_manifest(manifest, n)
-            plan_dir = f"{tmp}/plan_{n}"
-            plan.create(plan.PlanOptions(str(manifest), kind="manifest", shard_size=args.shard_size), plan_dir)
-            for case, grown, append in (("unchanged", False, False), ("grown", True, False),
-                                        ("grown + append", True, True)):
-                if grown:
-                    write_manifest(manifest, n, grown=True)
-                r = child(manifest, plan_dir, args.shard_size, append)
-                expect = (0, 0, 0) if not grown else (ADDED, REMOVED, CHANGED)
-                assert (r["added"], r["removed"], r["changed"]) == expect, (case, r)
-                result["runs"].append({"objects": n, "case": case, **r})
-                rows.append((n, case, r["seconds"], r["load_seconds"], r["peak_rss_mib"], r["growth_mib"],
-                             f"+{r['added']} -{r['removed']} ~{r['changed']}"))
-                print(rows[-1], flush=True)
+    for n, manifest, tmp in c.sized_manifests(args.sizes, "bench-changes-", write_manifest):
+        plan_dir = f"{tmp}/plan_{n}"
+        plan.create(plan.PlanOptions(str(manifest), kind="manifest", shard_size=args.shard_size), plan_dir)
+        for case, grown, append in (("unchanged", False, False), ("grown", True, False),
+                                    ("grown + append", True, True)):
+            if grown:
+                write_manifest(manifest, n, grown=True)
+            r = child(manifest, plan_dir, args.shard_size, append)
+            expect = (0, 0, 0) if not grown else (ADDED, REMOVED, CHANGED)
+            assert (r["added"], r["removed"], r["changed"]) == expect, (case, r)
+            result["runs"].append({"objects": n, "case": case, **r})
+            rows.append((n, case, r["seconds"], r["load_seconds"], r["peak_rss_mib"], r["growth_mib"],
+                         f"+{r['added']} -{r['removed']} ~{r['changed']}"))
+            print(rows[-1], flush=True)
     path = c.save("changes", result, args.out)
     print(c.table(rows, ("objects", "case", "seconds", "plan load s", "peak RSS MiB", "growth MiB", "found")))
     print(f"-> {path}")

@@ -11,7 +11,6 @@ Target: 10^6 URIs in under 30 s and 1 GiB.
 from __future__ import annotations
 
 import sys
-import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -45,17 +44,14 @@ def main() -> int:
     args = c.plan_sizes_args(__doc__, "10000,100000,1000000")
     result = {"machine": c.machine(), "shard_size": args.shard_size, "runs": []}
     rows = []
-    with tempfile.TemporaryDirectory(prefix="bench-plan-") as tmp:
-        for n in (int(s) for s in args.sizes.split(",")):
-            manifest = Path(tmp) / f"manifest_{n}.parquet"
-            write_manifest(manifest, n)
-            r = c.run_child(CHILD, str(manifest), f"{tmp}/plan_{n}", str(args.shard_size))
-            plan_bytes = sum(f.stat().st_size for f in Path(tmp, f"plan_{n}").rglob("*") if f.is_file())
-            run = {"uris": n, **r, "plan_mib_on_disk": round(plan_bytes / 2**20, 2)}
-            result["runs"].append(run)
-            rows.append((n, run["seconds"], run["peak_rss_mib"], run["growth_mib"], run["shards"],
-                         run["plan_mib_on_disk"], run["reload_seconds"]))
-            print(rows[-1], flush=True)
+    for n, manifest, tmp in c.sized_manifests(args.sizes, "bench-plan-", write_manifest):
+        r = c.run_child(CHILD, str(manifest), f"{tmp}/plan_{n}", str(args.shard_size))
+        plan_bytes = sum(f.stat().st_size for f in Path(tmp, f"plan_{n}").rglob("*") if f.is_file())
+        run = {"uris": n, **r, "plan_mib_on_disk": round(plan_bytes / 2**20, 2)}
+        result["runs"].append(run)
+        rows.append((n, run["seconds"], run["peak_rss_mib"], run["growth_mib"], run["shards"],
+                     run["plan_mib_on_disk"], run["reload_seconds"]))
+        print(rows[-1], flush=True)
     path = c.save("plan", result, args.out)
     print(c.table(rows, ("URIs", "seconds", "peak RSS MiB", "growth MiB", "shards", "plan MiB", "reload s")))
     print(f"-> {path}")
