@@ -20,8 +20,9 @@ CLIENT_LOGGERS = ("gcsfs", "s3fs", "botocore", "botocore.retryhandler", "botocor
 
 class ScriptedProxy(FaultProxy):
     """The fault proxy with faults on cue: ``script`` lists ``(method, text in the path, kind)``; the
-    first request that matches the head of the script gets that fault, and the script moves on. A
-    5xx or reset comes before the store sees the request, or with ``late`` after the store acted."""
+    first request that matches an entry gets that fault, and the entry is struck off. Entries match
+    in any order, since reads of several objects run concurrently. A 5xx or reset comes before the
+    store sees the request, or with ``late`` after the store acted."""
 
     def __init__(self, upstream_port: int, late: bool = False):
         super().__init__(upstream_port, rate=0.0)
@@ -32,10 +33,11 @@ class ScriptedProxy(FaultProxy):
         method, _, path = key.partition(" ")
         with self.lock:
             self.requests += 1
-            if self.script and method == self.script[0][0] and self.script[0][1] in path:
-                kind = self.script.pop(0)[2]
-                self.faults[kind] += 1
-                return kind
+            for i, (want_method, text, kind) in enumerate(self.script):
+                if method == want_method and text in path:
+                    del self.script[i]
+                    self.faults[kind] += 1
+                    return kind
         return None
 
 
