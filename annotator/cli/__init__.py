@@ -4,7 +4,7 @@ delegating to the package that does the work. Nothing else in annotator imports 
     run.py      annotator run                        (runners: Ray Data or Beam)
     submit.py   annotator submit                     (Ray job submission of a spec)
     models.py   annotator models build|path|list     (models: build cache, loader)
-    outputs.py  annotator status|render|report|filter|export|card   (outputs: reading a dataset)
+    outputs.py  annotator status|render|report|filter|export|card|diff|versions   (outputs: reading a dataset)
     eval.py     annotator eval multiview             (eval: accuracy against geometry)
     doctor.py   annotator doctor                     (runners: checks every node before a job)
 

@@ -1,5 +1,6 @@
 """Commands that read a job's output: ``status``, ``render``, ``report``, ``filter``, ``export``, ``card``,
-``diff`` (two outputs)."""
+``diff`` (two outputs or versions), ``versions`` (list, remove). Each takes ``OUTPUT@vN`` for version N
+of an output; ``OUTPUT`` is its latest version."""
 
 from __future__ import annotations
 
@@ -18,9 +19,11 @@ def add(sub) -> None:
     _add_export(sub)
     _add_card(sub)
     _add_diff(sub)
+    _add_versions(sub)
 
 
-def _parser(sub, name: str, help: str, output_help: str = "a job's output folder or URI"):
+def _parser(sub, name: str, help: str,
+            output_help: str = "a job's output folder or URI (OUTPUT@vN: its version N; default the latest)"):
     """A command that reads one job's OUTPUT (its first argument)."""
     p = sub.add_parser(name, help=help)
     p.add_argument("output", help=output_help)
@@ -70,13 +73,18 @@ def _add_report(sub) -> None:
     p = _parser(sub, "report", help="one static HTML page: counts, errors, quality, throughput, samples")
     p.add_argument("--out", help="HTML file to write (default OUTPUT/report.html)")
     p.add_argument("--samples", type=int, default=3, help="overlays per group (best, median, worst)")
+    p.add_argument("--diff", metavar="A,B",
+                   help="add what changed between two versions (v1,v2) or outputs: per image people count, joint "
+                        "displacement and quality shift, a table and a plot (default: the version reported and its "
+                        "parent, where it has one; 'none': no comparison)")
     p.set_defaults(func=cmd_report)
 
 
 def cmd_report(args) -> int:
     from annotator.outputs import report
 
-    print(report.write_report(args.output, args.out, report.ReportConfig(samples_per_group=args.samples)))
+    pair = report.parse_diff(args.output, args.diff) if args.diff else None
+    print(report.write_report(args.output, args.out, report.ReportConfig(samples_per_group=args.samples, diff=pair)))
     return 0
 
 
@@ -173,8 +181,9 @@ def cmd_card(args) -> int:
 def _add_diff(sub) -> None:
     p = sub.add_parser("diff", help="how two outputs of the same images differ: people count, joint "
                                     "displacement, quality, per image")
-    p.add_argument("a", help="an output folder or URI (e.g. the older model's)")
-    p.add_argument("b", help="another output of the same input (e.g. the newer model's)")
+    p.add_argument("a", help="an output folder or URI (e.g. the older model's), or a version: OUTPUT@v1")
+    p.add_argument("b", help="another output of the same input (e.g. the newer model's), or a version: OUTPUT@v2 "
+                             "(OUTPUT alone: its latest version)")
     p.add_argument("--top", type=int, default=10, help="images listed, most moved first (default 10)")
     p.add_argument("--json", action="store_true", help="every image, machine-readable")
     p.set_defaults(func=cmd_diff)
@@ -185,4 +194,38 @@ def cmd_diff(args) -> int:
 
     result = diff.compare(args.a, args.b)
     print(json.dumps(result, indent=2, sort_keys=True) if args.json else diff.to_text(result, args.top))
+    return 0
+
+
+def _add_versions(sub) -> None:
+    p = _parser(sub, "versions", help="an output's versions (one per model or settings) with their lineage; "
+                                      "--remove one", output_help="a job's output folder or URI")
+    p.add_argument("--remove", metavar="vN", help="remove this version's files (its lineage entry stays, marked "
+                                                  "removed); refused for the latest and the only version")
+    p.add_argument("--force", action="store_true", help="with --remove: also the latest or the only version")
+    p.add_argument("--json", action="store_true", help="machine-readable")
+    p.set_defaults(func=cmd_versions, user_errors=_lock_errors)
+
+
+def _lock_errors() -> tuple[type[BaseException], ...]:
+    from annotator.pipeline.lock import LockedError
+
+    return (LockedError,)
+
+
+def cmd_versions(args) -> int:
+    from annotator.outputs import card
+    from annotator.pipeline import versions
+
+    if args.remove:
+        number = args.remove.lower().removeprefix("v")
+        if not number.isdigit():
+            raise ValueError(f"--remove takes a version such as v2, got {args.remove!r}")
+        versions.remove(args.output, int(number), force=args.force)
+        print(f"removed v{number} of {args.output}")
+        lineage = versions.read(args.output)
+        if lineage and lineage.get("latest"):
+            print(f"card:     {card.write_card(args.output)}")  # the latest may have changed
+    rows = versions.listing(args.output)
+    print(json.dumps(rows, indent=2, sort_keys=True) if args.json else versions.to_text(rows))
     return 0

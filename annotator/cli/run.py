@@ -56,7 +56,11 @@ def add(sub) -> None:
                         "inference (default 0.05; judged from 100 images on): a broken model or node fails every "
                         "image, real data far fewer")
     p.add_argument("--overwrite", action="store_true",
-                   help="discard what OUTPUT holds (other model/settings/input) and start over")
+                   help="discard what OUTPUT holds (every version) and start over")
+    p.add_argument("--new-version", action="store_true",
+                   help="label everything into a new version of OUTPUT with a fresh plan, even with the same model "
+                        "and settings (another model or settings make a new version by themselves; older versions "
+                        "stay readable as OUTPUT@vN)")
     p.add_argument("--append", action="store_true",
                    help="a rerun that finds new inputs labels them as new shards (a daily growing folder); "
                         "removed or changed inputs are reported, their rows kept")
@@ -84,7 +88,7 @@ def run_spec_data(args) -> dict:
                 "temporal", "max_error_rate", "license"):
         if getattr(args, key, None) is not None:
             data[key] = getattr(args, key)
-    for key in ("overwrite", "retry_errors", "append", "frozen"):
+    for key in ("overwrite", "retry_errors", "append", "frozen", "new_version"):
         if getattr(args, key, False):
             data[key] = True
     settings = data.setdefault("settings", {})
@@ -156,6 +160,14 @@ def format_summary(s: dict) -> str:
         + (f"; first labels after {s['seconds_to_first_rows']} s (start-up, model load, warm-up), "
            f"then {s['steady_images_per_second']} images/s" if s.get("steady_images_per_second") else ""),
     ]
+    version = s.get("version")
+    if version:
+        lines.append(f"version:  v{version['number']}"
+                     + (f" (parent v{version['parent']}: {version['reason']})" if version.get("parent") else "")
+                     + ("; the latest: readers of the output read it" if version["latest"] == version["number"] else
+                        "; not published yet: readers read "
+                        + (f"v{version['latest']}" if version["latest"] else "nothing") + " until every shard of it is "
+                        "committed"))
     changes = (s.get("plan") or {}).get("changes")
     if changes and changes.get("error"):
         lines.append(f"input:    not listed ({changes['error']}): the frozen plan was resumed as it is")

@@ -14,6 +14,11 @@ licence would tell the Hub that labels of, say, non-commercial images were Apach
 
 Every URI the card shows goes through ``pipeline.redact`` (a card is the file most often shared).
 
+Versions (``pipeline.versions``): the card at ``OUTPUT/README.md`` always describes the latest
+version (its ``configs`` point at ``_versions/vN/parts/*.parquet``, so ``load_dataset(OUTPUT)``
+loads the latest) and lists every version with its lineage; version N >= 2 also has its own card
+in its folder.
+
 Everything comes from the output itself (final manifest, summary, the first part's footer), so
 ``annotator card OUTPUT`` can (re)write the card of any output, e.g. one made before cards existed.
 The features are the parts' own Arrow schema in the ``datasets`` YAML form, so nothing is cast.
@@ -30,7 +35,7 @@ import yaml
 
 from annotator import __version__
 from annotator.labels import schema
-from annotator.pipeline import layout, redact, sink
+from annotator.pipeline import layout, redact, sink, versions
 
 HF_LICENCES = {"apache-2.0": "apache-2.0", "mit": "mit", "cc-by-4.0": "cc-by-4.0", "cc-by-nc-4.0": "cc-by-nc-4.0",
                "bsd-3-clause": "bsd-3-clause", "gpl-3.0": "gpl-3.0"}
@@ -142,9 +147,24 @@ def labels_licence_lines(labels: str) -> tuple[dict, list[str]]:
     return keys, lines
 
 
-def card_text(output: layout.Output, licence: str | None = None, labels_licence: str | None = None) -> str:
+def versions_lines(lineage: dict | None, base: str) -> list[str]:
+    """The card's Versions section (none for an output with one version)."""
+    if not lineage:
+        return []
+    rows = [[f"v{v['version']}", versions.state(v, lineage), f"v{v['parent']}" if v.get("parent") else "-",
+             f"`{(v.get('model') or {}).get('id', '?')}` (`{str((v.get('model') or {}).get('sha256', '?'))[:12]}`)",
+             v.get("reason", ""), "-" if v.get("removed_at") else f"`{versions.version(base, v['version']).ref}`"]
+            for v in lineage["versions"]]
+    return ["", "## Versions", "", "Each model or settings generation is a version of its own (`annotator versions`); "
+            "this card describes the latest.", ""] + \
+        _table(["version", "state", "parent", "model", "why", "read it as"], rows)
+
+
+def card_text(output: layout.Output, licence: str | None = None, labels_licence: str | None = None,
+              prefix: str = "") -> str:
     """The card. ``licence``: the model weights' licence (default: the built-in model's); ``labels_licence``:
-    the labels' (default: the run's ``license`` from ``_summary.json``, else ``other``)."""
+    the labels' (default: the run's ``license`` from ``_summary.json``, else ``other``). ``prefix``: where
+    ``output`` lies from the card's folder (``_versions/vN/`` for the output's own card of version N)."""
     manifest = output.manifest()
     records = output.records()
     summary = redact.obj(output.read_json(layout.SUMMARY) or {})
@@ -162,7 +182,8 @@ def card_text(output: layout.Output, licence: str | None = None, labels_licence:
     skeleton = meta.get("skeleton") or {}
     settings = meta.get("settings") or {}
     rows = sum(int(r.get("rows", 0)) for r in records) if records and "rows" in records[0] else manifest.get("rows", 0)
-    name = redact.uri(output.uri).rstrip("/").rsplit("/", 1)[-1]
+    lineage = versions.read(output.base_uri, output.storage_options)
+    name = redact.uri(output.base_uri).rstrip("/").rsplit("/", 1)[-1] + (f" v{output.version}" if lineage else "")
     labels = labels_licence or summary.get("license") or DEFAULT_LABELS_LICENCE
     licence_keys, licence_lines = labels_licence_lines(labels)
     header = {
@@ -172,7 +193,7 @@ def card_text(output: layout.Output, licence: str | None = None, labels_licence:
         "task_categories": ["keypoint-detection"],
         "size_categories": [size_category(rows)],
         "configs": [{"config_name": "default", "default": True,
-                     "data_files": [{"split": "train", "path": f"{layout.PARTS}/*.parquet"}]}],
+                     "data_files": [{"split": "train", "path": f"{prefix}{layout.PARTS}/*.parquet"}]}],
         "dataset_info": {"config_name": "default", "features": features(arrow_schema)},
     }
     errors = manifest.get("errors_by_reason") or {}
@@ -208,6 +229,7 @@ def card_text(output: layout.Output, licence: str | None = None, labels_licence:
                         [[f"{i / len(hist):.1f}-{(i + 1) / len(hist):.1f}", c, f"{100 * c / n:.1f} %" if n else "-"]
                          for i, c in enumerate(hist)])
         lines += ["", "Compare scores only between outputs made with the same `num_aug` (see the schema)."]
+    lines += versions_lines(lineage, redact.uri(output.base_uri).rstrip("/"))
     lines += [""] + licence_lines
     lines += ["", "## Provenance", ""]
     lines += _table(["", ""], [
@@ -230,6 +252,8 @@ def card_text(output: layout.Output, licence: str | None = None, labels_licence:
     lines += _table(["field", "meaning"], [[a, b.replace("|", "/")] for a, b in table_rows])
     out = redact.uri(output.uri).rstrip("/")
     parts = f"{out}/{layout.PARTS}"
+    if prefix:  # the output's card: datasets loads the output (this card), the others read the version's folder
+        out = redact.uri(output.base_uri).rstrip("/")
     lines += ["", "## How to read it", "", "```python",
               "import datasets", f"ds = datasets.load_dataset({out!r}, split='train')  # this card's configs",
               "", "import pandas as pd", f"df = pd.read_parquet({parts!r})  # parts/ holds committed parts only",
@@ -242,12 +266,31 @@ def card_text(output: layout.Output, licence: str | None = None, labels_licence:
 
 def write_card(output_uri: str, storage_options: dict | None = None, licence: str | None = None,
                labels_licence: str | None = None) -> str:
-    """Write ``OUTPUT/README.md`` (whole or not at all: written aside, then moved); returns its URI.
-    ``licence`` is the model weights' licence (its meaning since cards exist); ``labels_licence`` the labels'."""
-    output = layout.Output(output_uri, storage_options)
-    text = card_text(output, licence, labels_licence)
-    tmp = output.path(f".{layout.CARD}.{uuid.uuid4().hex[:8]}")
-    output.fs.pipe_file(tmp, text.encode())
-    sink.CommitSink(output_uri, storage_options).publish(tmp[len(output.root) + 1:], layout.CARD)
-    return f"{redact.uri(output.uri).rstrip('/')}/{layout.CARD}"
+    """Write the card of ``output_uri`` (``OUT@vN``, else the latest version): ``OUTPUT/README.md``
+    when it is the latest (or the only) version, and version N >= 2's own card in its folder. Each is
+    written whole or not at all (aside, then moved); returns the URI of the output's card, else the
+    version's. ``licence`` is the model weights' licence (its meaning since cards exist); ``labels_licence``
+    the labels'."""
+    output = layout.Output.open(output_uri, storage_options)
+    number = output.version or 1
+    lineage = versions.read(output.base_uri, storage_options)
+    latest = lineage is None or lineage.get("latest") == number
+    if number == 1 and not latest:
+        raise ValueError(f"v1 of {output.base_uri} has no card of its own: OUTPUT/README.md describes the latest "
+                         f"version (v{lineage.get('latest')}); `annotator card {output.base_uri}` rewrites it")
+    written = []
+    if number > 1:
+        written.append(_put_card(output.uri, storage_options, card_text(output, licence, labels_licence)))
+    if latest:
+        prefix = f"{layout.version_folder(number)}/" if number > 1 else ""
+        written.append(_put_card(output.base_uri, storage_options,
+                                 card_text(output, licence, labels_licence, prefix)))
+    return written[-1]
 
+
+def _put_card(folder: str, storage_options: dict | None, text: str) -> str:
+    target = layout.Output(folder, storage_options)
+    tmp = target.path(f".{layout.CARD}.{uuid.uuid4().hex[:8]}")
+    target.fs.pipe_file(tmp, text.encode())
+    sink.CommitSink(folder, storage_options).publish(tmp[len(target.root) + 1:], layout.CARD)
+    return f"{redact.uri(target.uri).rstrip('/')}/{layout.CARD}"

@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 
 def read_table(output_uri: str, columns: list[str] | None = None, storage_options: dict | None = None) -> pa.Table:
     """All committed parts as one table, checksums verified (for small outputs; stream parts otherwise)."""
-    return Output(output_uri, storage_options).read_table(columns)
+    return Output.open(output_uri, storage_options).read_table(columns)
 
 
 def has_quality(arrow_schema: pa.Schema) -> bool:
@@ -155,7 +155,7 @@ class PoseDataset:
         self.config = config or LoaderConfig()
         if not 0 <= self.config.rank < self.config.world_size:
             raise ValueError(f"rank {self.config.rank} not in [0, {self.config.world_size})")
-        self.output = Output(self.output_uri, self.config.storage_options)
+        self.output = Output.open(self.output_uri, self.config.storage_options)
         self.parts = self.output.records()
         self.metadata = self.output.metadata()
         self.skeleton = self.metadata.get("skeleton") or {}

@@ -5,13 +5,16 @@ it a user needs to know what moved. Per image (ids in both): the change in peopl
 3D joint displacement of the people both found (mm, camera frame), and the shift of their mean
 quality. People are matched by their 2D box centres (greedy, nearest first, within the larger
 box's diagonal), so a person found by one labeling only counts in the people change, not the
-displacement. Reads each output through ``layout.Output`` (committed parts, checksums verified).
+displacement. Reads each output through ``layout.Output.open`` (committed parts, checksums
+verified): ``OUT@v1 OUT@v2`` compares two versions of one output (``pipeline.versions``), ``OUT``
+is its latest. ``section_html`` is the report's section of a diff (a table and a plot).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from annotator.outputs.html_parts import data_uri, escape, figure, png, table
 from annotator.pipeline import layout
 
 COLUMNS = ["image_id", "status", "people"]
@@ -68,7 +71,7 @@ def compare(a_uri: str, b_uri: str, storage_options: dict | None = None) -> dict
     """``{"images": [per-image dicts, by image id], "summary": {...}}`` for two outputs."""
     rows = []
     for uri in (a_uri, b_uri):
-        table = layout.Output(uri, storage_options).read_table(columns=COLUMNS)
+        table = layout.Output.open(uri, storage_options).read_table(columns=COLUMNS)
         rows.append({r["image_id"]: r for r in table.to_pylist()})
     a, b = rows
     common = sorted(set(a) & set(b))
@@ -107,3 +110,51 @@ def to_text(result: dict, top: int = 10) -> str:
             lines.append(f"{d['image_id'][:40]:40s} {d['people_a']:>3d} -> {d['people_b']:<3d} "
                          f"{num(d['mean_displacement_mm']):>9s} {num(d['quality_shift'], '{:+.3f}'):>8s}")
     return "\n".join(lines)
+
+
+def plot_png(result: dict) -> bytes:
+    """Per image: mean joint displacement (mm), quality shift and people change, as histograms."""
+    fig = figure(12.0, 3.0)
+    images = result["images"]
+    moves = [d["mean_displacement_mm"] for d in images if d["mean_displacement_mm"] is not None]
+    shifts = [d["quality_shift"] for d in images if d["quality_shift"] is not None]
+    changes = [d["people_change"] for d in images]
+    for i, (values, label, colour) in enumerate(((moves, "mean joint displacement (mm)", "tab:blue"),
+                                                 (shifts, "quality shift (B - A)", "tab:orange"))):
+        ax = fig.add_subplot(1, 3, i + 1)
+        ax.hist(values, bins=20, color=colour, edgecolor="white")
+        ax.set_xlabel(label)
+        ax.set_ylabel("images")
+        ax.set_title(f"{label.split(' (')[0]} per image (n={len(values)})", fontsize=10)
+    ax = fig.add_subplot(1, 3, 3)
+    xs = sorted(set(changes))
+    ax.bar([f"{x:+d}" for x in xs], [changes.count(x) for x in xs], color="tab:green")
+    ax.set_xlabel("people B - A")
+    ax.set_ylabel("images")
+    ax.set_title("people count change per image", fontsize=10)
+    return png(fig)
+
+
+def section_html(result: dict, top: int = 20, title: str | None = None) -> str:
+    """The report's diff section: the summary, a plot and the images that moved most."""
+    s = result["summary"]
+
+    def num(v, fmt="{:.1f}"):
+        return "-" if v is None else fmt.format(v)
+    out = [f"<h2>{escape(title or 'Changes between versions')}</h2>",
+           f'<p class="note">A = <code>{escape(s["a"])}</code>, B = <code>{escape(s["b"])}</code>; people are '
+           "matched by box centre; displacement in mm (camera frame) over the joints of matched people.</p>",
+           table([("images in both", s["images_compared"]), ("only in A", s["only_in_a"]),
+                  ("only in B", s["only_in_b"]), ("people A -> B", f"{s['people_a']} -> {s['people_b']}"),
+                  ("images whose people count changed", s["images_people_changed"]),
+                  ("mean displacement (mm)", num(s["mean_displacement_mm"])),
+                  ("median displacement (mm)", num(s["median_displacement_mm"])),
+                  ("mean quality shift", num(s["mean_quality_shift"], "{:+.3f}"))]),
+           f'<div class="charts"><img alt="diff histograms" src="{data_uri(plot_png(result), "image/png")}"></div>']
+    ranked = sorted(result["images"], key=lambda d: (-(d["mean_displacement_mm"] if d["mean_displacement_mm"]
+                                                       is not None else -1.0), -abs(d["people_change"])))[:top]
+    out.append(f"<p>The {len(ranked)} image(s) that moved most:</p>")
+    out.append(table([(d["image_id"], d["people_a"], d["people_b"], d["matched"], num(d["mean_displacement_mm"]),
+                       num(d["quality_shift"], "{:+.3f}")) for d in ranked],
+                     ("image", "people A", "people B", "matched", "moved (mm)", "quality shift")))
+    return "\n".join(out)

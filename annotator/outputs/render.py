@@ -305,7 +305,7 @@ def render(output_uri: str, out_dir: str, ids: list[str] | None = None, limit: i
     (default 10). Images that can no longer be read are skipped with the reason, not fatal.
     """
     config = config or RenderConfig()
-    output = Output(output_uri, storage_options)
+    output = Output.open(output_uri, storage_options)
     meta = output.metadata()
     skeleton, settings = meta.get("skeleton") or {}, meta.get("settings") or {}
     rows = dataset.find_rows(output, ids=ids, limit=None if ids else (10 if limit is None else limit))

@@ -8,7 +8,9 @@ Contents: counts, error reasons, people per image, the quality histogram (detect
 for outputs without ``people[].quality``), what a ``--min-quality`` threshold would keep,
 throughput from the run summary, model and settings from the file metadata, person tracks of
 videos (``tracks.py``: lengths, a strip of one track's frames), and a grid of sampled overlays:
-the best, median and worst people by quality (or score).
+the best, median and worst people by quality (or score). For a version with a parent
+(``pipeline.versions``), or two outputs given (``--diff``), what changed between them
+(``diff.section_html``: per image people count, joint displacement, quality shift; a table and a plot).
 
 Statistics are computed from the committed parts, one part at a time, reading only the small
 columns; only the sampled rows are read in full.
@@ -24,9 +26,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from annotator.outputs import dataset, render, tracks
+from annotator.outputs import dataset, diff, render, tracks
 from annotator.outputs.html_parts import data_uri, escape, figure, jpeg_bytes, png, table
-from annotator.pipeline import errors, layout, sources
+from annotator.pipeline import errors, layout, sources, versions
 from annotator.pipeline.layout import Output
 
 log = logging.getLogger(__name__)
@@ -43,6 +45,9 @@ class ReportConfig:
     thresholds: tuple[float, ...] = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
     title: str | None = None
     storage_options: dict = field(default_factory=dict)
+    # (A, B) to compare (``OUT@vN`` or outputs); None: the reported version and its parent, if it has one;
+    # () for no comparison
+    diff: tuple[str, ...] | None = None
 
 
 @dataclass
@@ -206,10 +211,33 @@ def _samples_html(output: Output, st: Stats, config: ReportConfig, skeleton: dic
     return "\n".join(out)
 
 
+def diff_pair(output: Output, config: ReportConfig) -> tuple[str, str] | None:
+    """What the report compares: ``config.diff``, else the version reported and its parent (both kept)."""
+    if config.diff is not None:
+        return tuple(config.diff) if config.diff else None  # type: ignore[return-value]
+    lineage = versions.read(output.base_uri, config.storage_options)
+    entry = next((v for v in (lineage or {}).get("versions", []) if v["version"] == (output.version or 1)), None)
+    parent = next((v for v in lineage["versions"] if v["version"] == entry.get("parent")), None) if entry else None
+    if parent is None or parent.get("removed_at"):
+        return None
+    return versions.version(output.base_uri, parent["version"]).ref, output.ref
+
+
+def parse_diff(output_uri: str, text: str) -> tuple[str, ...]:
+    """``--diff vA,vB`` (versions of OUTPUT) or ``--diff A,B`` (outputs); ``--diff none``: no comparison."""
+    if text.strip().lower() == "none":
+        return ()
+    items = [t.strip() for t in text.split(",")]
+    if len(items) != 2 or not all(items):
+        raise ValueError(f"--diff takes two versions or outputs, e.g. v1,v2; got {text!r}")
+    base = layout.split_version(output_uri)[0]
+    return tuple(f"{base}@{t}" if t[:1] == "v" and t[1:].isdigit() else t for t in items)
+
+
 def build_html(output_uri: str, config: ReportConfig | None = None) -> str:
     """The report page for ``output_uri`` as one HTML string."""
     config = config or ReportConfig()
-    output = Output(output_uri, config.storage_options)
+    output = Output.open(output_uri, config.storage_options)
     st = collect(output)
     meta = output.metadata()
     summ = output.read_json(layout.SUMMARY) or {}
@@ -287,6 +315,11 @@ def build_html(output_uri: str, config: ReportConfig | None = None) -> str:
 
     h.append(tracks.section_html(output, skeleton, config.storage_options))  # videos (schema 1.3)
 
+    pair = diff_pair(output, config)
+    if pair:
+        h.append(diff.section_html(diff.compare(*pair, storage_options=config.storage_options),
+                                   title=f"Changes: {pair[0]} -> {pair[1]}"))
+
     h.append("<h2>Samples</h2>")
     h.append(f'<p class="note">People ranked by {escape(st.key)}; the ranked person in colour, others grey. '
              "Joints: blue = left, red = right; hollow = low confidence.</p>")
@@ -298,7 +331,7 @@ def build_html(output_uri: str, config: ReportConfig | None = None) -> str:
 def write_report(output_uri: str, out_file: str | None = None, config: ReportConfig | None = None) -> str:
     """Write the page to ``out_file`` (default ``OUTPUT/report.html``) and return its location."""
     config = config or ReportConfig()
-    target = out_file or sources.join(str(output_uri), "report.html")
+    target = out_file or sources.join(Output.open(output_uri, config.storage_options).uri, "report.html")
     page = build_html(output_uri, config)
     fs, path = sources.filesystem(target, config.storage_options)
     parent = path.rsplit("/", 1)[0] if "/" in path else ""

@@ -3,23 +3,25 @@
 Reads only small, known files (never a glob of the data): ``_plan/plan.json`` for the shard count,
 ``_manifest.json`` for committed parts (refreshed by a running job every ``manifest_interval_s``),
 ``_progress.json`` (every few seconds: rates, ETA, fresher dataset totals), ``_summary.json`` and
-``_lock`` (is a job writing right now?).
+``_lock`` (is a job writing right now?). ``OUTPUT@vN`` reads version N; ``OUTPUT`` its latest
+(``pipeline.versions``), saying which versions exist and which newer one is being built.
 """
 
 from __future__ import annotations
 
 import time
 
-from annotator.pipeline import layout
+from annotator.pipeline import layout, versions
 from annotator.pipeline import plan as plan_mod
 
 TOTALS = ("shards_committed", "rows", "rows_ok", "rows_error", "people", "errors_by_reason")
 
 
 def read(output_uri: str, storage_options: dict | None = None, stale_after_s: float = 300.0) -> dict:
-    out = layout.Output(output_uri, storage_options)
+    out = layout.Output.open(output_uri, storage_options)
     if not out.fs.exists(out.root):
         raise FileNotFoundError(f"{output_uri} does not exist")
+    lineage = versions.read(out.base_uri, storage_options)
     plan = plan_mod.read_meta(f"{out.uri.rstrip('/')}/{layout.PLAN}", storage_options)  # with its appends' totals
     manifest = out.read_json(layout.MANIFEST) or {}
     progress = out.read_json(layout.PROGRESS) or {}
@@ -47,6 +49,10 @@ def read(output_uri: str, storage_options: dict | None = None, stale_after_s: fl
         "lock": lock,
         "finished": state in ("finished", "failed"),
         "summary": summary,
+        "version": None if lineage is None else {
+            "number": out.version or 1, "latest": lineage.get("latest"),
+            "parent": next((v.get("parent") for v in lineage["versions"] if v["version"] == (out.version or 1)), None),
+            "states": {f"v{v['version']}": versions.state(v, lineage) for v in lineage["versions"]}},
     }
 
 
@@ -72,4 +78,8 @@ def to_text(st: dict) -> str:
         lines.append("errors:  " + ", ".join(f"{k}={v}" for k, v in sorted(st["errors_by_reason"].items())))
     for shard, reason in st["failed_shards"].items():
         lines.append(f"failed:  shard {shard}: {reason}")
+    v = st.get("version")
+    if v:
+        lines.insert(1, f"version: v{v['number']}" + (f" (parent v{v['parent']})" if v["parent"] else "") + "; "
+                     + ", ".join(f"{k} {s}" for k, s in v["states"].items()))
     return "\n".join(lines)

@@ -108,7 +108,7 @@ def filter_output(output_uri: str, dest_uri: str, config: FilterConfig, overwrit
         raise ValueError("give --min-quality and/or --min-score")
     if str(dest_uri).rstrip("/") == str(output_uri).rstrip("/"):
         raise ValueError("DEST must differ from OUTPUT")
-    src = layout.Output(output_uri, storage_options)
+    src = layout.Output.open(output_uri, storage_options)
     src_records = src.records()
     out = sink.DatasetSink(dest_uri, storage_options=storage_options)
     if out.read_json(layout.MANIFEST) is not None:

@@ -183,7 +183,7 @@ def reconcile(plan: plan_mod.Plan, opts: plan_mod.PlanOptions, storage_options: 
     log.warning("%s", changes.text())
     if changes.removed or changes.changed:
         log.warning("removed and changed inputs keep the rows of what was planned; they are not relabelled "
-                    "in place")
+                    "in place (--new-version labels the input as it is now into a new version)")
     if changes.added:
         before = plan.num_shards
         plan = plan_mod.append(plan, opts, listing, set(changes.added), storage_options)

@@ -8,6 +8,7 @@ import hashlib
 import json
 
 from annotator.labels import schema
+from annotator.pipeline import sequence
 
 
 class FingerprintError(RuntimeError):
@@ -24,12 +25,27 @@ def fingerprint(doc: dict) -> str:
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
 
 
-def check_committed(output: str, committed: dict[str, dict], fp: str, doc: dict, previous: dict) -> None:
+def for_plan(spec, model_sha256: str, plan, temporal: sequence.TemporalSettings) -> tuple[str, dict, dict]:
+    """The fingerprint of a run of ``spec`` (a ``spec.RunSpec``) over ``plan`` (a ``plan.Plan``),
+    its components and the plan's video sequences (whose temporal settings are part of it)."""
+    doc = fingerprint_doc(model_sha256, spec.settings.to_dict(), plan.hash, spec.max_pixels)
+    sequences = sequence.plan_sequences(plan.rows(), temporal)  # video shards only
+    if sequences:
+        doc["temporal"] = temporal.to_dict()
+    return fingerprint(doc), doc, sequences
+
+
+def check_committed(output: str, committed: dict[str, dict], fp: str, doc: dict, previous: dict,
+                    continuing: bool = False) -> None:
     """Refuse an output whose committed shards carry another fingerprint; ``previous``: the
-    components last written, to say which of them differ."""
+    components last written, to say which of them differ. ``continuing``: the run asked to continue
+    this version (``--append``, ``--frozen``, ``--retry-errors``) rather than make a new one."""
     other = [s for s, r in committed.items() if r.get("fingerprint") != fp]
     if other:
         diff = sorted(k for k in set(doc) | set(previous) if doc.get(k) != previous.get(k)) or ["unknown"]
-        raise FingerprintError(
-            f"{output} holds {len(other)} committed shard(s) made with a different "
-            f"{', '.join(diff)}; rerun with --overwrite to replace them, or write to a new output")
+        what = f"{output} holds {len(other)} committed shard(s) made with a different {', '.join(diff)}"
+        if continuing:
+            raise FingerprintError(
+                f"{what}; --append, --frozen and --retry-errors continue that version: rerun without them to "
+                "label everything into a new version (this one is kept), or with --overwrite to replace it")
+        raise FingerprintError(f"{what}; rerun with --overwrite to replace them, or write to a new output")

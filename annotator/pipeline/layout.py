@@ -13,18 +13,24 @@
     README.md                     the Hugging Face dataset card (``annotator.outputs.card``)
     _runs/<attempt>/round-N.json  Beam: a round's outcomes (removed when the job ends)
     _filter.json                  outputs of ``annotator filter``: what was kept
+    _versions.json                versions with lineage (``annotator.pipeline.versions``), once a second exists
+    _versions/vN/                 version N >= 2: a whole output of its own (the names above); v1 is OUTPUT itself
 
 ``parts/`` holds committed parts only, so a glob of it (pandas, DuckDB, ``datasets``, Ray Data)
 reads the dataset. ``_manifest.json`` stays the authority: a ``final`` one (written when a job
 ends) lists exactly the parts with their checksums; while a job runs, or after it was killed, the
 reader rebuilds the list from ``_commits/`` (a record whose part is not published does not count).
 Readers verify each part against the sha256 of its commit record.
+
+Versions: ``OUTPUT@vN`` names version N of an output (``Output`` takes it); a reader opens
+``Output.open(uri)``: the version named, else the latest (``_versions.json``), else the folder itself.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import re
 from concurrent.futures import ThreadPoolExecutor
 
 import pyarrow as pa
@@ -47,8 +53,26 @@ RUNS = "_runs"
 FILTER = "_filter.json"
 ATTEMPTS = "_attempts"
 CARD = "README.md"
-JOB_FOLDERS = (PARTS, COMMITS, STATS, PLAN, ATTEMPTS)  # what ``--overwrite`` removes (not the lock)
-JOB_FILES = (MANIFEST, SUMMARY, PROGRESS, FINGERPRINT, CARD)
+VERSIONS = "_versions"  # _versions/vN/: version N >= 2
+VERSIONS_FILE = "_versions.json"
+JOB_FOLDERS = (PARTS, COMMITS, STATS, PLAN, ATTEMPTS, VERSIONS)  # what ``--overwrite`` removes (not the lock)
+JOB_FILES = (MANIFEST, SUMMARY, PROGRESS, FINGERPRINT, CARD, VERSIONS_FILE)
+_VERSION_SUFFIX = re.compile(r"^(.+)@v(\d+)$")
+
+
+def split_version(uri: str) -> tuple[str, int | None]:
+    """``OUT@v2`` -> (``OUT``, 2); ``OUT`` -> (``OUT``, None)."""
+    m = _VERSION_SUFFIX.match(str(uri).rstrip("/"))
+    return (m.group(1), int(m.group(2))) if m else (str(uri), None)
+
+
+def version_folder(number: int) -> str:
+    """Where version ``number`` lives, relative to the output ("" for v1: the output itself)."""
+    return "" if number == 1 else f"{VERSIONS}/v{number}"
+
+
+def version_uri(base: str, number: int) -> str:
+    return sources.join(base, version_folder(number)) if number > 1 else base
 
 
 def part_name(shard_id: str) -> str:
@@ -78,10 +102,36 @@ class Output:
     small JSON files and its committed parts."""
 
     def __init__(self, uri: str, storage_options: dict | None = None):
-        self.uri = str(uri)
+        self.base_uri, self.version = split_version(str(uri))  # the output (every version); None: the folder
+        self.uri = version_uri(self.base_uri, self.version) if self.version else self.base_uri
         self.storage_options = storage_options
         self.fs, root = sources.filesystem(self.uri, storage_options)
         self.root = root.rstrip("/")
+
+    @property
+    def ref(self) -> str:
+        """How to name this view again (``OUT@vN`` for a version, else the folder): ``Output.open``
+        of it gives the same folder, whatever becomes the latest later."""
+        return f"{self.base_uri}@v{self.version}" if self.version else self.base_uri
+
+    @classmethod
+    def open(cls, uri: str, storage_options: dict | None = None) -> Output:
+        """A reader's view of ``uri``: ``OUT@vN`` that version, ``OUT`` its latest (the newest version
+        whose job committed every planned shard; the folder itself while it has one version)."""
+        base, number = split_version(str(uri))
+        out = cls(base, storage_options)
+        doc = out.read_json(VERSIONS_FILE)
+        if doc is None:
+            if number not in (None, 1):
+                raise FileNotFoundError(f"{base} has one version (v1), no v{number}")
+            return out
+        live = [v["version"] for v in doc.get("versions", []) if not v.get("removed_at")]
+        number = number or doc.get("latest")
+        if number not in live:
+            what = f"no version v{number}" if number else "no complete version"
+            raise FileNotFoundError(f"{base} has {what} (versions: {', '.join(f'v{n}' for n in live) or 'none left'}; "
+                                    "`annotator versions`)")
+        return cls(f"{base}@v{number}", storage_options)
 
     def path(self, *parts: str) -> str:
         return "/".join([self.root, *parts])

@@ -6,6 +6,11 @@ race (ray #55043) lose data. The lock is created exclusively (``O_EXCL`` locally
 taken over only when stale: no heartbeat for ``stale_after_s`` or, on the same host, the owner
 process is gone (so a rerun right after a crash or SIGKILL does not wait). A job that finds its lock
 taken over stops committing.
+
+A job writing version N >= 2 of an output (``OUTPUT/_versions/vN/``, ``pipeline.versions``) holds
+``OUTPUT/_lock`` and ``delegate``s it: the same document (token, heartbeat) in the version folder,
+where its workers look before each commit. Every job takes ``OUTPUT/_lock`` first, so one job
+writes one output, whichever of its versions.
 """
 
 from __future__ import annotations
@@ -121,6 +126,7 @@ class OutputLock:
         self.fs, root = sources.filesystem(self.output_uri, self.storage_options)
         self.fs.makedirs(root.rstrip("/"), exist_ok=True)
         self.path = f"{root.rstrip('/')}/{LOCK}"
+        self.delegated: list[str] = []  # copies of the lock document in version folders (``delegate``)
         self.token = uuid.uuid4().hex
         self.owner = {"host": socket.gethostname(), "pid": os.getpid(), "token": self.token,
                       "started_at": time.time()}
@@ -187,9 +193,20 @@ class OutputLock:
             self._stop.set()
             return
         try:
-            self.fs.pipe_file(self.path, self._doc())
+            for path in (self.path, *self.delegated):
+                self.fs.pipe_file(path, self._doc())
         except OSError as e:  # a missed heartbeat is not fatal; staleness needs many in a row
             log.warning("lock heartbeat failed: %s", e)
+
+    def delegate(self, folder_uri: str) -> None:
+        """Hold ``folder_uri`` (a version folder of this output) with this lock: the same document
+        there, refreshed with the heartbeat, removed on release."""
+        fs, root = sources.filesystem(folder_uri, self.storage_options)
+        path = f"{root.rstrip('/')}/{LOCK}"
+        if path not in self.delegated:
+            fs.makedirs(root.rstrip("/"), exist_ok=True)
+            fs.pipe_file(path, self._doc())
+            self.delegated.append(path)
 
     def check(self) -> None:
         if self.lost:
@@ -200,10 +217,12 @@ class OutputLock:
         if self._thread is not None:
             self._thread.join(timeout=5)
         if not self.lost and (self.read() or {}).get("token") == self.token:
-            try:
-                self.fs.rm_file(self.path)
-            except FileNotFoundError:
-                pass
+            for path in (*self.delegated, self.path):
+                if (_read(self.fs, path) or {}).get("token") == self.token:
+                    try:
+                        self.fs.rm_file(path)
+                    except FileNotFoundError:
+                        pass
 
     def __enter__(self) -> OutputLock:
         self.acquire()

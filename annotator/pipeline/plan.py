@@ -145,7 +145,8 @@ class Plan:
             diffs.append(f"overlap {m.get('overlap', 0)} != {opts.overlap}")
         if diffs:
             raise PlanError("the output's frozen plan was made from other options (" + "; ".join(diffs)
-                            + "); use --overwrite to start over, or write to a new output")
+                            + "); use --new-version to label into a new version with these (this one is kept), "
+                            "--overwrite to start over, or write to a new output")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from annotator.pipeline import redact
 from annotator.pipeline.decode import DEFAULT_MAX_PIXELS
 from annotator.pipeline.infer import InferenceSettings
+from annotator.pipeline.layout import split_version
 from annotator.pipeline.plan import KINDS
 from annotator.pipeline.sources import DEFAULT_SHARD_SIZE, is_process_local
 
@@ -72,6 +73,9 @@ class RunSpec:
     retry_errors: bool = False  # rerun the error rows of committed shards and recommit them
     append: bool = False  # a rerun that finds new inputs plans them as new shards (pipeline.changes)
     frozen: bool = False  # a rerun keeps the frozen plan as it is: the input is not listed again
+    # a new version (pipeline.versions) with a fresh plan even with the same model and settings (another
+    # model or settings make one anyway)
+    new_version: bool = False
     storage_options: dict = field(default_factory=dict)  # per protocol: {"gs": {...}, "s3": {...}}
     lock_heartbeat_s: float = 30.0
     lock_stale_s: float = 300.0  # a lock without heartbeat for this long may be taken over
@@ -129,6 +133,12 @@ class RunSpec:
              "lock_stale_s must be more than twice lock_heartbeat_s"),
             (not (self.overwrite and self.retry_errors), "overwrite and retry_errors exclude each other"),
             (not (self.append and self.frozen), "append and frozen exclude each other"),
+            (not (self.new_version and (self.overwrite or self.append or self.frozen or self.retry_errors)),
+             "new_version labels everything into a new version: it excludes overwrite, append, frozen and "
+             "retry_errors"),
+            (split_version(self.output)[1] is None,
+             f"output {self.output}: give the output itself; a run writes its newest version, or a new one "
+             "(docs: README, versions)"),
             (all(isinstance(v, dict) for v in self.storage_options.values()),
              "storage_options must map a protocol to a table of options, e.g. [storage_options.s3]"),
         ]

@@ -21,11 +21,11 @@ import pyarrow.compute as pc
 from annotator.labels import schema
 from annotator.models import loader, registry
 from annotator.outputs import card
-from annotator.pipeline import changes, errors, infer, layout, redact, retries, sequence, sources
+from annotator.pipeline import changes, errors, infer, layout, redact, retries, sequence, sources, versions
 from annotator.pipeline import plan as plan_mod
 from annotator.pipeline.budget import ErrorBudget, ErrorBudgetExceeded
 from annotator.pipeline.commit import commit_shard
-from annotator.pipeline.fingerprint import check_committed, fingerprint, fingerprint_doc
+from annotator.pipeline.fingerprint import check_committed, for_plan
 from annotator.pipeline.lock import OutputLock
 from annotator.pipeline.progress import ProgressBar, RunStats
 from annotator.pipeline.sink import DatasetSink, manifest_totals
@@ -46,9 +46,10 @@ class Job:
     def __init__(self, spec: RunSpec, model: loader.ResolvedModel, lock: OutputLock):
         self.spec, self.model, self.lock = spec, model, lock
         self.so = spec.storage_options
-        self.output = sources.absolute(spec.output)
+        self.output = self.root = sources.absolute(spec.output)  # output: the version folder this run writes
         self.input = sources.absolute(spec.input)
         self.sink = DatasetSink(self.output, storage_options=self.so)
+        self.version = versions.version(self.root, 1)
         # what the workers resolve on their own node: a remote URI or built-in name as given, a local
         # folder as the absolute path the driver found
         given = spec.model
@@ -61,41 +62,46 @@ class Job:
         self.totals = manifest_totals([])  # over ``committed``, kept as commits land: no O(shards) per tick
         self.totals_lock = threading.Lock()
         self.committed_now: set[str] = set()
-        self.shards_total = 0
-        self.last_manifest = 0.0
-        self.last_progress = 0.0
+        self.shards_total, self.last_manifest, self.last_progress = 0, 0.0, 0.0
         self.sequences: dict[str, sequence.ShardSequence] = {}
+        self.temporal = sequence.TemporalSettings(consistency=spec.temporal, overlap=spec.video_overlap)
 
     # -- setup ---------------------------------------------------------------------------------
 
+    def use_version(self, v: versions.Version) -> None:
+        """Write version ``v`` (``pipeline.versions``): its folder, under the output's lock."""
+        self.version, self.output = v, v.uri
+        self.sink = DatasetSink(v.uri, storage_options=self.so)
+        if v.number > 1:
+            self.lock.delegate(v.uri)  # its workers check the lock in the folder they write
+        self.sink.makedirs()
+
     def prepare(self) -> tuple[plan_mod.Plan, bool]:
         if self.spec.overwrite:
-            self.sink.reset()
-        self.sink.makedirs()
-        plan_uri = sources.join(self.output, layout.PLAN)
+            self.sink.reset()  # every version
+        self.use_version(versions.newest(self.root, self.so))
         opts = plan_mod.PlanOptions(self.input, self.spec.kind, self.spec.shard_size, self.spec.video_every,
                                     self.spec.video_overlap)
-        plan = plan_mod.load(plan_uri, self.so)
-        reused = plan is not None
-        self.changes = None
+        plan = plan_mod.load(sources.join(self.output, layout.PLAN), self.so)
+        self.committed = self.sink.committed()
+        if plan is not None and self.committed:  # another model or settings: a new version (or refused)
+            fp, doc, _ = for_plan(self.spec, self.model.sha256, plan, self.temporal)
+            new = versions.successor(self.version, self.committed, fp, doc, self.model.to_dict(), self.spec, self.so)
+            if new is not None:
+                self.use_version(new)
+                plan, self.committed = None, {}
+        reused, self.changes = plan is not None, None
         if plan is None:
-            plan = plan_mod.create(opts, plan_uri, self.so)
+            plan = plan_mod.create(opts, sources.join(self.output, layout.PLAN), self.so)
         else:
             plan.check_options(opts)
             if not self.spec.frozen:  # new inputs are appended (--append) or refused, never silently left out
                 plan, self.changes = changes.reconcile(plan, opts, self.so, append=self.spec.append)
-        doc = fingerprint_doc(self.model.sha256, self.spec.settings.to_dict(), plan.hash, self.spec.max_pixels)
-        self.temporal = sequence.TemporalSettings(consistency=self.spec.temporal, overlap=self.spec.video_overlap)
-        self.sequences = sequence.plan_sequences(plan.rows(), self.temporal)  # video shards only
-        if self.sequences:
-            doc["temporal"] = self.temporal.to_dict()
-        fp = fingerprint(doc)
-        self.committed = self.sink.committed()
-        check_committed(self.output, self.committed, fp, doc,
+        fp, self.components, self.sequences = for_plan(self.spec, self.model.sha256, plan, self.temporal)
+        check_committed(self.output, self.committed, fp, self.components,
                         (self.sink.read_json(layout.FINGERPRINT) or {}).get("components", {}))
-        self.sink.write_json(layout.FINGERPRINT, {"fingerprint": fp, "components": doc})
-        self.sink.fingerprint = fp
-        self.fp = fp
+        self.sink.write_json(layout.FINGERPRINT, {"fingerprint": fp, "components": self.components})
+        self.sink.fingerprint = self.fp = fp
         self.totals = manifest_totals(self.committed.values())
         # a final manifest would be trusted by readers while this run publishes new parts
         self.sink.write_manifest(self.committed, final=False, totals=self.totals, shards_total=plan.num_shards)
@@ -255,10 +261,12 @@ class Job:
         self.stats.failed_shards = dict(failures) if work and not stopped else {}
         self.finish_rounds()
         manifest = self.sink.write_manifest(self.committed, final=True, shards_total=plan.num_shards)
+        complete = not stopped and not self.stats.failed_shards and manifest["shards_committed"] >= plan.num_shards
+        version = versions.finish(self.version, self.so, self.model.to_dict(), self.components, plan, complete)
         self.stats.storage_retries += retries.take()  # the driver's own (plan, commits, manifests, lock)
         summary = self.stats.summary(
-            output=self.output, input=self.input, model=self.model.to_dict(), shards_total=plan.num_shards,
-            license=self.spec.license,
+            output=self.version.ref if version else self.root, version=version, input=self.input,
+            model=self.model.to_dict(), shards_total=plan.num_shards, license=self.spec.license,
             rows_in_dataset=manifest["rows"], dataset={k: manifest[k] for k in (
                 "shards_committed", "rows", "rows_ok", "rows_error", "people", "errors_by_reason")},
             fingerprint=self.fp, attempt_id=self.sink.attempt, rounds=rounds, runner=self.runner, stopped=stopped,
@@ -269,11 +277,10 @@ class Job:
         self.sink.write_json(layout.SUMMARY, summary)
         self.sink.write_json(layout.PROGRESS, self.stats.progress(
             state="stopped" if stopped else "failed" if summary["shards_failed"] else "finished",
-            attempt_id=self.sink.attempt,
-            dataset=self.dataset_totals()))
+            attempt_id=self.sink.attempt, dataset=self.dataset_totals()))
         try:
-            card.write_card(self.output, self.so, licence=registry.info(self.model.path).get("licence"),
-                            labels_licence=self.spec.license)
+            card.write_card(self.version.ref if version else self.root, self.so,
+                            licence=registry.info(self.model.path).get("licence"), labels_licence=self.spec.license)
         except Exception as e:  # noqa: BLE001 - the labels are committed; `annotator card` rewrites the card
             log.warning("could not write the dataset card: %s", e)
         return summary

@@ -48,7 +48,7 @@ def check_source(source: str, storage_options: dict | None) -> dict:
         st = status_mod.read(source, storage_options)
     except FileNotFoundError as e:
         raise ExportError(str(e)) from e
-    manifest = layout.Output(source, storage_options).read_json(layout.MANIFEST) or {}
+    manifest = layout.Output.open(source, storage_options).read_json(layout.MANIFEST) or {}
     state, total = st["state"], st["shards_total"]
     progress = f"{st['shards_committed']} of {total if total is not None else '?'} shard(s) committed"
     if state == "running":
@@ -113,10 +113,14 @@ def use_ray(config: ExportConfig, parts: int, dest: str) -> bool:
 def export(source: str, dest: str, config: ExportConfig) -> dict:
     """Export ``source`` (a finished output) to ``dest``; returns the summary (also in ``_manifest.json``)."""
     so = config.storage_options
-    if _same_place(source, dest) or dest.rstrip("/").startswith(source.rstrip("/") + "/"):
+    try:
+        src = layout.Output.open(source, so)  # OUT@vN, else the latest version
+    except FileNotFoundError as e:
+        raise ExportError(str(e)) from e
+    source = src.ref
+    if _same_place(src.base_uri, dest) or dest.rstrip("/").startswith(src.base_uri.rstrip("/") + "/"):
         raise ExportError("DEST must be outside OUTPUT")
     check_source(source, so)
-    src = layout.Output(source, so)
     records = src.records()
     meta = src.metadata()
     joint_names = list((meta.get("skeleton") or {}).get("joint_names", []))
