@@ -29,6 +29,10 @@ def add(sub) -> None:
                         "(tracks, left/right repair, one body scale, smoothing): accelerations, identity switches; "
                         "OUT/temporal.md and temporal.json")
     m.add_argument("--start", type=int, default=0, help="with --consecutive: the first frame (default 0)")
+    m.add_argument("--split-views", action="store_true",
+                   help="instead: rig fusion from two views against the triangulation of the other two, every "
+                        "split (needs 4 views; fused vs plain two-view triangulation vs monocular labels; "
+                        "OUT/split_views.md and split_views.json)")
     m.add_argument("--export-mocap", action="store_true",
                    help="also write the triangulation as an `eval mocap` dataset: OUT/mocap/mocap.parquet + images")
     m.set_defaults(func=cmd_eval_multiview)
@@ -97,6 +101,13 @@ def cmd_eval_multiview(args) -> int:
                               variant=args.model if args.model != "default" else "default-full")
         print(ablation.format_table(report), end="")
         return 0 if report["rows"] else 1
+    if args.split_views:
+        from annotator.eval import rig
+
+        report = rig.run(args.scene_dir, args.out, settings)
+        print(rig.format_table(report), end="")
+        print(json.dumps(report["summary"], sort_keys=True))
+        return 0 if report["summary"].get("fused") else 1
     if args.consecutive:
         from annotator.eval import temporal
 

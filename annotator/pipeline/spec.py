@@ -14,6 +14,7 @@ from annotator.pipeline.decode import DEFAULT_MAX_PIXELS
 from annotator.pipeline.infer import InferenceSettings
 from annotator.pipeline.layout import split_version
 from annotator.pipeline.plan import KINDS
+from annotator.pipeline.rig import RigSpec
 from annotator.pipeline.sources import DEFAULT_SHARD_SIZE, is_process_local
 
 RUNNERS = ("ray", "beam")
@@ -90,6 +91,8 @@ class RunSpec:
     # terms annotator cannot know, so "other" until the user says (the model weights' licence is
     # provenance, not this)
     license: str = "other"
+    # a calibrated camera rig (``[rig]``, ``pipeline.rig``): INPUT is its folder of synchronised views
+    rig: RigSpec | None = None
 
     def validate(self) -> RunSpec:
         s, c = self.settings, self.compute
@@ -141,6 +144,7 @@ class RunSpec:
              "(docs: README, versions)"),
             (all(isinstance(v, dict) for v in self.storage_options.values()),
              "storage_options must map a protocol to a table of options, e.g. [storage_options.s3]"),
+            *self._rig_checks(),
         ]
         for ok, msg in checks:
             if not ok:
@@ -155,6 +159,15 @@ class RunSpec:
                                 f"the environment")
         return self
 
+    def _rig_checks(self) -> list[tuple[bool, str]]:
+        r = self.rig
+        if r is None:
+            return []
+        return [(r.window >= 1, "rig.window must be >= 1"), (r.overlap >= 0, "rig.overlap must be >= 0"),
+                (r.fps >= 0, "rig.fps must be >= 0 (0: the videos' own rate)"),
+                (all(isinstance(v, int) and not isinstance(v, bool) for v in r.offsets.values()),
+                 "rig.offsets must map a camera to a whole number of frames, e.g. {cam02 = 3}")]
+
 
 def _build(cls, data: dict, where: str):
     fields = {f.name: f for f in dataclasses.fields(cls)}
@@ -165,7 +178,8 @@ def _build(cls, data: dict, where: str):
     kwargs = {}
     for name, value in data.items():
         f = fields[name]
-        nested = {"settings": InferenceSettings, "compute": ComputeSpec}.get(name) if cls is RunSpec else None
+        nested = ({"settings": InferenceSettings, "compute": ComputeSpec, "rig": RigSpec}.get(name)
+                  if cls is RunSpec else None)
         if nested is not None:
             if not isinstance(value, dict):
                 raise SpecError(f"[{name}] must be a table")
