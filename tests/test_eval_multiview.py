@@ -177,16 +177,22 @@ def test_eval_multiview_command_on_pose2sim_single_person(tmp_path, capsys):
     for key in ("root_relative_mpjpe_mm", "root_error_mm", "pa_mpjpe_mm", "limb_scale", "people_matched",
                 "people_triangulated"):
         assert summary[key] is not None and np.isfinite(summary[key]), key
-    # Measured (default-full, CPU, frames 0 / 50 / 99, num_aug 1): rel. MPJPE 118.8 mm, root error
-    # 116.2, PA-MPJPE 69.3, limb scale 0.977, reprojection 13.5 px, 12 of 12 predictions matched.
-    # Limits: the measured value plus ~15 mm (root error: ~25 mm, depth is the noisiest) for other
-    # hardware and TensorFlow builds; the frames are fixed, so the numbers do not move otherwise.
+    # Measured (default-full, CPU, frames 0 / 50 / 99, num_aug 1): rel. MPJPE 109.6 mm, root error
+    # 158.6, PA-MPJPE 69.3, limb scale 1.060 (the network's 0.977 pulled towards an average adult by
+    # the population prior: this person is small against it, docs/models.md "Body size"), 12 of 12
+    # predictions matched; 0.92 of the root depths and 0.76 of the joints within their 1-sigma
+    # (0.98 within 2 sigma). Limits: the measured value plus ~15 mm (root error: ~25 mm, depth is
+    # the noisiest) for other hardware and TensorFlow builds; the frames are fixed.
     assert summary["people_triangulated"] == 3, "one person in each of the 3 frames"
     assert summary["people_matched"] == 12, "every monocular prediction (3 frames x 4 views) is scored"
-    assert summary["root_relative_mpjpe_mm"] < 135
+    assert summary["root_relative_mpjpe_mm"] < 125
     assert summary["pa_mpjpe_mm"] < min(summary["root_relative_mpjpe_mm"], 85)
-    assert 0.95 <= summary["limb_scale"] <= 1.0
-    assert summary["root_error_mm"] < 140
+    assert 1.03 <= summary["limb_scale"] <= 1.09
+    assert summary["root_error_mm"] < 185
+    assert 0.6 <= summary["joint_within_1_sigma"] <= 0.9 and summary["joint_within_2_sigma"] >= 0.9
+    curve = summary["sigma_coverage"]
+    assert curve["joints_n"] > 300 and curve["depth_n"] == 12
+    assert (tmp_path / "out" / "reliability.png").read_bytes()[:4] == b"\x89PNG"
     assert summary["reprojection_median_px"] < 20, "the calibration conversion is right"
     assert summary["triangulation_2d"] == "poses2d_raw"
     assert (tmp_path / "out" / "metrics.json").exists() and (tmp_path / "out" / "people.csv").exists()
@@ -246,13 +252,14 @@ def test_ablation_on_one_frame_runs_every_kind_of_row(tmp_path, capsys):
     assert default["vs_baseline"]["root_relative_mpjpe_mm"] == {"median": 0.0, "ci95": [0.0, 0.0], "n": n}
     assert ground["vs_baseline"]["root_error_mm"]["n"] == min(n, ground["coco_19"]["people_matched"])
     # the limb scale's paired error: the floor rescales the body to its true size. Measured (frame 0,
-    # CPU): limb scale 0.968 -> 1.006, |limb scale - 1| down by a median 2.0 points (paired, 4 views;
-    # docs/models.md: -0.9 over 20 frames), root error down by 54.4 mm (119.0 -> 58.9). The defaults'
-    # paired differences to themselves are 0.
+    # CPU): limb scale 1.026 -> 1.008 (the defaults carry the population prior, which makes this
+    # small person 3 % large; the floor outweighs it), |limb scale - 1| down by a median 0.9 points
+    # (paired, 4 views), root error down by 27 mm (94 -> 56.5). The defaults' paired differences to
+    # themselves are 0.
     assert default["vs_baseline"]["limb_scale_error_percent"]["median"] == 0.0
-    assert -3.0 <= ground["vs_baseline"]["limb_scale_error_percent"]["median"] <= -1.0
+    assert -2.0 <= ground["vs_baseline"]["limb_scale_error_percent"]["median"] <= -0.5
     assert abs(ground["coco_19"]["limb_scale"] - 1) < abs(default["coco_19"]["limb_scale"] - 1) - 0.01
-    assert ground["vs_baseline"]["root_error_mm"]["median"] < -30
+    assert ground["vs_baseline"]["root_error_mm"]["median"] < -20
     # the floor moves people along their rays only: the root-relative shape is the same (measured:
     # PA-MPJPE 51.0 and 51.0 mm)
     assert abs(ground["coco_19"]["pa_mpjpe_mm"] - default["coco_19"]["pa_mpjpe_mm"]) < 1

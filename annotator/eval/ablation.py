@@ -44,6 +44,7 @@ class Row:
     suppress: bool = False  # suppress_implausible_poses (plausibility checks + 3D pose NMS)
     ground: bool = False  # the scene's floor fixes depth and scale (``annotator.labels.ground_plane``)
     ensemble: bool = False  # crop model = BlazePose full + heavy, averaged
+    prior: bool = True  # body size fused with the population prior (``annotator.labels.body_size``)
 
 
 def default_rows(default: EstimatorOptions | None = None, full: bool = False) -> list[Row]:
@@ -74,6 +75,7 @@ def default_rows(default: EstimatorOptions | None = None, full: bool = False) ->
         Row("defaults + plausibility / NMS, num_aug 1", d, suppress=True),
         Row("defaults + ensemble full+heavy, num_aug 1", d, ensemble=True),
         Row("defaults + ground plane, num_aug 1", d, ground=True),
+        Row("defaults, network's body size (no population prior), num_aug 1", d, prior=False),
         Row("MeTRAbs machinery (before), num_aug 1", metrabs),
         Row("TTA rotation (25 deg) only, num_aug 5", d.replace(aug_kinds=("rotation",)), num_aug=5),
         Row("TTA flip only, num_aug 5", d.replace(aug_kinds=("flip",)), num_aug=5),
@@ -168,17 +170,17 @@ def run(scene_dir: str | Path, out: str | Path | None = None, frames: int = 20, 
     coco_matrix = skeletons.joint_matrix(coco, native)
 
     def inference(options: EstimatorOptions, num_aug: int = 1, suppress: bool = False, ground: bool = False,
-                  ensemble: bool = False) -> dict[str, PoseInference]:
+                  ensemble: bool = False, prior: bool = True) -> dict[str, PoseInference]:
         row_settings = dataclasses.replace(settings, num_aug=num_aug, skeleton="",
-                                           suppress_implausible_poses=suppress, ground_plane=ground)
+                                           suppress_implausible_poses=suppress, ground_plane=ground, body_prior=prior)
         return multiview.inferences(networks.estimator(options, ensemble), row_settings, scene)
 
     # rows that label the same way (same options and settings, another name) are labelled once
     labelled: dict[tuple, tuple] = {}
 
     def label(options: EstimatorOptions, num_aug: int = 1, suppress: bool = False, ground: bool = False,
-              ensemble: bool = False) -> tuple:
-        key = (options, num_aug, suppress, ground, ensemble)
+              ensemble: bool = False, prior: bool = True) -> tuple:
+        key = (options, num_aug, suppress, ground, ensemble, prior)
         if key not in labelled:
             inf = inference(*key)
             next(iter(inf.values())).warm_up()  # trace once (one model behind every view), not timed
@@ -194,7 +196,7 @@ def run(scene_dir: str | Path, out: str | Path | None = None, frames: int = 20, 
     for row in rows:
         if row.ground and not settings.ground_plane:
             continue
-        dets, seconds, calls = label(row.options, row.num_aug, row.suppress, row.ground, row.ensemble)
+        dets, seconds, calls = label(row.options, row.num_aug, row.suppress, row.ground, row.ensemble, row.prior)
         people = multiview.score_against(dets, refs, scene.views, names, settings, mirror)
         body = multiview.score_against(dets, refs, scene.views, names, settings, mirror, coco_matrix,
                                        list(coco.joint_names))
@@ -222,7 +224,7 @@ def _report(scene_dir, scene, networks, refs, reproj, results: list[Result]) -> 
         "rows": [{"name": r.row.name, "num_aug": r.row.num_aug, "suppress_implausible_poses": r.row.suppress,
                   "options": r.row.options.to_dict(), "all": r.all_joints, "coco_19": r.coco_19,
                   "ms_per_image": r.ms_per_image, "spearman_quality_error": r.quality_spearman,
-                  "ground_plane": r.row.ground, **r.extra}
+                  "ground_plane": r.row.ground, "body_prior": r.row.prior, **r.extra}
                  for r in results],
         "time": time.strftime("%Y-%m-%d %H:%M:%S"),
     }

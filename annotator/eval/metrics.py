@@ -134,6 +134,27 @@ def closest_detection(pixels, joints: np.ndarray, proj: np.ndarray, mirror: list
     return best
 
 
+GROSS_ERROR_MM = 200.0  # an error this large makes a label wrong, not just imprecise
+SIGMA_LEVELS = (0.5, 1.0, 1.5, 2.0, 2.5, 3.0)  # the reliability curve's k (intervals of k sigma)
+
+
+def reliability(depth_errors: np.ndarray, depth_sigmas: np.ndarray, joint_errors: np.ndarray,
+                joint_sigmas: np.ndarray) -> dict:
+    """The reliability curve: the share of errors within k sigma against k (``SIGMA_LEVELS``),
+    beside a Gaussian's share within k sigma (depth: the signed root depth error against
+    ``depth_sigma_mm``; joints: each root-relative joint's 3D error distance against
+    ``joint_sigma_mm``, whose meaning is the same: 68 % within 1 sigma, 95 % within 2)."""
+    import math
+
+    out = {"k": list(SIGMA_LEVELS), "gaussian_1d": [round(math.erf(k / math.sqrt(2)), 3) for k in SIGMA_LEVELS],
+           "depth": [within_sigma(depth_errors, depth_sigmas, k) for k in SIGMA_LEVELS],
+           "depth_n": int(np.isfinite(np.asarray(depth_errors, np.float64) * depth_sigmas).sum())}
+    if len(joint_errors):
+        out["joints"] = [within_sigma(joint_errors, joint_sigmas, k) for k in SIGMA_LEVELS]
+        out["joints_n"] = int(np.isfinite(np.asarray(joint_errors, np.float64) * joint_sigmas).sum())
+    return out
+
+
 def within_sigma(errors: np.ndarray, sigmas: np.ndarray, k: float = 1.0) -> float | None:
     """Share of |errors| within ``k`` sigma where both are known (None if none is): a calibrated
     1-sigma interval holds about 0.68 of Gaussian errors, a 2-sigma one 0.95."""
@@ -157,7 +178,8 @@ def quality_vs_error(rows: list, metrics: tuple[str, ...] = ("root_relative_mpjp
     """Does the quality score rank labels by their error? Spearman correlation between each
     prediction's quality and its errors (negative = higher quality, lower error), the median
     error of the better and the worse half by quality, and which share of the largest errors (the
-    worst quarter by error) the worst quarter by quality holds (0.25 would be chance). ``rows``:
+    worst quarter by error) the worst quarter by quality holds (0.25 would be chance), and the same
+    for the gross errors (over ``GROSS_ERROR_MM``). ``rows``:
     objects or dicts with ``quality`` and the ``metrics``."""
     q = np.array([value(r, "quality") for r in rows], np.float64)
     out: dict = {"n": int(np.isfinite(q).sum())}
@@ -176,4 +198,9 @@ def quality_vs_error(rows: list, metrics: tuple[str, ...] = ("root_relative_mpjp
         large = e[ok] >= np.quantile(e[ok], 0.75)
         worst = q[ok] <= np.quantile(q[ok], 0.25)
         out[f"{m}_large_in_worst_quarter"] = round(float((large & worst).sum() / max(large.sum(), 1)), 3)
+        # confidently wrong labels stay flagged: how many gross errors (> 200 mm) the worst quarter holds
+        gross = e[ok] > GROSS_ERROR_MM
+        out[f"{m}_over_200mm"] = int(gross.sum())
+        out[f"{m}_over_200mm_in_worst_quarter"] = (round(float((gross & worst).sum() / gross.sum()), 3)
+                                                   if gross.any() else None)
     return out

@@ -43,7 +43,7 @@ import numpy as np
 from annotator.eval import joint_names, metrics, mocap_data
 from annotator.pipeline.infer import ImageInput, InferenceSettings, PoseInference
 
-SIGMA_LEVELS = (0.5, 1.0, 1.5, 2.0, 2.5, 3.0)  # the coverage curve's k (intervals of k sigma)
+SIGMA_LEVELS = metrics.SIGMA_LEVELS
 CAMERA_UP = (0.0, -1.0, 0.0)  # image "up" in camera coordinates (y points down)
 
 
@@ -304,19 +304,13 @@ def finite_pairs(rows: list[PersonRow], a: str, b: str) -> tuple[np.ndarray, np.
 
 
 def sigma_coverage(rows: list[PersonRow]) -> dict:
-    """The reliability curve: the share of errors within k sigma against k, beside what a Gaussian
-    error with that sigma would give (depth: the signed root depth error, one-dimensional)."""
+    """The reliability curve (``metrics.reliability``) over the matched people."""
     matched = [r for r in rows if r.matched]
     bias, sigma = finite_pairs(matched, "root_depth_bias_mm", "depth_sigma_mm")
     with_sigmas = [r for r in matched if len(r.joint_sigmas)]
-    out = {"k": list(SIGMA_LEVELS), "gaussian_1d": [round(math.erf(k / math.sqrt(2)), 3) for k in SIGMA_LEVELS],
-           "depth": [metrics.within_sigma(bias, sigma, k) for k in SIGMA_LEVELS], "depth_n": int(len(bias))}
-    if with_sigmas:
-        err = np.concatenate([r.joint_errors for r in with_sigmas])
-        sig = np.concatenate([r.joint_sigmas for r in with_sigmas])
-        out["joints"] = [metrics.within_sigma(err, sig, k) for k in SIGMA_LEVELS]
-        out["joints_n"] = int(len(err))
-    return out
+    err = np.concatenate([r.joint_errors for r in with_sigmas]) if with_sigmas else np.zeros(0)
+    sig = np.concatenate([r.joint_sigmas for r in with_sigmas]) if with_sigmas else np.zeros(0)
+    return metrics.reliability(bias, sigma, err, sig)
 
 
 def report(rows: list[PersonRow], p: Plan, settings: Settings, data: mocap_data.MocapSet) -> dict:
@@ -338,7 +332,8 @@ def report(rows: list[PersonRow], p: Plan, settings: Settings, data: mocap_data.
 TABLE = (("people", "people", "{}"), ("matched", "matched", "{}"), ("root_relative_mpjpe_mm", "MPJPE", "{:.1f}"),
          ("pa_mpjpe_mm", "PA-MPJPE", "{:.1f}"), ("root_error_mm", "root err", "{:.1f}"),
          ("root_depth_bias_mm", "depth bias", "{:+.1f}"), ("limb_scale", "limb scale", "{:.3f}"),
-         ("pck", "PCK@150", "{:.3f}"), ("auc", "AUC", "{:.3f}"), ("depth_within_1_sigma", "depth in 1σ", "{:.2f}"))
+         ("pck", "PCK@150", "{:.3f}"), ("auc", "AUC", "{:.3f}"), ("depth_within_1_sigma", "depth in 1σ", "{:.2f}"),
+         ("joint_within_1_sigma", "joints in 1σ", "{:.2f}"))
 
 
 def format_table(summary: dict) -> str:
@@ -402,5 +397,10 @@ def run(dataset: str | Path, out_dir: str | Path, settings: Settings | None = No
         summary["model"] = resolved.to_dict()
     (out_dir / "metrics.json").write_text(json.dumps(summary, indent=2))
     (out_dir / "table.md").write_text(format_table(summary))
+    if summary["matched"]:
+        from annotator.eval import uncertainty
+
+        uncertainty.plot_reliability(summary["sigma_coverage"], out_dir / "reliability.png",
+                                     f"motion capture, num_aug {settings.num_aug}")
     write_people_csv(rows, out_dir / "people.csv")
     return summary

@@ -37,6 +37,7 @@ from annotator.eval.metrics import closest_detection as closest_detection
 from annotator.eval.metrics import procrustes_aligned as procrustes_aligned
 from annotator.eval.metrics import quality_vs_error as quality_vs_error
 from annotator.eval.metrics import root_of as root_of
+from annotator.labels import multiview_geometry as geometry
 from annotator.pipeline.infer import ImageInput, InferenceSettings, PoseInference
 
 log = logging.getLogger(__name__)
@@ -65,6 +66,7 @@ class Settings:
     ground_plane: bool = False
     floor_height_mm: float = 0.0
     export_mocap: bool = False  # also write the triangulation as an ``eval mocap`` dataset (OUT/mocap/)
+    body_prior: bool = True  # the population prior of body size (``annotator.labels.body_size``), as the pipeline
 
 
 @dataclass
@@ -91,7 +93,13 @@ class PersonResult:
     swapped: float = float("nan")  # 1 when the prediction with left/right exchanged is closer
     depth_sigma_mm: float = float("nan")  # the prediction's own 1-sigma depth uncertainty
     grounded: bool = False  # its depth came from the ground plane
-    extra: dict = field(default_factory=dict)
+    joint_within_1_sigma: float = float("nan")  # share of root-relative joint errors within joint_sigma_mm
+    joint_within_2_sigma: float = float("nan")
+    # the triangulated root (world mm): tells people apart across frames (per-person summaries)
+    reference_root_x_mm: float = float("nan")
+    reference_root_y_mm: float = float("nan")
+    reference_root_z_mm: float = float("nan")
+    extra: dict = field(default_factory=dict)  # joint_errors [J], joint_sigmas [J] (not in people.csv)
 
 
 # ------------------------------------------------------------------------------ scene loading
@@ -99,21 +107,10 @@ def find_views(scene_dir: Path, cameras: list[calibration.Camera]) -> list[View]
     """Pair ``videos/camNN.mp4`` (or ``videos/camNN/`` frame folders) with calibrated cameras.
 
     Cameras are matched by name (``cam01`` <-> ``cam01.mp4``) and otherwise by sorted order, which
-    is what Pose2Sim does with Qualisys serials."""
-    vdir = scene_dir / "videos"
-    if not vdir.is_dir():
-        vdir = scene_dir
-    sources = sorted([p for p in vdir.iterdir() if (p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES)
-                      or (p.is_dir() and any(f.suffix.lower() in IMAGE_SUFFIXES for f in p.iterdir()))],
-                     key=lambda p: calibration._natural_key(p.name))
-    if len(sources) < 2:
-        raise FileNotFoundError(f"{vdir}: need at least two views (videos/camNN.mp4 or frame folders)")
-    by_name = {c.name.lower(): c for c in cameras}
-    if all(p.stem.lower() in by_name for p in sources):
-        return [View(p.stem, by_name[p.stem.lower()], p) for p in sources]
-    if len(sources) != len(cameras):
-        raise ValueError(f"{len(sources)} views but {len(cameras)} calibrated cameras, and names do not match")
-    return [View(p.stem, c, p) for p, c in zip(sources, cameras, strict=True)]
+    is what Pose2Sim does with Qualisys serials (``annotator.pipeline.rig``, which rig jobs share)."""
+    from annotator.pipeline import rig
+
+    return [View(name, cam, source) for name, cam, source in rig.pair_views(rig.list_sources(scene_dir), cameras)]
 
 
 def count_frames(source: Path) -> int:
@@ -160,17 +157,6 @@ def undistort_points(pixels: np.ndarray, cam: calibration.Camera) -> np.ndarray:
     return rays.reshape(shape)
 
 
-def triangulate(rays: np.ndarray, projections: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """Weighted DLT of one point from V views: rays [V,2] normalised, projections [V,3,4], weights [V]."""
-    rows = []
-    for (x, y), p, w in zip(rays, projections, weights, strict=True):
-        rows.append(w * (x * p[2] - p[0]))
-        rows.append(w * (y * p[2] - p[1]))
-    _, _, vt = np.linalg.svd(np.asarray(rows))
-    X = vt[-1]
-    return X[:3] / X[3]
-
-
 def reproject(point: np.ndarray, cam: calibration.Camera) -> np.ndarray:
     """World point (mm) -> image pixels through the full lens model."""
     from annotator.estimator import camera as tfcam
@@ -180,22 +166,9 @@ def reproject(point: np.ndarray, cam: calibration.Camera) -> np.ndarray:
                                    cam.distortion[None]).numpy()[0, 0]
 
 
-def epipolar_distance_px(rays_a: np.ndarray, rays_b: np.ndarray, cam_a: calibration.Camera,
-                         cam_b: calibration.Camera) -> np.ndarray:
-    """Symmetric distance [J] (pixels of the two cameras, averaged) of corresponding rays to each
-    other's epipolar lines."""
-    r = cam_b.rotation @ cam_a.rotation.T
-    t = cam_b.translation - r @ cam_a.translation
-    tx = np.array([[0, -t[2], t[1]], [t[2], 0, -t[0]], [-t[1], t[0], 0]])
-    e = tx @ r  # x_b^T E x_a = 0 in normalised coordinates
-    xa = np.concatenate([rays_a, np.ones_like(rays_a[:, :1])], 1)
-    xb = np.concatenate([rays_b, np.ones_like(rays_b[:, :1])], 1)
-    lb = xa @ e.T  # lines in b
-    la = xb @ e  # lines in a
-    num = np.abs(np.sum(xb * lb, 1))
-    db = num / np.maximum(np.linalg.norm(lb[:, :2], axis=1), 1e-12) * cam_b.intrinsics[0, 0]
-    da = num / np.maximum(np.linalg.norm(la[:, :2], axis=1), 1e-12) * cam_a.intrinsics[0, 0]
-    return (da + db) / 2
+# shared with rig fusion (``annotator.labels.fusion``); kept reachable from here
+triangulate = geometry.triangulate
+epipolar_distance_px = geometry.epipolar_distance_px
 
 
 # ------------------------------------------------------------------------------ association
@@ -212,42 +185,12 @@ def associate(detections: list[dict], views: list[View], settings: Settings,
             da, db = detections[va], detections[vb]
             for i in range(len(da["rays"])):
                 for j in range(len(db["rays"])):
-                    ok = (da["conf"][i] > settings.min_confidence) & (db["conf"][j] > settings.min_confidence)
-                    if ok.sum() < 4:
-                        continue
-                    d = epipolar_distance_px(da["rays"][i][ok], db["rays"][j][ok], views[va].camera, views[vb].camera)
-                    cost = float(np.median(d))
-                    if mirror is not None:  # a view that swapped left and right is still the same person
-                        conf_b = db["conf"][j][mirror]
-                        okm = (da["conf"][i] > settings.min_confidence) & (conf_b > settings.min_confidence)
-                        if okm.sum() >= 4:
-                            dm = epipolar_distance_px(da["rays"][i][okm], db["rays"][j][mirror][okm],
-                                                      views[va].camera, views[vb].camera)
-                            cost = min(cost, float(np.median(dm)))
+                    cost, flip = geometry.pair_cost(da["rays"][i], da["conf"][i], db["rays"][j], db["conf"][j],
+                                                    views[va].camera, views[vb].camera, settings.min_confidence,
+                                                    mirror)
                     if cost < settings.association_px:
-                        pairs.append((cost, va, i, vb, j))
-    pairs.sort()
-    cluster_of: dict[tuple[int, int], int] = {}
-    clusters: list[dict[int, int]] = []
-    for _, va, i, vb, j in pairs:
-        ca, cb = cluster_of.get((va, i)), cluster_of.get((vb, j))
-        if ca is None and cb is None:
-            clusters.append({va: i, vb: j})
-            cluster_of[(va, i)] = cluster_of[(vb, j)] = len(clusters) - 1
-        elif ca is not None and cb is None:
-            if vb not in clusters[ca]:
-                clusters[ca][vb] = j
-                cluster_of[(vb, j)] = ca
-        elif cb is not None and ca is None:
-            if va not in clusters[cb]:
-                clusters[cb][va] = i
-                cluster_of[(va, i)] = cb
-        elif ca != cb and not set(clusters[ca]) & set(clusters[cb]):
-            for v, det in clusters[cb].items():
-                clusters[ca][v] = det
-                cluster_of[(v, det)] = ca
-            clusters[cb] = {}
-    return [c for c in clusters if len(c) >= 2]
+                        pairs.append((cost, va, i, vb, j, flip))
+    return [{v: det for v, (det, _) in c.items()} for c in geometry.merge_pairs(pairs)]
 
 
 def triangulate_person(cluster: dict[int, int], detections: list[dict], views: list[View],
@@ -280,7 +223,7 @@ def score(pred: np.ndarray, ref: np.ndarray, valid: np.ndarray, names: list[str]
     ``metrics.person_metrics``: the same definitions as ``annotator eval mocap``)."""
     out = metrics.person_metrics(pred, ref, valid, names, cam.rotation, cam.translation, settings.pck_mm, mirror)
     if out is not None:
-        out.pop("joint_errors")
+        out["extra"] = {"joint_errors": out.pop("joint_errors")}
     return out
 
 
@@ -306,6 +249,10 @@ def summarize(rows: list) -> dict:
     sigma = np.array([get(r, "depth_sigma_mm") for r in rows], np.float64)
     # calibration of the depth uncertainty: ~0.68 of the errors should lie within 1 sigma
     out["depth_within_1_sigma"] = metrics.within_sigma(bias, sigma)
+    out["depth_within_2_sigma"] = metrics.within_sigma(bias, sigma, 2.0)
+    err, sig = joint_errors_and_sigmas(rows)
+    out["joint_within_1_sigma"] = metrics.within_sigma(err, sig, 1.0)
+    out["joint_within_2_sigma"] = metrics.within_sigma(err, sig, 2.0)
     grounded = np.array([bool(get(r, "grounded")) if not isinstance(get(r, "grounded"), float) else False
                          for r in rows])
     out["grounded_share"] = round(float(grounded.mean()), 3) if len(rows) else None
@@ -341,7 +288,7 @@ def inference_settings(settings: Settings, up: np.ndarray | tuple[float, float, 
                              detector_threshold=settings.detector_threshold,
                              suppress_implausible_poses=settings.suppress_implausible_poses,
                              world_up_vector=tuple(float(x) for x in up), ground_plane=settings.ground_plane,
-                             ground_height_mm=settings.floor_height_mm)
+                             ground_height_mm=settings.floor_height_mm, body_prior=settings.body_prior)
 
 
 def inferences(model, settings: Settings, scene: Scene) -> dict[str, PoseInference]:
@@ -358,12 +305,14 @@ def inferences(model, settings: Settings, scene: Scene) -> dict[str, PoseInferen
     return out
 
 
-def predict(inferences: dict[str, PoseInference], scene: Scene) -> tuple[dict[int, list[dict]], float, int]:
+def predict(inferences: dict[str, PoseInference], scene: Scene,
+            keep: dict | None = None) -> tuple[dict[int, list[dict]], float, int]:
     """Label every view of every frame through the pipeline's inference stage (``PoseInference``:
     the same depth, ground plane, skeleton mapping and quality as the written labels). Returns
     ({frame: [per-view detections]}, seconds, calls); a detection dict holds per-person arrays:
     ``poses3d`` [K,J,3] world mm, ``pixels`` [K,J,2] (the model's own 2D when it has it), ``conf``
-    [K,J], ``rays`` (undistorted ``pixels``), ``quality`` [K], ``depth_sigma`` [K] (mm), ``grounded`` [K]."""
+    [K,J], ``rays`` (undistorted ``pixels``), ``quality`` [K], ``depth_sigma`` [K] (mm), ``grounded`` [K].
+    ``keep``: a dict that also gets each ``Prediction`` by (frame, view name)."""
     out: dict[int, list[dict]] = {}
     started = time.perf_counter()
     calls = 0
@@ -375,6 +324,8 @@ def predict(inferences: dict[str, PoseInference], scene: Scene) -> tuple[dict[in
                                                   cam.extrinsics)])[0]
             calls += 1
             out[f].append(detection_record(pred, cam))
+            if keep is not None:
+                keep[(f, v.name)] = pred
     return out, time.perf_counter() - started, calls
 
 
@@ -388,6 +339,8 @@ def detection_record(pred, cam: calibration.Camera) -> dict:
     return {"poses3d": np.asarray(pred.poses3d, np.float64), "pixels": p2, "conf": conf,
             "quality": pred.quality if pred.quality is not None else nan,
             "depth_sigma": pred.depth_sigma_mm if pred.depth_sigma_mm is not None else nan,
+            "joint_sigma": (pred.joint_sigma_mm if getattr(pred, "joint_sigma_mm", None) is not None
+                            else np.full(p2.shape[:2], np.nan)),
             "grounded": np.array([s == "ground_plane" for s in (pred.depth_source or [""] * k)], bool),
             "rays": undistort_points(p2, cam) if len(p2) else p2, "has_raw": has_raw}
 
@@ -460,10 +413,39 @@ def score_against(detections: dict[int, list[dict]], refs: list[Reference], view
             s = score(pred, joints, valid, out_names, view.camera, settings, out_mirror)
             if s is None:
                 continue
+            errors = s["extra"]["joint_errors"]
+            sigmas = det["joint_sigma"][d] if matrix is None else np.sqrt((matrix ** 2) @ det["joint_sigma"][d] ** 2)
+            sigmas = np.asarray(sigmas, np.float64)[valid]
+            root = metrics.root_of(joints, out_names)
             rows.append(PersonResult(ref.frame, view.name, ref.person, views_in_triangulation=ref.views_used,
                                      quality=float(det["quality"][d]), depth_sigma_mm=float(det["depth_sigma"][d]),
-                                     grounded=bool(det["grounded"][d]), **s))
+                                     grounded=bool(det["grounded"][d]),
+                                     joint_within_1_sigma=_nan_if_none(metrics.within_sigma(errors, sigmas, 1.0)),
+                                     joint_within_2_sigma=_nan_if_none(metrics.within_sigma(errors, sigmas, 2.0)),
+                                     reference_root_x_mm=float(root[0]), reference_root_y_mm=float(root[1]),
+                                     reference_root_z_mm=float(root[2]), **s))
+            rows[-1].extra.update(joint_sigmas=sigmas, detection=d, valid=valid)
     return rows
+
+
+def reliability(rows: list[PersonResult]) -> dict:
+    """The sigmas' reliability curve over scored predictions (``metrics.reliability``)."""
+    bias = np.array([r.root_depth_bias_mm for r in rows], np.float64)
+    sigma = np.array([r.depth_sigma_mm for r in rows], np.float64)
+    return metrics.reliability(bias, sigma, *joint_errors_and_sigmas(rows))
+
+
+def joint_errors_and_sigmas(rows: list) -> tuple[np.ndarray, np.ndarray]:
+    """Every scored joint's root-relative 3D error (mm) and its ``joint_sigma_mm``, concatenated."""
+    extras = [r.extra for r in rows if isinstance(r, PersonResult) and "joint_sigmas" in r.extra]
+    if not extras:
+        return np.zeros(0), np.zeros(0)
+    return (np.concatenate([e["joint_errors"] for e in extras]),
+            np.concatenate([e["joint_sigmas"] for e in extras]))
+
+
+def _nan_if_none(x: float | None) -> float:
+    return float("nan") if x is None else x
 
 
 # ------------------------------------------------------------------------------ the run
@@ -510,6 +492,13 @@ def run(scene_dir: str | Path, out_dir: str | Path, settings: Settings | None = 
     if resolved is not None:
         summary["model"] = resolved.to_dict()
     summary["quality_vs_error"] = quality_vs_error(rows)
+    summary["sigma_coverage"] = reliability(rows)
+    if rows:
+        from annotator.eval import uncertainty
+
+        uncertainty.plot_reliability(summary["sigma_coverage"], out_dir / "reliability.png",
+                                     f"{Path(scene_dir).name}, num_aug {settings.num_aug}"
+                                     f"{', ground plane' if settings.ground_plane else ''}")
     summary["per_view"] = {v.name: summarize([r for r in rows if r.view == v.name]) for v in scene.views}
     (out_dir / "metrics.json").write_text(json.dumps(summary, indent=2))
     write_people_csv(rows, out_dir / "people.csv")
@@ -537,6 +526,10 @@ def format_table(summary: dict) -> str:
     lines.append(f"people matched {summary['people_matched']} / triangulated {summary['people_triangulated']}"
                  f" over {summary['frames']} frames x {summary['views']} views, num_aug {summary['num_aug']}"
                  " (medians; mm)")
+    if summary.get("joint_within_1_sigma") is not None or summary.get("depth_within_1_sigma") is not None:
+        lines.append(f"sigmas (calibrated: 0.68 within 1 sigma, 0.95 within 2): joints "
+                     f"{summary.get('joint_within_1_sigma')} / {summary.get('joint_within_2_sigma')}, root depth "
+                     f"{summary.get('depth_within_1_sigma')} / {summary.get('depth_within_2_sigma')} (reliability.png)")
     qe = summary.get("quality_vs_error", {})
     if "spearman_root_relative_mpjpe_mm" in qe:
         lines.append(f"quality vs error over {qe['n']} predictions: Spearman {qe['spearman_root_relative_mpjpe_mm']}"

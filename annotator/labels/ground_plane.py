@@ -140,43 +140,26 @@ def monocular_depth_sigma(poses: np.ndarray, extrinsics: np.ndarray | None,
     return sigma
 
 
-def estimate(poses: np.ndarray, names: list[str], extrinsics: np.ndarray | None, plane: GroundPlane | None,
-             confidences: np.ndarray | None = None, poses2d: np.ndarray | None = None,
-             image_size: tuple[int, int] | None = None, per_aug: np.ndarray | None = None) -> GroundResult:
-    """Each person's depth: the ground plane where there is one (``plane`` and ``extrinsics``) and it
-    applies, else the monocular answer; with its uncertainty either way. Arguments as ``apply``."""
-    if plane is None or extrinsics is None:
-        k = len(poses)
-        return GroundResult(np.asarray(poses, np.float64).copy(), np.ones(k), np.zeros(k, bool),
-                            monocular_depth_sigma(np.asarray(poses, np.float64), extrinsics, per_aug))
-    return apply(poses, names, extrinsics, plane, confidences, poses2d, image_size, per_aug)
-
-
-def apply(poses: np.ndarray, names: list[str], extrinsics: np.ndarray, plane: GroundPlane,
-          confidences: np.ndarray | None = None, poses2d: np.ndarray | None = None,
-          image_size: tuple[int, int] | None = None, per_aug: np.ndarray | None = None) -> GroundResult:
-    """Put each standing person's grounded ankle on the floor by scaling about the camera centre.
-
-    poses: [K,J,3] world frame (mm); names: J joint names (BlazePose, MeTRAbs or COCO style);
-    extrinsics: world->camera 4x4; confidences [K,J] and poses2d [K,J,2] with ``image_size``
-    (width, height), when known, keep unsure or out-of-image ankles from deciding; per_aug
-    [K,A,J,3] (optional) adds the augmentations' depth spread to the monocular uncertainty.
-    """
+def floor_scale(poses: np.ndarray, names: list[str], extrinsics: np.ndarray, plane: GroundPlane,
+                confidences: np.ndarray | None = None, poses2d: np.ndarray | None = None,
+                image_size: tuple[int, int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Per person [K]: the factor that puts the grounded foot on the floor (scaling about the camera
+    centre) and its 1-sigma in log units, from ``FOOT_HEIGHT_SIGMA_MM`` along the foot's ray; NaN
+    (both) where the floor does not apply (not upright, no confident in-image foot, a ray too flat,
+    a factor outside ``scale_range``). Arguments as ``apply``."""
     poses = np.asarray(poses, np.float64)
     k = poses.shape[0]
+    scale = np.full(k, np.nan)
+    log_sigma = np.full(k, np.nan)
+    idx = _joints(names)
+    if any(idx[j] is None for j in idx):
+        return scale, log_sigma
     up = plane.unit_up
     centre = camera_centre(np.asarray(extrinsics, np.float64))
-    scale = np.ones(k)
-    applied = np.zeros(k, bool)
-    idx = _joints(names)
-    sigma = monocular_depth_sigma(poses, extrinsics, per_aug)
-    if any(idx[j] is None for j in idx):
-        return GroundResult(poses.copy(), scale, applied, sigma)
     ankles = [idx["l_ankle"], idx["r_ankle"]]
     shoulders = [idx["l_shoulder"], idx["r_shoulder"]]
     feet = foot_points(names)
     cos_tilt = math.cos(math.radians(plane.max_tilt_degrees))
-    depth = root_depth(poses, extrinsics)
     for i in range(k):
         p = poses[i]
         axis = p[shoulders].mean(0) - p[ankles].mean(0)
@@ -202,8 +185,27 @@ def apply(poses: np.ndarray, names: list[str], extrinsics: np.ndarray, plane: Gr
         s, down, dist = min(candidates)
         if not plane.scale_range[0] <= s <= plane.scale_range[1]:
             continue
-        poses[i] = centre + s * (p - centre)
-        scale[i], applied[i] = s, True
-        # a foot-height error dh moves the floor point along the ray by dh / down
-        sigma[i] = abs(depth[i]) * FOOT_HEIGHT_SIGMA_MM / (down * dist)
-    return GroundResult(poses, scale, applied, sigma)
+        # a foot-height error dh moves the floor point along the ray by dh / down: relative dh / (down |ray'|)
+        scale[i], log_sigma[i] = s, FOOT_HEIGHT_SIGMA_MM / (down * dist * s)
+    return scale, log_sigma
+
+
+def apply(poses: np.ndarray, names: list[str], extrinsics: np.ndarray, plane: GroundPlane,
+          confidences: np.ndarray | None = None, poses2d: np.ndarray | None = None,
+          image_size: tuple[int, int] | None = None, per_aug: np.ndarray | None = None) -> GroundResult:
+    """Put each standing person's grounded foot on the floor by scaling about the camera centre
+    (the floor alone decides; ``body_size.estimate`` weighs it against other evidence).
+
+    poses: [K,J,3] world frame (mm); names: J joint names (BlazePose, MeTRAbs or COCO style);
+    extrinsics: world->camera 4x4; confidences [K,J] and poses2d [K,J,2] with ``image_size``
+    (width, height), when known, keep unsure or out-of-image feet from deciding; per_aug
+    [K,A,J,3] (optional) adds the augmentations' depth spread to the monocular uncertainty.
+    """
+    poses = np.asarray(poses, np.float64)
+    sigma = monocular_depth_sigma(poses, extrinsics, per_aug)
+    scale, log_sigma = floor_scale(poses, names, extrinsics, plane, confidences, poses2d, image_size)
+    applied = np.isfinite(scale)
+    scale = np.where(applied, scale, 1.0)
+    depth = root_depth(poses, extrinsics)
+    sigma = np.where(applied, np.abs(depth) * scale * np.nan_to_num(log_sigma), sigma)
+    return GroundResult(rescale(poses, extrinsics, scale), scale, applied, sigma)

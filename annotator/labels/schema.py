@@ -128,6 +128,8 @@ def markdown(major: int = SCHEMA_MAJOR) -> str:
               "keys, so readers of an older minor version keep working; a major version gets a new file",
               "(`pose_labels_v2.json`). Readers should check the major version before trusting field meanings.",
               "",
+              "- 1.4: `people[].joint_sigma_mm` (calibrated per-joint uncertainty); `depth_sigma_mm` calibrated,",
+              "  body size fused with a population prior (`annotator.labels.body_size`).",
               "- 1.3: `people[].track_id` and the per-frame `people[].joints2d_raw`, `joints3d_cam_raw`,",
               "  `joints3d_world_raw` (videos: tracks and the temporal step); metadata key `annotator.temporal`.",
               "- 1.2: `people[].depth_sigma_mm` and `people[].depth_source` (depth uncertainty, ground plane).",

@@ -86,7 +86,8 @@ def labels_from_row(row: dict, num_joints: int) -> dict:
     [3,3], ``distortion`` [D], ``extrinsics`` [4,4] or None, ``boxes`` [K,4] (x,y,w,h px), ``scores``
     [K], ``pose_scores`` [K] (NaN where null), ``joints2d`` [K,J,2], ``joints3d_cam`` [K,J,3] mm, ``joints3d_world``
     [K,J,3] or None, ``joint_confidences`` [K,J] (NaN where null), ``quality`` [K] (NaN where the
-    dataset has no quality or it is null).
+    dataset has no quality or it is null), ``depth_sigma_mm`` [K] and ``joint_sigma_mm`` [K,J]
+    (calibrated 1-sigma, mm; NaN where null or older than schema 1.2 / 1.4).
     """
     people = row.get("people") or []
     j = num_joints
@@ -119,6 +120,8 @@ def labels_from_row(row: dict, num_joints: int) -> dict:
         "joints3d_world": (_array(world, (j, 3)) if people and all(w is not None for w in world) else None),
         "joint_confidences": per_person("joint_confidences", (j,)),
         "quality": per_person("quality", ()),
+        "depth_sigma_mm": per_person("depth_sigma_mm", ()),
+        "joint_sigma_mm": per_person("joint_sigma_mm", (j,)),
     }
 
 

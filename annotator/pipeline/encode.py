@@ -24,6 +24,10 @@ class Prediction:
     quality: np.ndarray | None = None  # [K], annotator.labels.quality
     depth_sigma_mm: np.ndarray | None = None  # [K], 1-sigma depth uncertainty
     depth_source: list[str] | None = None  # [K], 'monocular' or 'ground_plane'
+    joint_sigma_mm: np.ndarray | None = None  # [K,J], 1-sigma per coordinate of each root-relative joint
+    # what the sigmas were made of (``labels.uncertainty``; not stored, for fitting their calibration):
+    # log_size_sigma [K], depth_mm [K], depth_spread_mm [K], joint_spread_mm [K,J] (None: one augmentation)
+    sigma_terms: dict | None = None
     poses2d_raw: np.ndarray | None = None  # [K,J,2] the crop model's own 2D (not stored; evaluation)
     track_ids: np.ndarray | None = None  # [K] int64, -1 = none (videos: ``pipeline.sequence`` sets them on rows)
 
@@ -74,6 +78,7 @@ def _people(pred: Prediction, camera: Camera | None) -> list[dict]:
             # schema 1.3: the temporal step of videos fills these on the assembled shard
             "track_id": None if pred.track_ids is None or pred.track_ids[i] < 0 else int(pred.track_ids[i]),
             "joints2d_raw": None, "joints3d_cam_raw": None, "joints3d_world_raw": None,
+            "joint_sigma_mm": None if pred.joint_sigma_mm is None else pred.joint_sigma_mm[i].tolist(),
         })
     return people
 

@@ -17,13 +17,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from annotator.labels import ground_plane, quality
+from annotator.labels import body_size, ground_plane, quality, uncertainty
 from annotator.pipeline.encode import Prediction
 
 log = logging.getLogger(__name__)
 
 # Settings that shape the output but are not arguments of the model.
-_NOT_MODEL_ARGS = ("average_aug", "min_quality", "ground_plane", "ground_height_mm")
+_NOT_MODEL_ARGS = ("average_aug", "min_quality", "ground_plane", "ground_height_mm", "body_prior")
 
 
 @dataclass(frozen=True)
@@ -34,7 +34,9 @@ class InferenceSettings:
     ``ground_plane``: for images with extrinsics, put each standing person's grounded foot on the
     floor (the plane ``X . world_up_vector = ground_height_mm`` in the world frame), which fixes
     their depth and metric scale (``annotator.labels.ground_plane``); people it cannot judge keep the
-    monocular answer. Without extrinsics it does nothing.
+    monocular answer. Without extrinsics it does nothing. ``body_prior``: each person's metric size
+    is fused from the network's, a population prior of adult bone lengths and the floor
+    (``annotator.labels.body_size``); off, the network's size stands unless the floor decides.
 
     ``average_aug`` must stay True: the dataset stores the mean over augmentations. The stage always
     asks the model for the per-augmentation poses and averages them itself, because their spread
@@ -55,6 +57,7 @@ class InferenceSettings:
     min_quality: float = 0.0
     ground_plane: bool = True
     ground_height_mm: float = 0.0
+    body_prior: bool = True
 
     def plane(self) -> ground_plane.GroundPlane:
         return ground_plane.GroundPlane(up=self.world_up_vector, height_mm=self.ground_height_mm)
@@ -185,11 +188,8 @@ class PoseInference:
             keypoints = res["detector_keypoints"][j][:, detector_idx]
             keypoint_poses2d = (poses2d if raw2d is None else raw2d)[..., joint_idx, :]
         height, width = item.image.shape[:2]
-        depth = ground_plane.estimate(poses3d.mean(axis=1), self._native_names, item.extrinsics,
-                                      self.settings.plane() if self.settings.ground_plane else None,
-                                      confidences=conf, poses2d=poses2d.mean(axis=1), image_size=(width, height),
-                                      per_aug=poses3d)
-        poses3d = ground_plane.rescale(poses3d, item.extrinsics, depth.scale[:, None])
+        size = self._body_size(poses3d, poses2d, conf, item, (width, height))
+        poses3d = ground_plane.rescale(poses3d, item.extrinsics, size.scale[:, None])
         if self._joint_map is not None:
             poses3d, poses2d = map_joints(poses3d, self._joint_map), map_joints(poses2d, self._joint_map)
             raw2d = None if raw2d is None else map_joints(raw2d, self._joint_map)
@@ -199,13 +199,29 @@ class PoseInference:
                           joint_names=names, extrinsics=item.extrinsics, image_size=(width, height),
                           detector_keypoints=keypoints, keypoint_poses2d=keypoint_poses2d)
         keep = ~(q < self.settings.min_quality)  # NaN (no evidence at all) is kept
+        sigmas = uncertainty.for_people(poses3d, names, q, size.log_sigma, size.grounded, item.extrinsics).take(keep)
+        sources = ["ground_plane" if g else "monocular" for g in size.grounded]
         return Prediction(boxes=boxes[keep], poses2d=poses2d.mean(axis=1)[keep],
                           poses3d=poses3d.mean(axis=1).astype(np.float32)[keep],
                           joint_confidences=None if conf is None else conf[keep],
                           pose_scores=None if pose_scores is None else pose_scores[keep], quality=q[keep],
-                          depth_sigma_mm=depth.depth_sigma_mm[keep],
-                          depth_source=[s for s, k in zip(depth.sources(), keep, strict=True) if k],
-                          poses2d_raw=None if raw2d is None else raw2d.mean(axis=1)[keep])
+                          depth_sigma_mm=sigmas.depth, joint_sigma_mm=sigmas.joint.astype(np.float32),
+                          depth_source=[s for s, k in zip(sources, keep, strict=True) if k],
+                          poses2d_raw=None if raw2d is None else raw2d.mean(axis=1)[keep],
+                          sigma_terms=sigmas.terms)
+
+    def _body_size(self, poses3d: np.ndarray, poses2d: np.ndarray, conf: np.ndarray | None, item: ImageInput,
+                   image_size: tuple[int, int]) -> body_size.SizeEstimate:
+        """Each person's size (``body_size``): the network's, the population's (``body_prior``) and
+        the floor's where the image has extrinsics and ``ground_plane`` is on; native joints."""
+        mean3d = poses3d.mean(axis=1)
+        floor = floor_sigma = None
+        if self.settings.ground_plane and item.extrinsics is not None:
+            floor, floor_sigma = ground_plane.floor_scale(mean3d, self._native_names, item.extrinsics,
+                                                          self.settings.plane(), confidences=conf,
+                                                          poses2d=poses2d.mean(axis=1), image_size=image_size)
+        return body_size.estimate(mean3d, self._native_names, conf, floor, floor_sigma,
+                                  population=self.settings.body_prior)
 
 
 class _Rows:
