@@ -59,12 +59,15 @@ def test_consecutive_frames_with_the_real_model(estimator, tmp_path):
         assert row["accel_triples"] == 24  # 6 consecutive triples x 4 views, exactly
         assert row["tracks_per_view"] == {"cam01": 1, "cam02": 1, "cam03": 1, "cam04": 1}
         assert row["identity_switches"] == 0
-    # per frame: measured 43.9 mm/frame^2 (the reference's own acceleration: 14.1); bound +-25 %
-    assert 33.0 <= per_frame["accel_error_mm_per_frame2"] <= 55.0, per_frame
-    # RTS halves it: measured 22.1 / 43.9 = 0.50 (docs/models.md, 60 frames: 29.9 / 68.5 = 0.44); bound 0.6
+    # per frame: measured 62.4 mm/frame^2 (the reference's own acceleration: 14.1); 43.9 before the
+    # body-size prior, whose per-frame size from the limbs jitters the depth (a video track gets one
+    # size in the temporal step); bound +-25 %
+    assert 47.0 <= per_frame["accel_error_mm_per_frame2"] <= 78.0, per_frame
+    # RTS at least halves it: measured 19.9 / 62.4 = 0.32 (22.1 / 43.9 before the prior; docs/models.md,
+    # 60 frames: 29.9 / 68.5 = 0.44); bound 0.6
     ratio = smoothed["accel_error_mm_per_frame2"] / per_frame["accel_error_mm_per_frame2"]
     assert ratio <= 0.6, (ratio, smoothed, per_frame)
-    # and does not bend the poses to do it: root-relative MPJPE measured 129.9 vs 127.6 per frame (+2.3 mm;
+    # and does not bend the poses to do it: root-relative MPJPE measured 141.4 vs 140.7 per frame (+0.7 mm;
     # on 60 frames it is lower, 116.8 vs 121.2); bound: at most 5 mm worse
     assert smoothed["root_relative_mpjpe_mm"] <= per_frame["root_relative_mpjpe_mm"] + 5.0, (smoothed, per_frame)
     assert json.loads((tmp_path / "temporal.json").read_text())["rows"].keys() == report["rows"].keys()

@@ -104,9 +104,12 @@ def test_manifest_with_cameras_then_retry_errors_repairs_in_place(ray_cluster, d
     st = json.loads((out / "_manifest.json").read_text())
     assert (st["rows"], st["rows_ok"], st["rows_error"]) == (8, 7, 1)
 
-    # the output is protected: other settings, another plan, or a live job are refused before any work
+    # the output is protected: other settings asked to continue this version (--retry-errors; without
+    # it they make a new version, tests/test_versions.py), another plan, or a live job are refused
+    # before any work
     with pytest.raises(FingerprintError, match="settings"):
-        ray_data.run(job_spec(str(tmp_path / "manifest.parquet"), str(out), settings={"num_aug": 2}))
+        ray_data.run(job_spec(str(tmp_path / "manifest.parquet"), str(out), settings={"num_aug": 2},
+                              retry_errors=True))
     with pytest.raises(plan.PlanError, match="shard_size"):
         ray_data.run(job_spec(str(tmp_path / "manifest.parquet"), str(out), shard_size=3))
     (out / "_lock").write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid(),
