@@ -20,7 +20,7 @@ Evidence (log of the size relative to the population's mean adult):
   and Motor Control of Human Movement*, 4th ed., 2009, fig. 4.1: upper arm 0.186 H, forearm 0.146 H,
   thigh 0.245 H, leg 0.246 H, joint centre to joint centre). Stature: 1650 mm, the world's mean
   of adult men and women (NCD Risk Factor Collaboration, "A century of trends in adult human
-  height", eLife 2016;5:e13410: 171 cm and 159 cm for the 1996 birth cohorts), 1-sigma 5.6 % in log
+  height", eLife 2016;5:e13410: about 171 cm and 159 cm for the 1996 cohorts), 1-sigma 5.6 % in log
   units: about 7 cm within each sex in those data, plus the 12 cm between the sexes, which the
   labeler does not know (sqrt(7^2 + 6^2) = 9.2 cm of 165).
 - **floor** (optional): the ground plane's scale (``ground_plane.floor_scale``) with its own
