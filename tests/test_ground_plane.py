@@ -53,8 +53,8 @@ def test_a_monocular_scale_error_is_undone(wrong_scale):
         c = p @ ext[:3, :3].T + ext[:3, 3]
         return c[:, :2] / c[:, 2:]
     np.testing.assert_allclose(project(res.poses[0]), project(mono[0]), atol=1e-9)
-    # and its depth uncertainty is the floor's, far below the monocular prior
-    assert res.depth_sigma_mm[0] < gp.monocular_depth_sigma(mono, ext)[0] / 2
+    # and the floor's size is sure: 30 mm of foot height along a steep ray, far below a population's 5.6 %
+    assert 0 < res.log_sigma[0] < 0.03
 
 
 def test_the_grounded_foot_decides_not_the_lifted_one():

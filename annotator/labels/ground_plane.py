@@ -34,9 +34,6 @@ import numpy as np
 # not. Not fitted to any clip.
 FOOT_HEIGHTS_MM = {"toe": 15.0, "heel": 30.0, "ankle": 65.0}
 ANKLE_HEIGHT_MM = FOOT_HEIGHTS_MM["ankle"]
-# Relative depth uncertainty (1 sigma) of a monocular metric estimate: adult stature varies by ~4 %
-# (1 sigma) and the crop model's own size error adds to it. A prior, not fitted to any clip.
-MONOCULAR_RELATIVE_SIGMA = 0.06
 # Height uncertainty (1 sigma, mm) of the grounded ankle: ankle height, shoes, 2D error of the foot.
 FOOT_HEIGHT_SIGMA_MM = 30.0
 
@@ -61,16 +58,12 @@ class GroundPlane:
 @dataclass
 class GroundResult:
     """Per person [K]: the corrected world poses, the factor applied (1 where not), whether the
-    floor was used, and the 1-sigma depth uncertainty (mm) of the person's root."""
+    floor was used, and the factor's 1-sigma in log units (NaN where the floor was not used)."""
 
     poses: np.ndarray
     scale: np.ndarray
     applied: np.ndarray
-    depth_sigma_mm: np.ndarray
-
-    def sources(self) -> list[str]:
-        """Per person: 'ground_plane' or 'monocular' (the schema's ``depth_source``)."""
-        return ["ground_plane" if a else "monocular" for a in self.applied]
+    log_sigma: np.ndarray
 
 
 def _find(names: list[str], *patterns: str) -> int | None:
@@ -128,18 +121,6 @@ def rescale(poses: np.ndarray, extrinsics: np.ndarray | None, scale: np.ndarray)
     return (centre + s * (np.asarray(poses, np.float64) - centre)).astype(np.asarray(poses).dtype)
 
 
-def monocular_depth_sigma(poses: np.ndarray, extrinsics: np.ndarray | None,
-                          per_aug: np.ndarray | None = None) -> np.ndarray:
-    """1-sigma depth uncertainty (mm) [K] of a monocular estimate: the relative scale prior, and
-    the spread of the augmentations' depths when there are several (per_aug [K,A,J,3])."""
-    depth = root_depth(poses, extrinsics)
-    sigma = MONOCULAR_RELATIVE_SIGMA * np.abs(depth)
-    if per_aug is not None and per_aug.shape[1] > 1:
-        spread = root_depth(per_aug, extrinsics).std(axis=1)
-        sigma = np.sqrt(sigma ** 2 + spread ** 2)
-    return sigma
-
-
 def floor_scale(poses: np.ndarray, names: list[str], extrinsics: np.ndarray, plane: GroundPlane,
                 confidences: np.ndarray | None = None, poses2d: np.ndarray | None = None,
                 image_size: tuple[int, int] | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -192,20 +173,14 @@ def floor_scale(poses: np.ndarray, names: list[str], extrinsics: np.ndarray, pla
 
 def apply(poses: np.ndarray, names: list[str], extrinsics: np.ndarray, plane: GroundPlane,
           confidences: np.ndarray | None = None, poses2d: np.ndarray | None = None,
-          image_size: tuple[int, int] | None = None, per_aug: np.ndarray | None = None) -> GroundResult:
+          image_size: tuple[int, int] | None = None) -> GroundResult:
     """Put each standing person's grounded foot on the floor by scaling about the camera centre
-    (the floor alone decides; ``body_size.estimate`` weighs it against other evidence).
-
-    poses: [K,J,3] world frame (mm); names: J joint names (BlazePose, MeTRAbs or COCO style);
-    extrinsics: world->camera 4x4; confidences [K,J] and poses2d [K,J,2] with ``image_size``
-    (width, height), when known, keep unsure or out-of-image feet from deciding; per_aug
-    [K,A,J,3] (optional) adds the augmentations' depth spread to the monocular uncertainty.
-    """
+    (the floor alone; the pipeline weighs it in ``body_size.estimate``). Arguments: poses [K,J,3]
+    world frame (mm); names: J joint names (BlazePose, MeTRAbs or COCO style); extrinsics:
+    world->camera 4x4; confidences [K,J] and poses2d [K,J,2] with ``image_size`` (width, height),
+    when known, keep unsure or out-of-image feet from deciding."""
     poses = np.asarray(poses, np.float64)
-    sigma = monocular_depth_sigma(poses, extrinsics, per_aug)
     scale, log_sigma = floor_scale(poses, names, extrinsics, plane, confidences, poses2d, image_size)
     applied = np.isfinite(scale)
     scale = np.where(applied, scale, 1.0)
-    depth = root_depth(poses, extrinsics)
-    sigma = np.where(applied, np.abs(depth) * scale * np.nan_to_num(log_sigma), sigma)
-    return GroundResult(rescale(poses, extrinsics, scale), scale, applied, sigma)
+    return GroundResult(rescale(poses, extrinsics, scale), scale, applied, log_sigma)
