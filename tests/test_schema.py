@@ -57,7 +57,7 @@ def test_round_trip_through_parquet(tmp_path):
     np.testing.assert_allclose(np.reshape(rows[0]["extrinsics"], (4, 4)), ext)
     assert p["box"] == [10.0, 20.0, 100.0, 200.0] and abs(p["score"] - 0.9) < 1e-6
     meta = schema.read_metadata(back.schema)
-    assert meta["schema_version"] == schema.version() == "1.4"
+    assert meta["schema_version"] == schema.version() == "1.5"
     # schema 1.3: tracks and per-frame values are null outside videos
     assert p["track_id"] is None and p["joints3d_cam_raw"] is None and p["joints2d_raw"] is None
     # schema 1.2: depth uncertainty and where the depth came from (NaN is stored as null)

@@ -48,8 +48,9 @@ def add(sub) -> None:
     p.add_argument("--rig", action="store_true",
                    help="INPUT is a calibrated camera rig: synchronised videos or frame folders, one per camera "
                         "(INPUT/videos/camNN.mp4 or INPUT/camNN/), and INPUT/calibration/ (Qualisys, OpenCV YAML, "
-                        "JSON, Pose2Sim TOML); checked against its views before any work. Labelling a rig through "
-                        "the runners is not built yet ([rig] in --spec: offsets, window, overlap)")
+                        "JSON, Pose2Sim TOML); checked against its views before any work, then every instant's "
+                        "views are fused into one world-space person (docs/models.md, Multi-camera rigs; "
+                        "[rig] in --spec: offsets, window, overlap)")
     p.add_argument("--rig-calibration", metavar="PATH", help="with --rig: the calibration folder or file")
     p.add_argument("--batch-timeout", type=float, dest="batch_timeout_s",
                    help="seconds one inference call may take before it is retried (default 600; 0 = none)")
@@ -139,7 +140,11 @@ def cmd_run(args) -> int:
         return 2
     spec = spec_mod.from_dict(data)
     if spec.rig is not None:
-        return check_rig(spec)
+        check_rig(spec)
+        if "world_up_vector" not in data.get("settings", {}):  # the floor's up as the calibration fixes it
+            from annotator.pipeline import rig
+
+            spec = rig.with_world_up(spec)
     enginelog.set_destination(spec.output, spec.storage_options)  # the engine log ends in OUTPUT/_logs/
     if spec.runner == "beam":
         from annotator.runners import beam
@@ -205,22 +210,12 @@ def format_summary(s: dict) -> str:
     return "\n".join(lines)
 
 
-def check_rig(spec) -> int:
+def check_rig(spec) -> None:
     """``--rig`` / ``[rig]``: the rig against its calibration, before any work (a misfit is a
-    ``RigError``: one line, exit 2). Labelling rigs through the runners is not built yet."""
-    from pathlib import Path
-
-    from annotator.eval import calibration
+    ``RigError``: one line, exit 2); says what will be labelled."""
     from annotator.pipeline import rig
 
-    where = Path(spec.rig.calibration or Path(spec.input) / "calibration")
-    if not where.exists():
-        raise rig.RigError(f"{where}: no calibration (give --rig-calibration or [rig] calibration)")
-    cams = calibration.load(where) if where.is_dir() else calibration.read(where)
-    checked = rig.check(spec.input, cams, spec.rig)
+    checked = rig.load(spec)
     shards = rig.windows(checked.frames, spec.rig.window, spec.rig.overlap)
     print(f"rig {spec.input}: {len(checked.views)} views ({', '.join(v.name for v in checked.views)}) fit the "
-          f"calibration; {checked.frames} frames in {len(shards)} shard(s) of {spec.rig.window}")
-    print("annotator run --rig: labelling a rig through the Ray/Beam runners is not built yet; "
-          "`annotator eval multiview SCENE --split-views` fuses rigs today", file=sys.stderr)
-    return 2
+          f"calibration; {checked.frames} frames in {len(shards)} shard(s) of {spec.rig.window}", file=sys.stderr)

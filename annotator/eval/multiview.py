@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from annotator.eval import calibration, metrics
+from annotator.eval import metrics
 
 # shared with ``annotator eval mocap`` (``annotator.eval.metrics``); kept reachable from here
 from annotator.eval.metrics import closest_detection as closest_detection
@@ -38,6 +38,7 @@ from annotator.eval.metrics import procrustes_aligned as procrustes_aligned
 from annotator.eval.metrics import quality_vs_error as quality_vs_error
 from annotator.eval.metrics import root_of as root_of
 from annotator.labels import multiview_geometry as geometry
+from annotator.pipeline import calibration
 from annotator.pipeline.infer import ImageInput, InferenceSettings, PoseInference
 
 log = logging.getLogger(__name__)

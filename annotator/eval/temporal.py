@@ -28,8 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
-from annotator.eval import calibration, multiview
-from annotator.pipeline import sequence
+from annotator.eval import multiview
+from annotator.pipeline import calibration, sequence
 from annotator.temporal import consistency, smoothing, tracking
 
 

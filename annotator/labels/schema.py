@@ -128,6 +128,8 @@ def markdown(major: int = SCHEMA_MAJOR) -> str:
               "keys, so readers of an older minor version keep working; a major version gets a new file",
               "(`pose_labels_v2.json`). Readers should check the major version before trusting field meanings.",
               "",
+              "- 1.5: `view` (a rig's camera, or 'world' for a rig frame's fused row); `people[].fused_views`,",
+              "  `views_used`, `reprojection_px` (multi-camera rigs, `annotator.pipeline.rig`); depth_source 'rig'.",
               "- 1.4: `people[].joint_sigma_mm` (calibrated per-joint uncertainty); `depth_sigma_mm` calibrated,",
               "  body size fused with a population prior (`annotator.labels.body_size`).",
               "- 1.3: `people[].track_id` and the per-frame `people[].joints2d_raw`, `joints3d_cam_raw`,",

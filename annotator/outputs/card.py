@@ -160,6 +160,31 @@ def versions_lines(lineage: dict | None, base: str) -> list[str]:
         _table(["version", "state", "parent", "model", "why", "read it as"], rows)
 
 
+def rig_lines(output: layout.Output, records: list[dict], arrow_schema: pa.Schema) -> list[str]:
+    """Which rows of a multi-camera rig's output are fused (schema 1.5 ``view``); none elsewhere."""
+    if "view" not in arrow_schema.names or not records:
+        return []
+    world = views = fused = people = 0
+    for r in records:
+        t = output.read_part(r, ["view", "people.list.element.fused_views"])
+        kinds = t.column("view").to_pylist()
+        if not any(kinds):
+            return []
+        world += sum(k == "world" for k in kinds)
+        views += sum(k not in (None, "world") for k in kinds)
+        for k, ppl in zip(kinds, t.column("people").to_pylist(), strict=True):
+            if k not in (None, "world"):
+                people += len(ppl or [])
+                fused += sum(1 for p in ppl or [] if p.get("fused_views"))
+    return ["", "### Multi-camera rig", "",
+            "A calibrated rig, labelled by fusing its views (`annotator run --rig`): "
+            f"{views} view rows (`view` names the camera) and {world} world rows (`view` = `world`, one per frame: "
+            "the fused people in world millimetres, "
+            "no image). In the view rows, a person with `fused_views` is the fused person seen from that camera "
+            f"(reprojected 2D, camera-frame 3D; its own per-view values in the `*_raw` fields): {fused} of {people} "
+            "people; the others no second view saw and keep their monocular labels."]
+
+
 def card_text(output: layout.Output, licence: str | None = None, labels_licence: str | None = None,
               prefix: str = "") -> str:
     """The card. ``licence``: the model weights' licence (default: the built-in model's); ``labels_licence``:
@@ -217,6 +242,7 @@ def card_text(output: layout.Output, licence: str | None = None, labels_licence:
     if filtered:
         lines += ["", f"A filtered copy of `{filtered.get('source')}` (`annotator filter`: min_quality "
                       f"{filtered.get('min_quality')}, min_score {filtered.get('min_score')})."]
+    lines += rig_lines(output, records, arrow_schema)
     lines += ["", "### Errors by reason", ""]
     lines += _table(["reason", "rows"], [[k, v] for k, v in sorted(errors.items())]) if errors else ["none"]
     hist = quality_histogram(output, records)

@@ -24,6 +24,7 @@ import pyarrow as pa
 
 from annotator.pipeline import decode, sources
 from annotator.pipeline.layout import Output
+from annotator.pipeline.rig import WORLD_VIEW
 
 log = logging.getLogger(__name__)
 
@@ -168,13 +169,16 @@ class PoseDataset:
 
     @cached_property
     def _index(self) -> list[tuple[int, int]]:
-        """(part, row) of every row this worker yields, from the small status column only."""
+        """(part, row) of every row this worker yields, from the small status (and view) columns only."""
         out = []
         n = 0
         for p, record in enumerate(self.parts):
-            status = self.output.read_part(record, ["status"]).column("status").to_pylist()
-            for r, s in enumerate(status):
-                if self.config.skip_errors and s != "ok":
+            part = self.output.open_part(record)
+            table = part.read(columns=[c for c in ("status", "view") if c in part.schema_arrow.names])
+            status = table.column("status").to_pylist()
+            views = table.column("view").to_pylist() if "view" in table.column_names else [None] * len(status)
+            for r, (s, view) in enumerate(zip(status, views, strict=True)):
+                if (self.config.skip_errors and s != "ok") or view == WORLD_VIEW:  # a rig's world rows: no image
                     continue
                 if n % self.config.world_size == self.config.rank:
                     out.append((p, r))
@@ -252,7 +256,7 @@ def find_rows(output: Output, ids: list[str] | None = None, limit: int | None = 
             continue
         table = output.read_part(record)
         for row in table.to_pylist():
-            if ok_only and row["status"] != "ok":
+            if (ok_only and row["status"] != "ok") or row.get("view") == WORLD_VIEW:
                 continue
             out.append(row)
             if limit is not None and len(out) >= limit:

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from annotator.outputs import dataset, diff, render, tracks
+from annotator.outputs import dataset, diff, render, rig_view, tracks
 from annotator.outputs.html_parts import data_uri, escape, figure, jpeg_bytes, png, table
 from annotator.pipeline import errors, layout, sources, versions
 from annotator.pipeline.layout import Output
@@ -84,12 +84,17 @@ def collect(output: Output) -> Stats:
         if quality_here:
             cols.append("people.list.element.quality")
         t = f.read(columns=cols)
+        # a rig's world rows hold no image (its section shows them); row indices stay the part's
+        views = (f.read(columns=["view"]).column("view").to_pylist() if "view" in f.schema_arrow.names
+                 else [None] * t.num_rows)
         ids = t.column("image_id").to_pylist()
         status = t.column("status").to_pylist()
         error_texts = t.column("error").to_pylist()
         counts = t.column("num_people").to_pylist()
         people = t.column("people").to_pylist()
         for r, (image_id, s, e, n, ppl) in enumerate(zip(ids, status, error_texts, counts, people, strict=True)):
+            if views[r] == "world":
+                continue
             st.rows += 1
             if s != "ok":
                 reason = errors.reason(e)
@@ -314,6 +319,7 @@ def build_html(output_uri: str, config: ReportConfig | None = None) -> str:
     h.append(table(info))
 
     h.append(tracks.section_html(output, skeleton, config.storage_options))  # videos (schema 1.3)
+    h.append(rig_view.section_html(output, skeleton, config.storage_options))  # rigs (schema 1.5)
 
     pair = diff_pair(output, config)
     if pair:

@@ -44,8 +44,12 @@ def collect(output: Output) -> Tracks | None:
             continue
         found = True
         t = f.read(columns=["source_uri", "people.list.element.track_id"])
+        world = (f.read(columns=["view"]).column("view").to_pylist() if "view" in f.schema_arrow.names
+                 else [None] * t.num_rows)
         for r, (uri, ppl) in enumerate(zip(t.column("source_uri").to_pylist(), t.column("people").to_pylist(),
                                            strict=True)):
+            if world[r] == "world":  # a rig's fused rows: no image (the rig section shows them)
+                continue
             frame = sequence.frame_of(uri)
             for k, person in enumerate(ppl or []):
                 tid = person.get("track_id")

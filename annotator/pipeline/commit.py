@@ -5,11 +5,13 @@ worker, and every runner writes the same bytes."""
 
 from __future__ import annotations
 
+import functools
+
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from annotator.labels import schema
-from annotator.pipeline import sequence, stages
+from annotator.pipeline import rig, sequence, stages
 from annotator.pipeline.progress import shard_stats
 from annotator.pipeline.sink import DatasetSink
 
@@ -23,11 +25,21 @@ def commit_shard(sink: DatasetSink, shard_id: str, tables: list[pa.Table], only:
     ``only`` (``--retry-errors``): the rows given replace those ids in the committed part
     ``old_record``; the other rows are kept as they were. ``seq`` (video shards): the temporal
     step runs on the assembled rows first (``sequence``; ``continue_previous``: continue
-    the committed tracks of the shard before it)."""
+    the committed tracks of the shard before it); a ``rig.RigShard``: its views are fused
+    (``rig.apply``)."""
     table = pa.concat_tables(tables)
-    if seq is not None and only is None:
-        table = sequence.apply(table, seq, sink, sequence.skeleton_of_metadata(sink.file_metadata), continue_previous)
-    extras = table.select(list(stages.EXTRA_COLUMNS))
+    skeleton = sequence.skeleton_of_metadata(sink.file_metadata)
+    if isinstance(seq, rig.RigShard):
+        step = functools.partial(rig.apply, rs=seq, skeleton=skeleton)
+    elif seq is not None:
+        step = functools.partial(sequence.apply, seq=seq, sink=sink, skeleton=skeleton,
+                                 continue_previous=continue_previous)
+    else:
+        step = None
+    if step is not None and only is None:
+        table = step(table)
+    # a rig's world rows are made here, not read or inferred: no stage counters of their own
+    extras = table.filter(pc.invert(rig.is_world(table))).select(list(stages.EXTRA_COLUMNS))
     rows = table.select(schema.arrow_schema().names).cast(schema.arrow_schema())
     run_stats = shard_stats(rows, extras, attempt)  # what this run computed
     file_stats, repairs = run_stats, 0
@@ -36,9 +48,8 @@ def commit_shard(sink: DatasetSink, shard_id: str, tables: list[pa.Table], only:
         redone = pa.array(rows.column("image_id").to_pylist(), pa.string())
         old = old.filter(pc.invert(pc.is_in(old.column("image_id"), value_set=redone)))
         rows = pa.concat_tables([old, rows])
-        if seq is not None:
-            rows = sequence.apply(rows, seq, sink, sequence.skeleton_of_metadata(sink.file_metadata),
-                                  continue_previous)
+        if step is not None:
+            rows = step(rows)
         repairs = int(old_record.get("repairs", 0)) + 1
         file_stats = shard_stats(rows, extras, attempt)
     return sink.write_shard(shard_id, rows, file_stats, repairs=repairs), run_stats

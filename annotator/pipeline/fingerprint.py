@@ -4,11 +4,12 @@ never mixed with this run's: the run is refused, naming what differs."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 
-from annotator.labels import schema
-from annotator.pipeline import sequence
+from annotator.labels import fusion, schema
+from annotator.pipeline import rig, sequence
 
 
 class FingerprintError(RuntimeError):
@@ -29,10 +30,15 @@ def for_plan(spec, model_sha256: str, plan, temporal: sequence.TemporalSettings)
     """The fingerprint of a run of ``spec`` (a ``spec.RunSpec``) over ``plan`` (a ``plan.Plan``),
     its components and the plan's video sequences (whose temporal settings are part of it)."""
     doc = fingerprint_doc(model_sha256, spec.settings.to_dict(), plan.hash, spec.max_pixels)
-    sequences = sequence.plan_sequences(plan.rows(), temporal)  # video shards only
+    rows = plan.rows()
+    sequences = sequence.plan_sequences(rows, temporal)  # video shards only
     if sequences:
         doc["temporal"] = temporal.to_dict()
-    return fingerprint(doc), doc, sequences
+    rig_shards = rig.plan_shards(rows, spec.rig)  # rig windows: fused at their commit
+    if rig_shards:
+        doc["rig"] = {"temporal": bool(spec.rig is None or spec.rig.temporal),
+                      "fusion": dataclasses.asdict(fusion.FusionConfig())}
+    return fingerprint(doc), doc, {**sequences, **rig_shards}
 
 
 def check_committed(output: str, committed: dict[str, dict], fp: str, doc: dict, previous: dict,

@@ -20,7 +20,9 @@ part of every committed shard's fingerprint, which an append must not change; ``
 every segment's hash after it (what the plan is now).
 
 Shard kinds: ``files`` (folder trees and manifests: members listed here), ``tar`` (one WebDataset
-tar per shard, members found while streaming it), ``video`` (a frame range of one video).
+tar per shard, members found while streaming it), ``video`` (a frame range of one video), ``rig``
+(a time window of a calibrated multi-camera rig, all its views: ``pipeline.rig``; the shard's
+``camera`` holds the views' cameras and sources).
 
 Memory stays bounded by one chunk of members plus the shard table (~100 bytes per shard), so a
 10^8-image manifest is planned in a streaming pass. Never imports Ray or Beam.
@@ -54,7 +56,7 @@ log = logging.getLogger(__name__)
 
 PLAN_VERSION = 1
 MEMBERS_PER_CHUNK = 65_536
-KINDS = ("auto", "folder", "tar", "manifest", "video")
+KINDS = ("auto", "folder", "tar", "manifest", "video", "rig")
 URI_COLUMNS = ("uri", "url", "path", "source_uri")
 ID_COLUMNS = ("image_id", "id", "key")
 
@@ -85,6 +87,7 @@ class PlanOptions:
     shard_size: int = sources.DEFAULT_SHARD_SIZE
     every: int = 1  # videos: every k-th frame
     overlap: int = 0  # videos: frames a shard reads past its end (its temporal step's context; not its rows)
+    rig: tuple = ()  # kind "rig": the checked rig's shard rows (``pipeline.rig.plan_rows``)
 
 
 @dataclass
@@ -143,6 +146,11 @@ class Plan:
             diffs.append(f"every {m['every']} != {opts.every}")
         if m["kind"] == "video" and m.get("overlap", 0) != opts.overlap:
             diffs.append(f"overlap {m.get('overlap', 0)} != {opts.overlap}")
+        if m["kind"] == "rig" and opts.rig:
+            def key(rows):
+                return [(int(r["start"]), int(r["stop"]), r["camera"]) for r in rows]
+            if key(self.rows()) != key(opts.rig):
+                diffs.append("the rig (its views, calibration, offsets or windows)")
         if diffs:
             raise PlanError("the output's frozen plan was made from other options (" + "; ".join(diffs)
                             + "); use --new-version to label into a new version with these (this one is kept), "
@@ -473,6 +481,12 @@ def _plan_into(w: _Writer, kind: str, opts: PlanOptions, fs, base: str, entries:
         elif kind == "tar":
             _plan_tars(w, fs, base, entries, keep)
             num_members = None
+        elif kind == "rig":
+            if not opts.rig:
+                raise PlanError("a rig is planned from its checked views (annotator run --rig)")
+            for i, row in enumerate(opts.rig):
+                w.add_shard({**row, "shard": shard_id(w.first + i)})
+            num_members = sum(int(r["members"]) for r in opts.rig)
         else:
             num_members = _plan_videos(w, fs, base, entries, opts.shard_size, opts.every, storage_options,
                                        opts.overlap, keep)
@@ -492,7 +506,7 @@ def create(opts: PlanOptions, plan_dir_uri: str, storage_options: dict | None = 
     if opts.kind not in KINDS:
         raise PlanError(f"kind must be one of {', '.join(KINDS)}")
     started = time.perf_counter()
-    in_fs, base, entries = sources.list_input(opts.input, storage_options)
+    in_fs, base, entries = ((None, "", []) if opts.kind == "rig" else sources.list_input(opts.input, storage_options))
     listed = time.perf_counter() - started
     kind = detect_kind(opts.input, entries) if opts.kind == "auto" else opts.kind
     out_fs, plan_dir = sources.filesystem(plan_dir_uri, storage_options)

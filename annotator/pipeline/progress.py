@@ -139,8 +139,8 @@ class RunStats:
 
     def add_shard(self, stats: dict, commit_seconds: float, repaired: bool) -> None:
         with self.lock:
-            self.images += stats["rows"]
-            self.images_ok += stats["rows_ok"]
+            self.images += stats["rows"] - stats.get("world_rows", 0)  # a rig's world rows are no images
+            self.images_ok += stats["rows_ok"] - stats.get("world_rows", 0)
             self.images_error += stats["rows_error"]
             self.people += stats["people"]
             self.errors_by_reason.update(stats["errors_by_reason"])

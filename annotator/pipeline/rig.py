@@ -14,15 +14,23 @@ over the window).
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 
-from annotator.labels import fusion
+from annotator.labels import camera_codec, fusion
 from annotator.labels import multiview_geometry as geo
+from annotator.pipeline import calibration
 from annotator.temporal import consistency, tracking, world
+
+KIND = "rig"  # the plan's shard kind of a rig's time window
+WORLD_VIEW = "world"  # the ``view`` of a rig frame's fused world-space row
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
@@ -152,6 +160,43 @@ def check(root: str | Path, cameras: list, spec: RigSpec | None = None) -> Rig:
     return Rig(tuple(views), common, spec.fps or next((r for r in rates if r), 30.0))
 
 
+def calibration_path(spec) -> Path:
+    """Where the rig of ``spec`` (a ``RunSpec`` with ``rig``) keeps its calibration."""
+    return Path(spec.rig.calibration or Path(spec.input) / "calibration")
+
+
+def load(spec) -> Rig:
+    """The rig of ``spec`` (INPUT with ``[rig]``) checked against its calibration: a ``RigError``
+    naming what does not fit, before any work."""
+    where = calibration_path(spec)
+    if not where.exists():
+        raise RigError(f"{where}: no calibration (give --rig-calibration or [rig] calibration)")
+    try:
+        cams = calibration.load(where) if where.is_dir() else calibration.read(where)
+    except (OSError, ValueError, KeyError) as e:
+        raise RigError(f"{where}: cannot read the calibration: {e}") from None
+    return check(spec.input, cams, spec.rig)
+
+
+def plan_options(opts, spec, root_uri: str):
+    """The ``plan.PlanOptions`` of a job: of kind "rig" with the rig's shard rows when ``spec`` has a
+    rig (checked against its calibration again: the plan is made of what the check read)."""
+    if spec.rig is None:
+        return opts
+    return dataclasses.replace(opts, kind=KIND, rig=tuple(plan_rows(load(spec), spec.rig, root_uri)))
+
+
+def with_world_up(spec):
+    """``spec`` with the world's up direction of its rig's calibration where the format fixes it
+    (Qualisys labs are Z-up; ``calibration.world_up``): the floor step needs it, and the default
+    (-Y, for cameras looking level) would put a Z-up lab's floor on a wall."""
+    where = calibration_path(spec)
+    up = calibration.world_up(where) if where.is_dir() else None
+    if up is None:
+        return spec
+    return dataclasses.replace(spec, settings=dataclasses.replace(spec.settings, world_up_vector=tuple(up)))
+
+
 def windows(n_frames: int, window: int, overlap: int) -> list[Window]:
     """Shards of ``window`` frames covering 0..n_frames-1 once each, read with ``overlap`` frames of
     context on either side (clipped to the rig)."""
@@ -179,9 +224,10 @@ def fuse_window(window: Window, preds: dict[int, list[dict]], rig: Rig, skeleton
     """One world-space row per person per frame of ``window`` (frames ``start..stop-1``; ``preds``
     holds every frame it read, context included: frame -> per-view label dicts). Rows: ``frame``,
     ``track_id`` (``shard * tracking.ID_STRIDE + k``), ``joints_world_mm`` [J,3], ``joint_sigma_mm``
-    [J], ``views_used`` [J], ``reprojection_px`` [J], ``quality``, and per view (``views``) the fused
+    [J], ``views_used`` [J], ``reprojection_px`` [J], ``quality``, per view (``views``) the fused
     person in that camera's frame (``poses3d_camera`` [J,3]) and image (``poses2d`` [J,2] px, through
-    its lens model), so view-level consumers keep working."""
+    its lens model), so view-level consumers keep working, and the detections it fused (``members``:
+    view name -> detection index; ``flipped``: view name -> that detection's left/right exchanged)."""
     spec = spec or RigSpec()
     frames = sorted(preds)
     fused = {f: fusion.fuse(view_people(preds[f], rig), rig.cameras, skeleton, config) for f in frames}
@@ -214,7 +260,9 @@ def fuse_window(window: Window, preds: dict[int, list[dict]], rig: Rig, skeleton
                          "joints_world_mm": x.astype(np.float32), "joint_sigma_mm": p.sigma_mm.astype(np.float32),
                          "views_used": p.views_used.astype(np.int8),
                          "reprojection_px": p.reprojection_px.astype(np.float32), "quality": float(p.quality),
-                         "views": views})
+                         "views": views,
+                         "members": {rig.views[v].name: int(d) for v, d in sorted(p.members.items())},
+                         "flipped": {rig.views[v].name: bool(fl) for v, fl in sorted(p.flipped.items())}})
     return rows
 
 
@@ -272,3 +320,208 @@ def label_window(infer, rig: Rig, window: Window, skeleton: fusion.RigSkeleton,
     inferred = time.perf_counter()
     rows = fuse_window(window, preds, rig, skeleton, config, spec)
     return rows, {"inference": inferred - started, "fusion": time.perf_counter() - inferred}
+
+
+# ---------------------------------------------------------------------------------------------
+# a rig as a job's input: the plan's shards, reading them, the label step at the commit
+
+
+@dataclass(frozen=True)
+class ViewCamera:
+    """A view's calibrated camera as the fusion takes it (what ``eval.calibration.Camera`` has)."""
+
+    name: str
+    intrinsics: np.ndarray
+    distortion: np.ndarray
+    rotation: np.ndarray
+    translation: np.ndarray
+    size: tuple[int, int] | None = None
+
+    @property
+    def extrinsics(self) -> np.ndarray:
+        e = np.eye(4, dtype=np.float32)
+        e[:3, :3], e[:3, 3] = self.rotation, self.translation
+        return e
+
+    @classmethod
+    def of(cls, name: str, cam: camera_codec.Camera) -> ViewCamera:
+        ext = np.asarray(cam.extrinsics, np.float64)
+        return cls(name, np.asarray(cam.intrinsics, np.float64), np.asarray(cam.distortion, np.float64),
+                   ext[:3, :3], ext[:3, 3])
+
+
+def plan_rows(rig: Rig, spec: RigSpec, root_uri: str) -> list[dict]:
+    """The plan's shard rows of ``rig`` (without shard ids): one per time window, ``start``/``stop``
+    the frames it labels, ``camera`` the JSON its read needs: the frames it reads (with the context
+    of its temporal step) and per view its name, offset, camera and source (a video, or the
+    window's frame files)."""
+    out = []
+    for w in windows(rig.frames, spec.window, spec.overlap):
+        views = []
+        for v in rig.views:
+            cam = camera_codec.Camera(np.asarray(v.camera.intrinsics, np.float32), "calibration",
+                                      np.asarray(v.camera.distortion, np.float32),
+                                      np.asarray(v.camera.extrinsics, np.float32))
+            doc = {"name": v.name, "offset": v.offset, "camera": json.loads(camera_codec.to_json(cam))}
+            source = Path(v.source)
+            if source.is_dir():
+                files = frame_files(source)[w.read_start + v.offset:w.read_stop + v.offset]
+                doc["files"] = [str(f.resolve()) for f in files]
+            else:
+                doc["video"] = str(source.resolve())
+            views.append(doc)
+        read = {"read_start": w.read_start, "read_stop": w.read_stop, "fps": rig.fps, "views": views}
+        out.append({"kind": KIND, "source": root_uri, "name": Path(root_uri.rstrip("/")).name,
+                    "members": (w.stop - w.start) * len(rig.views), "bytes": 0, "etag": "",
+                    "start": w.start, "stop": w.stop, "every": 1, "camera": json.dumps(read, sort_keys=True)})
+    return out
+
+
+def read_views(shard: dict, storage_options: dict | None = None, fetch: int = 16
+               ) -> Iterator[tuple[str, str, np.ndarray | None, bytes | Exception | None, camera_codec.Camera]]:
+    """A rig shard's images, view after view: (image id ``VIEW/FRAME``, FRAME the rig's frame; its
+    source URI; the RGB frame of a video, or the bytes of a frame file, or the exception reading
+    it; the view's camera)."""
+    from annotator.pipeline import sources
+
+    doc = json.loads(shard["camera"])
+    lo, hi = int(doc["read_start"]), int(doc["read_stop"])
+    for v in doc["views"]:
+        cam = camera_codec.from_json(v["camera"], "calibration")
+        name, offset = v["name"], int(v["offset"])
+        if "files" in v:
+            files = v["files"]
+            for at in range(0, len(files), fetch):
+                chunk = files[at:at + fetch]
+                for i, (uri, data) in enumerate(zip(chunk, sources.read_many(chunk, storage_options), strict=True)):
+                    yield f"{name}/{lo + at + i:06d}", uri, None, data, cam
+            continue
+        for idx, frame in sources.iter_video_frames(v["video"], lo + offset, hi + offset, 1, storage_options):
+            yield f"{name}/{idx - offset:06d}", f"{v['video']}#frame={idx}", frame, None, cam
+
+
+@dataclass(frozen=True)
+class RigShard:
+    """Where a rig shard sits: the frames it labels, its views in order, the rig's frame rate.
+    Windows never wait for one another (``previous`` is None for ``sequence.CommitOrder``)."""
+
+    shard: str
+    source: str
+    start: int
+    stop: int
+    views: tuple[str, ...]
+    fps: float
+    temporal: bool = True
+    previous: str | None = None
+
+    @property
+    def video(self) -> str:
+        """Beam's commit group: each window on its own."""
+        return f"rig:{self.shard}"
+
+
+def plan_shards(shard_rows: list[dict], spec: RigSpec | None) -> dict[str, RigShard]:
+    """The plan's rig shards -> their ``RigShard``."""
+    out = {}
+    for r in shard_rows:
+        if r.get("kind") != KIND:
+            continue
+        doc = json.loads(r["camera"])
+        out[r["shard"]] = RigShard(r["shard"], r["source"], int(r["start"]), int(r["stop"]),
+                                   tuple(v["name"] for v in doc["views"]), float(doc["fps"]),
+                                   True if spec is None else spec.temporal)
+    return out
+
+
+def split_id(image_id: str) -> tuple[str, int] | None:
+    """``VIEW/FRAME`` -> (view, frame); None for ids of no frame (a shard's failure row)."""
+    view, _, frame = (image_id or "").rpartition("/")
+    return (view, int(frame)) if view and frame.isdigit() else None
+
+
+def _mono(person: dict, key: str) -> list:
+    """A view's own value of a person: the per-frame (``_raw``) one where an earlier step kept it."""
+    raw = person.get(key + "_raw")
+    return raw if raw is not None else person[key]
+
+
+def apply(table: pa.Table, rs: RigShard, skeleton: dict, config: fusion.FusionConfig | None = None) -> pa.Table:
+    """The label step of one rig shard on its assembled rows (the label schema's columns plus any
+    ``_`` columns): every frame's views fused (``fuse_window``; the views' own labels are its input,
+    from the ``*_raw`` values where a previous commit kept them). Each fused detection gets the fused
+    person (reprojected ``joints2d``, ``joints3d_cam``, world ``joints3d_world``, ``track_id``,
+    ``fused_views``, ``views_used``, ``reprojection_px``, the fused sigma and quality; its own
+    values in the ``*_raw`` columns); people that no other view sees stay monocular. Each frame gains
+    one world row (``view`` "world") holding its fused people. Rows outside the shard's frames
+    (context) are dropped."""
+    rows = table.sort_by("image_id").to_pylist()
+    rows = [r for r in rows if r.get("view") != WORLD_VIEW]  # a --retry-errors merge: made again below
+    names = list(skeleton.get("joint_names") or [])
+    skel = fusion.RigSkeleton.of(names, skeleton.get("edges") or [])
+    index: dict[int, dict[str, int]] = {}
+    cams: dict[str, ViewCamera] = {}
+    for i, r in enumerate(rows):
+        key = split_id(r["image_id"])
+        if key is None or key[0] not in rs.views:
+            continue
+        r["view"] = key[0]
+        index.setdefault(key[1], {})[key[0]] = i
+        if key[0] not in cams and r["status"] == "ok" and r["intrinsics"] is not None and r["extrinsics"] is not None:
+            cams[key[0]] = ViewCamera.of(key[0], camera_codec.from_lists(r["intrinsics"], r["distortion"],
+                                                                         r["extrinsics"], r["camera_source"]))
+    views = [v for v in rs.views if v in cams]  # a view none of whose frames decoded takes no part
+    n_joints = len(names)
+    rig = Rig(tuple(RigView(v, cams[v], "", 0, (0, 0)) for v in views), 0, rs.fps)
+    preds: dict[int, list[dict]] = {}
+    for f, per_view in sorted(index.items()):
+        preds[f] = []
+        for v in views:
+            r = rows[per_view[v]] if v in per_view else None
+            people = (r["people"] or []) if r is not None and r["status"] == "ok" else []
+            preds[f].append({
+                "pixels": np.array([_mono(p, "joints2d") for p in people], np.float64).reshape(-1, n_joints, 2),
+                "conf": np.array([p["joint_confidences"] if p.get("joint_confidences") is not None
+                                  else [1.0] * n_joints for p in people], np.float64).reshape(-1, n_joints),
+                "poses3d": np.array([_mono(p, "joints3d_world") for p in people], np.float64).reshape(-1, n_joints, 3)})
+    fused = fuse_window(Window(rs.start, rs.start, rs.stop, rs.start, rs.stop), preds, rig, skel, config,
+                        RigSpec(temporal=rs.temporal, fps=rs.fps)) if len(views) >= 2 else []
+    world_people: dict[int, list[dict]] = {}
+    for fr in fused:
+        person = {"box": [], "score": 1.0, "pose_score": None, "joints2d": [],
+                  "joints3d_cam": fr["joints_world_mm"].tolist(), "joints3d_world": fr["joints_world_mm"].tolist(),
+                  "joint_confidences": None, "quality": fr["quality"],
+                  "depth_sigma_mm": float(np.median(fr["joint_sigma_mm"])), "depth_source": "rig",
+                  "track_id": fr["track_id"], "joints2d_raw": None, "joints3d_cam_raw": None,
+                  "joints3d_world_raw": None, "joint_sigma_mm": fr["joint_sigma_mm"].tolist(),
+                  "fused_views": sorted(fr["members"]), "views_used": fr["views_used"].astype(int).tolist(),
+                  "reprojection_px": fr["reprojection_px"].tolist()}
+        world_people.setdefault(fr["frame"], []).append(person)
+        for v, det in fr["members"].items():
+            p = rows[index[fr["frame"]][v]]["people"][det]
+            if p.get("joints3d_cam_raw") is None:  # first pass: keep the view's own values
+                p["joints2d_raw"], p["joints3d_cam_raw"] = p["joints2d"], p["joints3d_cam"]
+                p["joints3d_world_raw"] = p["joints3d_world"]
+            if fr["flipped"].get(v) and p.get("joint_confidences") is not None:
+                p["joint_confidences"] = [p["joint_confidences"][j] for j in skel.mirror]
+            p.update({k: person[k] for k in ("joints3d_world", "quality", "depth_sigma_mm", "depth_source",
+                                             "track_id", "joint_sigma_mm", "fused_views", "views_used",
+                                             "reprojection_px")})
+            p["joints2d"] = fr["views"][v]["poses2d"].tolist()
+            p["joints3d_cam"] = fr["views"][v]["poses3d_camera"].tolist()
+    keep = [r for r in rows if (k := split_id(r["image_id"])) is None or rs.start <= k[1] < rs.stop]
+    blank = {c: None for c in table.column_names}
+    for f in sorted(world_people):
+        keep.append({**blank, "image_id": f"{WORLD_VIEW}/{f:06d}", "source_uri": f"{rs.source}#frame={f}",
+                     "shard": rs.shard, "status": "ok", "extrinsics": np.eye(4).ravel().tolist(),
+                     "camera_source": KIND, "num_people": len(world_people[f]), "people": world_people[f],
+                     "view": WORLD_VIEW})
+    return pa.Table.from_pylist(keep, schema=table.schema)
+
+
+def is_world(table: pa.Table) -> pa.Array:
+    """Which rows are a rig frame's fused world rows (``view`` "world")."""
+    import pyarrow.compute as pc
+
+    if "view" not in table.column_names:
+        return pa.array([False] * table.num_rows)
+    return pc.fill_null(pc.equal(table.column("view"), WORLD_VIEW), False)

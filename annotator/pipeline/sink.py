@@ -61,9 +61,16 @@ def table_counts(table: pa.Table) -> dict:
     """Row counts of a label table, as commit records, stats and the manifest carry them."""
     ok = int(pc.sum(pc.equal(table.column("status"), "ok")).as_py() or 0)
     reasons = Counter(errors.reason(e) for e in table.column("error").drop_null().to_pylist())
-    return {"rows": table.num_rows, "rows_ok": ok, "rows_error": table.num_rows - ok,
-            "people": int(pc.sum(table.column("num_people")).as_py() or 0),
-            "errors_by_reason": dict(sorted(reasons.items())), "quality_histogram": quality_histogram(table)}
+    world = pc.fill_null(pc.equal(table.column("view"), "world"), False) if "view" in table.column_names else None
+    n_world = int(pc.sum(world).as_py() or 0) if world is not None else 0
+    images = table.filter(pc.invert(world)) if n_world else table
+    out = {"rows": table.num_rows, "rows_ok": ok, "rows_error": table.num_rows - ok,
+           "people": int(pc.sum(images.column("num_people")).as_py() or 0),
+           "errors_by_reason": dict(sorted(reasons.items())), "quality_histogram": quality_histogram(images)}
+    if n_world:  # a rig's fused rows (one per frame, no image): rows, not images
+        out["world_rows"] = n_world
+        out["world_people"] = int(pc.sum(table.filter(world).column("num_people")).as_py() or 0)
+    return out
 
 
 class _HashingWriter:

@@ -40,7 +40,7 @@ import pyarrow as pa
 from annotator.labels import camera_codec
 from annotator.labels.camera_codec import Camera
 from annotator.models import loader
-from annotator.pipeline import budget, encode, errors, plan, retries, sources
+from annotator.pipeline import budget, encode, errors, plan, retries, rig, sources
 from annotator.pipeline import decode as decode_mod
 from annotator.pipeline.errors import BAD_CAMERA, CHANGED, EMPTY_SHARD, SHARD_READ_ERROR, TIMEOUT
 from annotator.pipeline.infer import ImageInput, InferenceSettings, PoseInference
@@ -179,6 +179,18 @@ def _read_video(shard: dict, name: str, only: set[str] | None, rows: _Rows,
             yield out
 
 
+def _read_rig(shard: dict, only: set[str] | None, rows: _Rows, storage_options: dict | None,
+              fetch: int) -> Iterator[dict]:
+    for image_id, uri, raw, data, cam in rig.read_views(shard, storage_options, fetch):
+        if only is not None and image_id not in only:
+            continue
+        error = ""
+        if isinstance(data, Exception):
+            error, data = errors.text(decode_mod.READ_ERROR, data), b""
+        if (out := rows.add(image_id, uri, data=data or b"", raw=raw, camera=cam, error=error)) is not None:
+            yield out
+
+
 def read_shard(shard: dict, plan_uri: str, storage_options: dict | None = None, batch_size: int = 16,
                timeout_s: float | None = 120.0, retries: int = 2, fetch: int | None = None) -> Iterator[dict]:
     """One shard -> batches of ``batch_size`` member rows with their bytes; the last batch carries
@@ -189,7 +201,8 @@ def read_shard(shard: dict, plan_uri: str, storage_options: dict | None = None, 
     rows = _Rows(shard["shard"], batch_size)
     name = shard.get("name") or str(shard.get("source") or "").rsplit("/", 1)[-1]
     empty = {"tar": (f"{name}/", "no images in this tar"),
-             "video": (f"{name}/{shard.get('start', 0):06d}", "no frames decoded in this range")}
+             "video": (f"{name}/{shard.get('start', 0):06d}", "no frames decoded in this range"),
+             rig.KIND: (f"{name}/{shard.get('start', 0):06d}", "no frames of any view decoded in this window")}
     try:
         if shard["kind"] == "files":
             yield from _read_files(shard, plan_uri, only, rows, storage_options, timeout_s, retries,
@@ -198,6 +211,8 @@ def read_shard(shard: dict, plan_uri: str, storage_options: dict | None = None, 
             yield from _read_tar(shard, name, only, rows, storage_options)
         elif shard["kind"] == "video":
             yield from _read_video(shard, name, only, rows, storage_options)
+        elif shard["kind"] == rig.KIND:
+            yield from _read_rig(shard, only, rows, storage_options, fetch or batch_size)
         else:
             raise ValueError(f"unknown shard kind {shard['kind']!r}")
     except Exception as e:  # noqa: BLE001 - the shard fails; the job goes on

@@ -21,7 +21,7 @@ import pyarrow.compute as pc
 from annotator.labels import schema
 from annotator.models import loader, registry
 from annotator.outputs import card
-from annotator.pipeline import changes, errors, infer, layout, redact, retries, sequence, sources, versions
+from annotator.pipeline import changes, errors, infer, layout, redact, retries, rig, sequence, sources, versions
 from annotator.pipeline import plan as plan_mod
 from annotator.pipeline.budget import ErrorBudget, ErrorBudgetExceeded
 from annotator.pipeline.commit import commit_shard
@@ -82,6 +82,7 @@ class Job:
         self.use_version(versions.newest(self.root, self.so))
         opts = plan_mod.PlanOptions(self.input, self.spec.kind, self.spec.shard_size, self.spec.video_every,
                                     self.spec.video_overlap)
+        opts = rig.plan_options(opts, self.spec, self.input)  # a rig: its checked views
         plan = plan_mod.load(sources.join(self.output, layout.PLAN), self.so)
         self.committed = self.sink.committed()
         if plan is not None and self.committed:  # another model or settings: a new version (or refused)
@@ -95,7 +96,7 @@ class Job:
             plan = plan_mod.create(opts, sources.join(self.output, layout.PLAN), self.so)
         else:
             plan.check_options(opts)
-            if not self.spec.frozen:  # new inputs are appended (--append) or refused, never silently left out
+            if not self.spec.frozen and plan.kind != rig.KIND:  # new inputs: --append or refused, never left out
                 plan, self.changes = changes.reconcile(plan, opts, self.so, append=self.spec.append)
         fp, self.components, self.sequences = for_plan(self.spec, self.model.sha256, plan, self.temporal)
         check_committed(self.output, self.committed, fp, self.components,

@@ -21,6 +21,9 @@ from annotator.temporal import consistency, tracking
 @dataclass(frozen=True)
 class WorldTrackConfig:
     max_speed_mm_s: float = 4000.0  # a centroid moving faster between two instants starts a new track
+    # the centroids' own noise (a joint fused from two views or from the monocular prior moves it
+    # by 100-200 mm between instants): a track's gate is the distance it can move plus this
+    noise_mm: float = 300.0
     fps: float = 30.0
     smoothing: str = "rts"
     bones: bool = True  # one body size: the track's median bone lengths in every frame
@@ -42,7 +45,7 @@ def link(t: np.ndarray, centroids: list[np.ndarray], config: WorldTrackConfig | 
             cost = np.full((len(cs), len(tracks)), tracking.INFEASIBLE)
             for k, tid in enumerate(tracks):
                 f0, c0 = last[tid]
-                gate = config.max_speed_mm_s * max(frame - f0, 1) / config.fps
+                gate = config.max_speed_mm_s * max(frame - f0, 1) / config.fps + config.noise_mm
                 d = np.linalg.norm(cs - c0, axis=1)
                 cost[:, k] = np.where(d < gate, d, tracking.INFEASIBLE)
             for i, k in tracking.linear_assignment(cost):

@@ -27,6 +27,7 @@ from PIL import Image
 from annotator.labels import quality
 from annotator.outputs import dataset
 from annotator.pipeline import decode, sources
+from annotator.pipeline.rig import WORLD_VIEW
 
 T = TypeVar("T")
 
@@ -80,8 +81,8 @@ def select(table: pa.Table, shard: str, filters: Filters, joint_names: list[str]
     out = []
     for i, row in enumerate(table.to_pylist()):
         ok = row["status"] == "ok"
-        if (filters.status == "ok" and not ok) or (filters.status == "error" and ok):
-            continue
+        if (filters.status == "ok" and not ok) or (filters.status == "error" and ok) or row.get("view") == WORLD_VIEW:
+            continue  # a rig's world rows have no image to export
         people = row.get("people") or []
         size = (row["width"], row["height"]) if row.get("width") is not None else None
         kept = [k for k, p in enumerate(people) if person_passes(p, filters, joint_names, size)]
