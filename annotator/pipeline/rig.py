@@ -105,6 +105,11 @@ def pair_views(sources: list[Path], cameras: list) -> list[tuple[str, object, Pa
     by_name = {c.name.lower(): c for c in cameras}
     if all(p.stem.lower() in by_name for p in sources):
         return [(p.stem, by_name[p.stem.lower()], p) for p in sources]
+    known = [p for p in sources if p.stem.lower() in by_name]
+    if known and len(sources) != len(cameras):  # most names match: say which view has no camera
+        missing = [p.name for p in sources if p.stem.lower() not in by_name]
+        raise RigError(f"{', '.join(missing)}: no calibrated camera of that name (the calibration has "
+                       f"{', '.join(c.name for c in cameras)})")
     if len(sources) != len(cameras):
         raise RigError(f"{len(sources)} views ({', '.join(p.name for p in sources)}) but {len(cameras)} calibrated "
                        f"cameras ({', '.join(c.name for c in cameras)}), and their names do not match")
@@ -223,11 +228,13 @@ def fuse_window(window: Window, preds: dict[int, list[dict]], rig: Rig, skeleton
                 config: fusion.FusionConfig | None = None, spec: RigSpec | None = None) -> list[dict]:
     """One world-space row per person per frame of ``window`` (frames ``start..stop-1``; ``preds``
     holds every frame it read, context included: frame -> per-view label dicts). Rows: ``frame``,
-    ``track_id`` (``shard * tracking.ID_STRIDE + k``), ``joints_world_mm`` [J,3], ``joint_sigma_mm``
-    [J], ``views_used`` [J], ``reprojection_px`` [J], ``quality``, per view (``views``) the fused
-    person in that camera's frame (``poses3d_camera`` [J,3]) and image (``poses2d`` [J,2] px, through
-    its lens model), so view-level consumers keep working, and the detections it fused (``members``:
-    view name -> detection index; ``flipped``: view name -> that detection's left/right exchanged)."""
+    ``track_id`` (``window.shard * tracking.ID_STRIDE + k``; the pipeline's ``apply`` passes the
+    window's first frame, the video convention: a track is named after where it begins),
+    ``joints_world_mm`` [J,3], ``joint_sigma_mm`` [J], ``views_used`` [J], ``reprojection_px``
+    [J], ``quality``; per view (``views``) the fused person in that camera's frame
+    (``poses3d_camera`` [J,3]) and image (``poses2d`` [J,2] px, through its lens model), so
+    view-level consumers keep working; and the detections it fused (``members``: view name ->
+    detection index; ``flipped``: view name -> that detection's left/right exchanged)."""
     spec = spec or RigSpec()
     frames = sorted(preds)
     fused = {f: fusion.fuse(view_people(preds[f], rig), rig.cameras, skeleton, config) for f in frames}
