@@ -30,7 +30,7 @@ def commit_shard(sink: DatasetSink, shard_id: str, tables: list[pa.Table], only:
     table = pa.concat_tables(tables)
     skeleton = sequence.skeleton_of_metadata(sink.file_metadata)
     if isinstance(seq, rig.RigShard):
-        step = functools.partial(rig.apply, rs=seq, skeleton=skeleton)
+        step = functools.partial(rig.apply, rs=seq, skeleton=skeleton, sink=sink, continue_previous=continue_previous)
     elif seq is not None:
         step = functools.partial(sequence.apply, seq=seq, sink=sink, skeleton=skeleton,
                                  continue_previous=continue_previous)

@@ -409,8 +409,9 @@ def read_views(shard: dict, storage_options: dict | None = None, fetch: int = 16
 
 @dataclass(frozen=True)
 class RigShard:
-    """Where a rig shard sits: the frames it labels, its views in order, the rig's frame rate.
-    Windows never wait for one another (``previous`` is None for ``sequence.CommitOrder``)."""
+    """Where a rig shard sits: the frames it labels, its views in order, the rig's frame rate and
+    the window before it, whose committed tracks its own continue (so a window commits after it:
+    ``sequence.CommitOrder``)."""
 
     shard: str
     source: str
@@ -419,25 +420,73 @@ class RigShard:
     views: tuple[str, ...]
     fps: float
     temporal: bool = True
-    previous: str | None = None
+    previous: str | None = None  # the window before it: its tracks continue that window's
 
     @property
     def video(self) -> str:
-        """Beam's commit group: each window on its own."""
-        return f"rig:{self.shard}"
+        """Beam's commit group: the windows of one rig, committed in order (``sequence.CommitOrder``)."""
+        return f"rig:{self.source}"
 
 
 def plan_shards(shard_rows: list[dict], spec: RigSpec | None) -> dict[str, RigShard]:
     """The plan's rig shards -> their ``RigShard``."""
     out = {}
+    previous: dict[str, str] = {}  # rig -> its last window so far (plan order is time order)
     for r in shard_rows:
         if r.get("kind") != KIND:
             continue
         doc = json.loads(r["camera"])
         out[r["shard"]] = RigShard(r["shard"], r["source"], int(r["start"]), int(r["stop"]),
                                    tuple(v["name"] for v in doc["views"]), float(doc["fps"]),
-                                   True if spec is None else spec.temporal)
+                                   True if spec is None else spec.temporal, previous.get(r["source"]))
+        previous[r["source"]] = r["shard"]
     return out
+
+
+def previous_tracks(sink, shard: str) -> dict[int, tuple[int, np.ndarray]]:
+    """The committed world people of window ``shard``: track id -> (its last frame, centroid)."""
+    from annotator.pipeline import layout
+
+    rec = sink.read_json(f"{layout.COMMITS}/{layout.record_name(shard)}")
+    if rec is None:
+        return {}
+    t = sink.read_part(rec, ["image_id", "view", "people"])
+    out: dict[int, tuple[int, np.ndarray]] = {}
+    for image_id, view, people in zip(*(t.column(c).to_pylist() for c in ("image_id", "view", "people")),
+                                      strict=True):
+        if view != WORLD_VIEW:
+            continue
+        frame = int(image_id.rpartition("/")[2])
+        for p in people or []:
+            if p.get("track_id") is not None and frame >= out.get(p["track_id"], (-1,))[0]:
+                out[int(p["track_id"])] = (frame, np.asarray(p["joints3d_world"], np.float64).mean(0))
+    return out
+
+
+def continue_tracks(fused: list[dict], before: dict[int, tuple[int, np.ndarray]], fps: float,
+                    config: world.WorldTrackConfig | None = None) -> None:
+    """Rename (in place) the tracks of a window's fused rows that continue a track of the window
+    before it (``before``: ``previous_tracks``): each track's first frame against each earlier
+    track's last frame, by centroid distance within the distance one can move plus the noise
+    (``world.link``'s gate), one to one."""
+    if not fused or not before:
+        return
+    config = config or world.WorldTrackConfig(fps=fps)
+    first: dict[int, tuple[int, np.ndarray]] = {}
+    for r in sorted(fused, key=lambda r: r["frame"]):
+        first.setdefault(r["track_id"], (r["frame"], r["joints_world_mm"].astype(np.float64).mean(0)))
+    mine, theirs = sorted(first), sorted(before)
+    cost = np.full((len(mine), len(theirs)), tracking.INFEASIBLE)
+    for i, m in enumerate(mine):
+        f0, c0 = first[m]
+        for k, tid in enumerate(theirs):
+            f1, c1 = before[tid]
+            d = float(np.linalg.norm(c0 - c1))
+            if f0 > f1 and d < config.max_speed_mm_s * (f0 - f1) / config.fps + config.noise_mm:
+                cost[i, k] = d
+    rename = {mine[i]: theirs[k] for i, k in tracking.linear_assignment(cost) if cost[i, k] < tracking.INFEASIBLE}
+    for r in fused:
+        r["track_id"] = rename.get(r["track_id"], r["track_id"])
 
 
 def split_id(image_id: str) -> tuple[str, int] | None:
@@ -452,7 +501,8 @@ def _mono(person: dict, key: str) -> list:
     return raw if raw is not None else person[key]
 
 
-def apply(table: pa.Table, rs: RigShard, skeleton: dict, config: fusion.FusionConfig | None = None) -> pa.Table:
+def apply(table: pa.Table, rs: RigShard, skeleton: dict, config: fusion.FusionConfig | None = None,
+          sink=None, continue_previous: bool = True) -> pa.Table:
     """The label step of one rig shard on its assembled rows (the label schema's columns plus any
     ``_`` columns): every frame's views fused (``fuse_window``; the views' own labels are its input,
     from the ``*_raw`` values where a previous commit kept them). Each fused detection gets the fused
@@ -460,7 +510,8 @@ def apply(table: pa.Table, rs: RigShard, skeleton: dict, config: fusion.FusionCo
     ``fused_views``, ``views_used``, ``reprojection_px``, the fused sigma and quality; its own
     values in the ``*_raw`` columns); people that no other view sees stay monocular. Each frame gains
     one world row (``view`` "world") holding its fused people. Rows outside the shard's frames
-    (context) are dropped."""
+    (context) are dropped. With ``sink`` (``continue_previous``), tracks continue those the window
+    before it committed (``continue_tracks``), so one person keeps one id through the rig."""
     rows = table.sort_by("image_id").to_pylist()
     rows = [r for r in rows if r.get("view") != WORLD_VIEW]  # a --retry-errors merge: made again below
     names = list(skeleton.get("joint_names") or [])
@@ -492,6 +543,8 @@ def apply(table: pa.Table, rs: RigShard, skeleton: dict, config: fusion.FusionCo
                 "poses3d": np.array([_mono(p, "joints3d_world") for p in people], np.float64).reshape(-1, n_joints, 3)})
     fused = fuse_window(Window(rs.start, rs.start, rs.stop, rs.start, rs.stop), preds, rig, skel, config,
                         RigSpec(temporal=rs.temporal, fps=rs.fps)) if len(views) >= 2 else []
+    if sink is not None and continue_previous and rs.previous is not None:
+        continue_tracks(fused, previous_tracks(sink, rs.previous), rs.fps)
     world_people: dict[int, list[dict]] = {}
     for fr in fused:
         person = {"box": [], "score": 1.0, "pose_score": None, "joints2d": [],

@@ -292,5 +292,5 @@ class CommitOrder:
         self.failed.add(shard)
 
     def waiting_reason(self, shard: str) -> str:
-        return f"waits for shard {self.previous(shard)} of the same video (its track ids continue that shard's)"
+        return f"waits for shard {self.previous(shard)} of the same video or rig (its track ids continue that shard's)"
 
