@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 
 from annotator.labels import camera_codec, schema
@@ -255,3 +256,26 @@ def test_apply_fuses_views_into_world_rows_with_known_answers():
         lone = got[f"cam01/{f:06d}"]["people"][0]
         assert lone["fused_views"] is None and lone["track_id"] is None and lone["depth_source"] == "monocular"
         assert lone == by_id[f"cam01/{f:06d}"]["people"][0]
+
+
+def test_apply_again_after_a_repaired_view_equals_a_clean_apply():
+    """``--retry-errors`` on a rig: the committed rows (fused, world rows included) less the redone
+    id, plus the redone row, fused again, give what fusing the clean rows gives (the views' own
+    values are read back from the ``*_raw`` fields; the world rows are made again, once)."""
+    cams = _cameras(3)
+    names = tuple(c.name for c in cams)
+    skeleton = {"joint_names": NAMES, "edges": [list(e) for e in EDGES]}
+    clean = [_row(cam, f, [_truth(f)]) for f in range(4) for cam in cams]
+    broken = [dict(r, status="error", error="truncated: image file is truncated", num_people=0, people=[])
+              if r["image_id"] == "cam02/000002" else r for r in clean]
+    shard = rig.RigShard("shard-c", "/rig", 0, 4, names, 30.0)
+    first = rig.apply(pa.Table.from_pylist(broken, schema=schema.arrow_schema()), shard, skeleton)
+    world2 = next(r for r in first.to_pylist() if r["image_id"] == "world/000002")["people"][0]
+    assert world2["fused_views"] == ["cam01", "cam03"]  # the broken view took no part
+    redone = pa.Table.from_pylist([r for r in clean if r["image_id"] == "cam02/000002"], schema=schema.arrow_schema())
+    kept = first.filter(pc.not_equal(first.column("image_id"), "cam02/000002"))
+    again = rig.apply(pa.concat_tables([kept, redone]), shard, skeleton).sort_by("image_id")
+    want = rig.apply(pa.Table.from_pylist(clean, schema=schema.arrow_schema()), shard, skeleton).sort_by("image_id")
+    assert again.column("image_id").to_pylist() == want.column("image_id").to_pylist()
+    assert sum(v == "world" for v in again.column("view").to_pylist()) == 4
+    assert again.to_pylist() == want.to_pylist()

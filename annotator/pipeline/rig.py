@@ -561,8 +561,6 @@ def apply(table: pa.Table, rs: RigShard, skeleton: dict, config: fusion.FusionCo
             if p.get("joints3d_cam_raw") is None:  # first pass: keep the view's own values
                 p["joints2d_raw"], p["joints3d_cam_raw"] = p["joints2d"], p["joints3d_cam"]
                 p["joints3d_world_raw"] = p["joints3d_world"]
-            if fr["flipped"].get(v) and p.get("joint_confidences") is not None:
-                p["joint_confidences"] = [p["joint_confidences"][j] for j in skel.mirror]
             p.update({k: person[k] for k in ("joints3d_world", "quality", "depth_sigma_mm", "depth_source",
                                              "track_id", "joint_sigma_mm", "fused_views", "views_used",
                                              "reprojection_px")})
