@@ -9,6 +9,8 @@ label rows in, fused view rows and world rows out, Arrow conversions included), 
 predictions encoded as label rows.
 
     .venv/bin/python bench/rig_fusion.py [samples/pose2sim/Demo_MultiPerson] [--frames 30]
+
+Last results: ``bench/results/rig_fusion.json``.
 """
 
 from __future__ import annotations

@@ -28,7 +28,7 @@ class Prediction:
     # what the sigmas were made of (``labels.uncertainty``; not stored, for fitting their calibration):
     # log_size_sigma [K], depth_mm [K], depth_spread_mm [K], joint_spread_mm [K,J] (None: one augmentation)
     sigma_terms: dict | None = None
-    poses2d_raw: np.ndarray | None = None  # [K,J,2] the crop model's own 2D (not stored; evaluation)
+    poses2d_raw: np.ndarray | None = None  # [K,J,2] the crop model's own 2D (stored as joints2d_net)
     track_ids: np.ndarray | None = None  # [K] int64, -1 = none (videos: ``pipeline.sequence`` sets them on rows)
 
     @staticmethod
@@ -79,6 +79,8 @@ def _people(pred: Prediction, camera: Camera | None) -> list[dict]:
             "track_id": None if pred.track_ids is None or pred.track_ids[i] < 0 else int(pred.track_ids[i]),
             "joints2d_raw": None, "joints3d_cam_raw": None, "joints3d_world_raw": None,
             "joint_sigma_mm": None if pred.joint_sigma_mm is None else pred.joint_sigma_mm[i].tolist(),
+            # schema 1.5: the network's own 2D, what the 3D was fitted to (rig fusion triangulates it)
+            "joints2d_net": None if pred.poses2d_raw is None else pred.poses2d_raw[i].tolist(),
         })
     return people
 

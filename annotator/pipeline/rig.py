@@ -504,7 +504,8 @@ def _mono(person: dict, key: str) -> list:
 def apply(table: pa.Table, rs: RigShard, skeleton: dict, config: fusion.FusionConfig | None = None,
           sink=None, continue_previous: bool = True) -> pa.Table:
     """The label step of one rig shard on its assembled rows (the label schema's columns plus any
-    ``_`` columns): every frame's views fused (``fuse_window``; the views' own labels are its input,
+    ``_`` columns): every frame's views fused (``fuse_window``; the views' own labels are its input:
+    the network's 2D ``joints2d_net`` where the model gives it, else ``joints2d``, and the world 3D,
     from the ``*_raw`` values where a previous commit kept them). Each fused detection gets the fused
     person (reprojected ``joints2d``, ``joints3d_cam``, world ``joints3d_world``, ``track_id``,
     ``fused_views``, ``views_used``, ``reprojection_px``, the fused sigma and quality; its own
@@ -537,7 +538,8 @@ def apply(table: pa.Table, rs: RigShard, skeleton: dict, config: fusion.FusionCo
             r = rows[per_view[v]] if v in per_view else None
             people = (r["people"] or []) if r is not None and r["status"] == "ok" else []
             preds[f].append({
-                "pixels": np.array([_mono(p, "joints2d") for p in people], np.float64).reshape(-1, n_joints, 2),
+                "pixels": np.array([p["joints2d_net"] if p.get("joints2d_net") is not None else _mono(p, "joints2d")
+                                    for p in people], np.float64).reshape(-1, n_joints, 2),
                 "conf": np.array([p["joint_confidences"] if p.get("joint_confidences") is not None
                                   else [1.0] * n_joints for p in people], np.float64).reshape(-1, n_joints),
                 "poses3d": np.array([_mono(p, "joints3d_world") for p in people], np.float64).reshape(-1, n_joints, 3)})
