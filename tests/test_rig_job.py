@@ -187,6 +187,22 @@ def test_a_rig_that_does_not_fit_its_calibration_is_refused_before_any_work(misf
     assert not out.exists()  # not even the output folder: nothing was started
 
 
+@pytest.mark.slow
+def test_report_card_and_loader_of_a_rig_output(ray_run):
+    """The report draws a fused person in two of its views; the card counts view and world rows; the
+    training loader yields the view images only (world rows have none)."""
+    from annotator.outputs import card, dataset, report
+
+    page = report.build_html(str(ray_run))
+    section = page[page.index("<h2>Multi-camera rig</h2>"):page.index("<h2>Samples</h2>")]
+    assert section.count('src="data:image/jpeg;base64,') == 2 and "image not readable" not in section
+    assert "cam01, cam02, cam03, cam04" in section
+    text = card.card_text(layout.Output(str(ray_run)))
+    assert f"{FRAMES * len(VIEWS)} view rows" in text and f"{FRAMES} world rows" in text
+    ids = [labels["image_id"] for _, labels in dataset.PoseDataset(str(ray_run))]
+    assert len(ids) == FRAMES * len(VIEWS) and not any(i.startswith("world/") for i in ids)
+
+
 # ------------------------------------------------------------------------------ rig.apply, known answers
 def _truth(f: int) -> np.ndarray:
     return body((-300.0 + 20 * f, 50.0, 0.0), 30)
