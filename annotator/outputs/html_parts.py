@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+from collections.abc import Callable
 
 
 def data_uri(data: bytes, mime: str) -> str:
@@ -36,6 +37,16 @@ def jpeg_bytes(img) -> bytes:
 
 def escape(x) -> str:
     return html.escape(str(x))
+
+
+def image_cell(draw: Callable[[], object], caption: str) -> str:
+    """One grid cell: the image ``draw()`` makes (a PIL image) over its caption, or a note where it
+    cannot be drawn (a moved or unreadable source is a caption, not a broken page)."""
+    try:
+        body = f'<img alt="{escape(caption)}" src="{data_uri(jpeg_bytes(draw()), "image/jpeg")}">'
+    except Exception as e:  # noqa: BLE001 - any failure to read or draw becomes the note
+        body = f'<div class="missing">image not readable: {escape(e)}</div>'
+    return f'<div class="cell">{body}<div class="cap">{escape(caption)}</div></div>'
 
 
 def table(rows: list[tuple], header: tuple | None = None) -> str:

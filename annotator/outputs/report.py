@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from annotator.outputs import dataset, diff, render, rig_view, tracks
-from annotator.outputs.html_parts import data_uri, escape, figure, jpeg_bytes, png, table
+from annotator.outputs.html_parts import data_uri, escape, figure, image_cell, png, table
 from annotator.pipeline import errors, layout, sources, versions
 from annotator.pipeline.layout import Output
 
@@ -83,10 +83,11 @@ def collect(output: Output) -> Stats:
         cols = ["image_id", "status", "error", "num_people", "people.list.element.score"]
         if quality_here:
             cols.append("people.list.element.quality")
+        if "view" in f.schema_arrow.names:  # schema 1.5: a rig's world rows hold no image (its section shows them)
+            cols.append("view")
         t = f.read(columns=cols)
-        # a rig's world rows hold no image (its section shows them); row indices stay the part's
-        views = (f.read(columns=["view"]).column("view").to_pylist() if "view" in f.schema_arrow.names
-                 else [None] * t.num_rows)
+        # row indices stay the part's: world rows are skipped, not filtered out
+        views = t.column("view").to_pylist() if "view" in cols else [None] * t.num_rows
         ids = t.column("image_id").to_pylist()
         status = t.column("status").to_pylist()
         error_texts = t.column("error").to_pylist()
@@ -203,15 +204,13 @@ def _samples_html(output: Output, st: Stats, config: ReportConfig, skeleton: dic
             p, r, k = st.where[idx]
             row = rows[(p, r)]
             caption = f"{row['image_id']} {render.person_label(k, row['people'][k])}"
-            uri = row["source_uri"]
-            try:
+
+            def draw(row=row, k=k):
+                uri = row["source_uri"]
                 if uri not in images:
                     images[uri] = dataset.load_image(uri, config.storage_options)
-                img = render.overlay(images[uri], row, skeleton, thumb, highlight=k)
-                body = f'<img alt="{escape(caption)}" src="{data_uri(jpeg_bytes(img), "image/jpeg")}">'
-            except Exception as e:  # noqa: BLE001 - a moved image is a caption, not a broken page
-                body = f'<div class="missing">image not readable: {escape(e)}</div>'
-            out.append(f'<div class="cell">{body}<div class="cap">{escape(caption)}</div></div>')
+                return render.overlay(images[uri], row, skeleton, thumb, highlight=k)
+            out.append(image_cell(draw, caption))
         out.append("</div>")
     return "\n".join(out)
 

@@ -4,13 +4,10 @@ how many views each joint used and its reprojection error. Empty for outputs of 
 
 from __future__ import annotations
 
-import html
-
 import numpy as np
-from PIL import Image
 
 from annotator.outputs import dataset, render
-from annotator.outputs.html_parts import data_uri, jpeg_bytes, table
+from annotator.outputs.html_parts import image_cell, table
 from annotator.pipeline.layout import Output
 from annotator.pipeline.rig import WORLD_VIEW
 
@@ -45,7 +42,6 @@ def section_html(output: Output, skeleton: dict, storage_options: dict | None = 
     found = pick(output)
     if found is None:
         return ""
-    e = html.escape
     person, views = found
     out = ["<h2>Multi-camera rig</h2>"]
     used = np.asarray(person["views_used"] or [], float)
@@ -61,15 +57,8 @@ def section_html(output: Output, skeleton: dict, storage_options: dict | None = 
     for row in views[:n_views]:
         k = next((i for i, p in enumerate(row["people"]) if p.get("track_id") == person["track_id"]
                   and p.get("fused_views")), None)
-        caption = f"{row['view']}: {row['image_id']}"
-        try:
-            img = render.overlay(dataset.load_image(row["source_uri"], storage_options), row, skeleton, config,
-                                 highlight=k)
-            if isinstance(img, np.ndarray):
-                img = Image.fromarray(img)
-            body = f'<img alt="{e(caption)}" src="{data_uri(jpeg_bytes(img), "image/jpeg")}">'
-        except Exception as err:  # noqa: BLE001 - a moved video is a note, not a broken page
-            body = f'<div class="missing">image not readable: {e(str(err))}</div>'
-        out.append(f'<div class="cell">{body}<div class="cap">{e(caption)}</div></div>')
+        out.append(image_cell(lambda row=row, k=k: render.overlay(
+            dataset.load_image(row["source_uri"], storage_options), row, skeleton, config, highlight=k),
+            f"{row['view']}: {row['image_id']}"))
     out.append("</div>")
     return "\n".join(out)

@@ -43,9 +43,9 @@ def collect(output: Output) -> Tracks | None:
         if people_type.get_field_index("track_id") < 0:
             continue
         found = True
-        t = f.read(columns=["source_uri", "people.list.element.track_id"])
-        world = (f.read(columns=["view"]).column("view").to_pylist() if "view" in f.schema_arrow.names
-                 else [None] * t.num_rows)
+        has_view = "view" in f.schema_arrow.names  # schema 1.5
+        t = f.read(columns=["source_uri", "people.list.element.track_id", *(["view"] if has_view else [])])
+        world = t.column("view").to_pylist() if has_view else [None] * t.num_rows
         for r, (uri, ppl) in enumerate(zip(t.column("source_uri").to_pylist(), t.column("people").to_pylist(),
                                            strict=True)):
             if world[r] == "world":  # a rig's fused rows: no image (the rig section shows them)
