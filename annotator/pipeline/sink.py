@@ -36,7 +36,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from annotator.pipeline import errors, layout
+from annotator.pipeline import errors, layout, rig
 from annotator.pipeline.layout import COMMITS, MANIFEST, PARTS, STATS, record_name
 
 ROW_GROUP_SIZE = 1024
@@ -61,8 +61,8 @@ def table_counts(table: pa.Table) -> dict:
     """Row counts of a label table, as commit records, stats and the manifest carry them."""
     ok = int(pc.sum(pc.equal(table.column("status"), "ok")).as_py() or 0)
     reasons = Counter(errors.reason(e) for e in table.column("error").drop_null().to_pylist())
-    world = pc.fill_null(pc.equal(table.column("view"), "world"), False) if "view" in table.column_names else None
-    n_world = int(pc.sum(world).as_py() or 0) if world is not None else 0
+    world = rig.is_world(table)
+    n_world = int(pc.sum(world).as_py() or 0)
     images = table.filter(pc.invert(world)) if n_world else table
     out = {"rows": table.num_rows, "rows_ok": ok, "rows_error": table.num_rows - ok,
            "people": int(pc.sum(images.column("num_people")).as_py() or 0),
