@@ -94,6 +94,25 @@ def test_a_wrong_up_vector_finds_nobody_upright():
     assert not res.applied[0]
 
 
+def test_a_z_up_world_given_the_default_up_is_told_which_up_fits():
+    """A mocap lab's camera (Z up, looking slightly down): the default -Y is ~90 degrees from its
+    image's up, and +Z fits; the right up raises nothing, nor does a camera rolled 20 degrees."""
+    ext = _camera()
+    pitch = np.degrees(np.arctan2(1000, 4000))  # 1 m down over 4 m
+    assert gp.up_angle_degrees(ext, (0.0, 0.0, 1.0)) == pytest.approx(pitch, abs=0.01)
+    # the camera looks along +Y, 14 degrees down: -Y points back at it, 104 degrees from its image's up
+    assert gp.up_angle_degrees(ext, (0.0, -1.0, 0.0)) == pytest.approx(90 + pitch, abs=0.01)
+    assert gp.likelier_up(ext, (0.0, -1.0, 0.0)) == (0.0, 0.0, 1.0)
+    assert gp.likelier_up(ext, (0.0, 0.0, 1.0)) is None
+    roll = np.eye(4)
+    c, s = np.cos(np.radians(20)), np.sin(np.radians(20))
+    roll[:2, :2] = [[c, -s], [s, c]]
+    assert gp.likelier_up(roll @ ext, (0.0, 0.0, 1.0)) is None
+    # an upside-down world up (+Y in an OpenCV-style world) is 180 degrees off: -Y fits
+    assert gp.up_angle_degrees(np.eye(4), (0.0, 1.0, 0.0)) == pytest.approx(180.0)
+    assert gp.likelier_up(np.eye(4), (0.0, 1.0, 0.0)) == (0.0, -1.0, 0.0)
+
+
 def test_metrabs_joint_names_work_too():
     ext = _camera()
     truth = _standing()

@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from annotator import cli
+from annotator.cli.run import world_up_warning
 from annotator.models import loader
 from annotator.outputs.dataset import read_table
 from annotator.pipeline import lock, plan, sink
@@ -54,6 +55,11 @@ def test_video_frames_with_calibration_on_two_pinned_gpu_actors(ray_cluster, def
         assert r["camera_source"] == "calibration"
         np.testing.assert_allclose(np.reshape(r["intrinsics"], (3, 3)), k)
         np.testing.assert_allclose(np.reshape(r["extrinsics"], (4, 4)), ext, atol=1e-5)
+    # the camera is rolled by 90 degrees: the default up (-Y) lies along its image's x axis, and the
+    # summary says -X would fit (a hint: here the roll is real, in a Z-up lab it is the wrong up)
+    assert summary["world_up_check"] == {"images_with_extrinsics": 2, "likelier_up": {"-1,0,0": 2}}
+    warning = world_up_warning(summary, (0.0, -1.0, 0.0))
+    assert "in 2 of 2 images" in warning and "--world-up -1,0,0" in warning
     people = [p for r in rows.values() for p in r["people"]]
     assert len(people) >= 1  # one person walks through the scene
     for p in people:

@@ -155,6 +155,9 @@ def cmd_run(args) -> int:
 
         summary = ray_data.run(spec)
     print(format_summary(summary))
+    up_warning = world_up_warning(summary, spec.settings.world_up_vector)
+    if up_warning:
+        print(up_warning, file=sys.stderr)
     if summary.get("stopped"):
         print(f"annotator run: stopped: {summary['stopped']}", file=sys.stderr)
         return 1
@@ -165,6 +168,21 @@ def cmd_run(args) -> int:
             print(f"  shard {shard}: {reason}", file=sys.stderr)
         return 1
     return 0
+
+
+def world_up_warning(summary: dict, up) -> str | None:
+    """One line when images with extrinsics suggested another world up (``world_up_check``):
+    their crops were turned by the up they were given, so their labels are suspect."""
+    check = summary.get("world_up_check") or {}
+    hints = check.get("likelier_up") or {}
+    if not hints:
+        return None
+    axis, n = max(hints.items(), key=lambda kv: kv[1])
+    given = ",".join(f"{v:g}" for v in up)
+    return (f"annotator run: warning: in {sum(hints.values())} of {check['images_with_extrinsics']} images with "
+            f"extrinsics the world's up ({given}) is more than 45 degrees from the image's up, and {axis} fits "
+            f"{n} of them: their crops were turned by the up given. If the extrinsics' world is {axis} up "
+            f"(motion-capture labs are often Z-up), label again into a new output with --world-up {axis}")
 
 
 def format_summary(s: dict) -> str:

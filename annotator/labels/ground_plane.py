@@ -104,6 +104,36 @@ def camera_centre(extrinsics: np.ndarray) -> np.ndarray:
     return -rot.T @ trans
 
 
+# an axis this far from the image's up (degrees) is doubtful as the world's up for this camera;
+# one this near is a likelier up (a camera is seldom rolled or pitched by more)
+UP_DOUBT_DEGREES = 45.0
+UP_FIT_DEGREES = 30.0
+
+
+def up_angle_degrees(extrinsics: np.ndarray, up) -> float:
+    """The angle (degrees, 0-180) between the world's ``up`` as the camera of ``extrinsics``
+    (world -> camera) sees it and the image's up (camera -y): 0 for a level camera with the right
+    up. The estimator turns each crop so that ``up`` is up in it (MeTRAbs), so a wrong up turns
+    the crops."""
+    u = np.asarray(extrinsics, np.float64)[:3, :3] @ np.asarray(up, np.float64)
+    cos = -u[1] / max(float(np.linalg.norm(u)), 1e-12)
+    return math.degrees(math.acos(min(1.0, max(-1.0, cos))))
+
+
+def likelier_up(extrinsics: np.ndarray, up) -> tuple[float, float, float] | None:
+    """The world axis (+-X, +-Y, +-Z) to suggest instead of ``up`` for the camera of
+    ``extrinsics``, or None: when ``up`` is more than ``UP_DOUBT_DEGREES`` from the image's up
+    while an axis is within ``UP_FIT_DEGREES`` of it. Why: a Z-up world (motion-capture labs,
+    Human3.6M) labelled with the default -Y up gets every crop turned by 90 degrees and wrong labels,
+    silently; this is the hint the run summary counts. A camera that is truly rolled or looks
+    straight down can be flagged too, so it is a hint, never applied."""
+    if up_angle_degrees(extrinsics, up) <= UP_DOUBT_DEGREES:
+        return None
+    axes = [tuple(float(v) + 0.0 for v in s * row) for row in np.eye(3) for s in (1.0, -1.0)]  # + 0.0: no -0
+    best = min(axes, key=lambda a: up_angle_degrees(extrinsics, a))
+    return best if up_angle_degrees(extrinsics, best) <= UP_FIT_DEGREES else None
+
+
 def root_depth(poses: np.ndarray, extrinsics: np.ndarray | None) -> np.ndarray:
     """Depth (camera z, mm) [K] of each pose's joint centroid; poses in the world frame when
     ``extrinsics`` is given, else in the camera frame."""

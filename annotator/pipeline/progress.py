@@ -40,6 +40,10 @@ def shard_stats(table: pa.Table, extras: pa.Table | None, attempt: int) -> dict:
         out["actors"] = {a: {"images": n, "gpu": gpus[a], "model_loads": len(loads[a]), "load_ids": sorted(loads[a])}
                          for a, n in actors.items()}
         out["decode_pids"] = sorted(set(extras.column("_decode_pid").to_pylist()))
+        hints = [h for h in extras.column("_up_hint").to_pylist() if h is not None]
+        if hints:  # images with extrinsics: how many suggest another world up, by axis
+            out["world_up_checked"] = len(hints)
+            out["world_up_hints"] = dict(Counter(h for h in hints if h))
     return out
 
 
@@ -84,6 +88,10 @@ class RunStats:
     failed_shards: dict = field(default_factory=dict)
     # store requests retried (``annotator.pipeline.retries``): by the reads of the committed rows, and by the driver
     storage_retries: int = 0
+    # images with extrinsics, and how many of them suggested another world up, by axis
+    # (``ground_plane.likelier_up``: crops turned by a wrong up)
+    world_up_checked: int = 0
+    world_up_hints: Counter = field(default_factory=Counter)
     started: float = field(default_factory=time.time)
     # when labelled rows first reached the driver: the job's fixed cost as a user sees it
     first_rows_at: float | None = None
@@ -148,6 +156,8 @@ class RunStats:
             self.stage_seconds.update(stats.get("stage_seconds", {}))
             self.stage_seconds["commit"] += commit_seconds
             self.storage_retries += stats.get("storage_retries", 0)
+            self.world_up_checked += stats.get("world_up_checked", 0)
+            self.world_up_hints.update(stats.get("world_up_hints", {}))
             for actor, a in stats.get("actors", {}).items():
                 cur = self.actors.setdefault(actor, {"images": 0, "gpu": a["gpu"], "model_loads": 0})
                 cur["images"] += a["images"]
@@ -213,6 +223,9 @@ class RunStats:
             "shards_repaired": self.shards_repaired, "shards_skipped": self.shards_skipped,
             "shards_failed": len(self.failed_shards), "failed_shards": dict(sorted(self.failed_shards.items())),
             "storage_retries": self.storage_retries,
+            **({"world_up_check": {"images_with_extrinsics": self.world_up_checked,
+                                   "likelier_up": dict(sorted(self.world_up_hints.items()))}}
+               if self.world_up_checked else {}),
             "errors_by_reason": dict(sorted(self.errors_by_reason.items())),
             "people_per_image": dict(sorted(self.people_per_image.items(), key=lambda kv: int(kv[0]))),
             "elapsed_seconds": r["elapsed_seconds"],

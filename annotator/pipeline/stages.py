@@ -37,7 +37,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 import numpy as np
 import pyarrow as pa
 
-from annotator.labels import camera_codec
+from annotator.labels import camera_codec, ground_plane
 from annotator.labels.camera_codec import Camera
 from annotator.models import loader
 from annotator.pipeline import budget, encode, errors, plan, retries, rig, sources
@@ -48,7 +48,7 @@ from annotator.pipeline.infer import ImageInput, InferenceSettings, PoseInferenc
 log = logging.getLogger(__name__)
 
 EXTRA_COLUMNS = ("_shard_rows", "_fail", "_read_s", "_read_retries", "_decode_s", "_infer_s", "_actor", "_gpu",
-                 "_model_load", "_decode_pid", "_done_at", "_stop")
+                 "_model_load", "_decode_pid", "_done_at", "_stop", "_up_hint")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -367,6 +367,8 @@ class InferenceStage:
         self.first = budget.FirstBatches(first_batches)
         self.stop = ""  # once set, on every row this stage emits: the runner stops the job
         self.gpu = os.environ.get("CUDA_VISIBLE_DEVICES", "")
+        self.world_up = tuple(settings.world_up_vector)
+        self.up_warned = False
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="annotator-infer")
         if on_ready is not None:  # the runner learns of every started model, busy or not
             on_ready({"actor": self.actor, "gpu": self.gpu, "model_load": self.load_id,
@@ -411,6 +413,7 @@ class InferenceStage:
         n = len(batch["image_id"])
         records, todo, inputs = [], [], []
         fails = [str(f) for f in batch["fail"]]
+        up_hints: list[str | None] = [None] * n  # per image with extrinsics: "" or a likelier world up
         for i in range(n):
             err = str(batch["error"][i]) or fails[i] or None
             cam = None
@@ -419,6 +422,8 @@ class InferenceStage:
                 todo.append(i)
                 inputs.append(ImageInput(np.asarray(batch["image"][i], np.uint8), cam.intrinsics,
                                          cam.distortion, cam.extrinsics))
+                if cam.extrinsics is not None:
+                    up_hints[i] = self._up_hint(cam.extrinsics, str(batch["image_id"][i]))
             records.append(encode.ImageRecord(
                 image_id=str(batch["image_id"][i]), source_uri=str(batch["source_uri"][i]),
                 shard=str(batch["shard"][i]),
@@ -469,10 +474,24 @@ class InferenceStage:
             # when this actor finished the batch: the driver derives each actor's steady rate from it
             "_done_at": pa.array(np.full(n, time.time()), pa.float64()),
             "_stop": pa.array([self.stop] * n, pa.string()),
+            "_up_hint": pa.array(up_hints, pa.string()),
         }
         for name in EXTRA_COLUMNS:
             table = table.append_column(name, extras[name])
         return table
+
+    def _up_hint(self, extrinsics: np.ndarray, image_id: str) -> str:
+        """"" when the world's up fits this camera, else the likelier axis ("0,0,1"): the summary
+        counts them (``ground_plane.likelier_up``); the first is logged at once, for whoever watches."""
+        axis = ground_plane.likelier_up(extrinsics, self.world_up)
+        if axis is None:
+            return ""
+        hint = ",".join(f"{v:g}" for v in axis)
+        if not self.up_warned:
+            self.up_warned = True
+            log.warning("%s: the world's up %s is far from this camera's image up; %s fits it (--world-up %s?)",
+                        image_id, ",".join(f"{v:g}" for v in self.world_up), hint, hint)
+        return hint
 
     def _predict(self, inputs: list[ImageInput]) -> list:
         """Predictions, or per-image error strings; raises ``BatchTimeout`` and programming errors
