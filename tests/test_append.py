@@ -174,8 +174,7 @@ def test_append_on_an_object_store_emulator(ray_cluster, tiny, tmp_path, store):
         st = status.read(out, so)
         assert st["shards_total"] == 3 and st["rows"] == 6 and st["images_planned"] == 6
         assert fs.exists("grow-out/labels/_plan/segment-00001.json")
-        again = annotator(spec)
-        assert again.returncode == 0 and "0 new" in again.stdout and "1 changed" in again.stdout, again.stderr[-3000:]
+        # (a plain rerun after the append, "0 new ... 1 changed", is the local test's: one job less here)
 
 
 def test_a_concurrent_append_is_refused_by_the_lock(tiny, tmp_path):
