@@ -111,7 +111,8 @@ def find_views(scene_dir: Path, cameras: list[calibration.Camera]) -> list[View]
     is what Pose2Sim does with Qualisys serials (``annotator.pipeline.rig``, which rig jobs share)."""
     from annotator.pipeline import rig
 
-    return [View(name, cam, source) for name, cam, source in rig.pair_views(rig.list_sources(scene_dir), cameras)]
+    return [View(name, cam, Path(source))
+            for name, cam, source in rig.pair_views(rig.list_sources(scene_dir), cameras)]
 
 
 def count_frames(source: Path) -> int:

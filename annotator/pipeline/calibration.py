@@ -26,6 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
+from annotator.pipeline import rig_source, sources
+
 
 @dataclass(frozen=True)
 class Camera:
@@ -64,9 +66,14 @@ def rodrigues(rvec) -> np.ndarray:
     return np.eye(3) + np.sin(theta) * kx + (1 - np.cos(theta)) * kx @ kx
 
 
-def read_qca(path: str | Path) -> list[Camera]:
-    """Qualisys ``.qca.txt`` -> cameras sorted by name (cam01, cam02, ...)."""
-    root = ET.parse(path).getroot()
+def read_qca(path: str | Path, storage_options: dict | None = None) -> list[Camera]:
+    """Qualisys ``.qca.txt`` (a path or URI) -> cameras sorted by name (cam01, cam02, ...)."""
+    return parse_qca(sources.read_bytes(str(path), storage_options))
+
+
+def parse_qca(data: bytes | str) -> list[Camera]:
+    """The cameras of a Qualisys ``.qca.txt``'s text, sorted by name."""
+    root = ET.fromstring(data)
     cams = []
     for tag in root.findall("cameras/camera"):
         fov = tag.find("fov_video")
@@ -160,12 +167,17 @@ def _cameras_from_doc(doc: dict, default_name: str) -> list[Camera]:
     return cams
 
 
-def read(path: str | Path) -> list[Camera]:
-    path = Path(path)
-    name = path.name.lower()
+def read(path: str | Path, storage_options: dict | None = None) -> list[Camera]:
+    """The cameras of one calibration file (a path or any fsspec URI)."""
+    return parse(rig_source.shown(path), sources.read_bytes(str(path), storage_options))
+
+
+def parse(path: str, data: bytes) -> list[Camera]:
+    """The cameras of a calibration file's content; ``path`` (its name) says the format."""
+    name = rig_source.name(path).lower()
     if name.endswith(".qca.txt"):
-        return read_qca(path)
-    text = path.read_text()
+        return parse_qca(data)
+    text = data.decode()
     if name.endswith((".yaml", ".yml")):
         doc = _opencv_yaml(text)
     elif name.endswith(".json"):
@@ -175,28 +187,31 @@ def read(path: str | Path) -> list[Camera]:
         doc.pop("metadata", None)
     else:
         raise ValueError(f"{path}: unknown calibration format (.qca.txt, .yaml, .yml, .json, .toml)")
-    stem = path.name.split(".")[0]
+    stem = rig_source.name(path).split(".")[0]
     return _cameras_from_doc(doc, stem)
 
 
-def world_up(calibration_dir: str | Path) -> tuple[float, float, float] | None:
+def _files(calibration_dir: str | Path, storage_options: dict | None) -> list[str]:
+    return [u for u, is_dir in rig_source.children(calibration_dir, storage_options) if not is_dir]
+
+
+def world_up(calibration_dir: str | Path, storage_options: dict | None = None) -> tuple[float, float, float] | None:
     """The world's up direction where the calibration format fixes it: Qualisys labs are Z-up
     (the L-frame lies on the floor). None when the format leaves it open (OpenCV, Pose2Sim TOML)."""
-    folder = Path(calibration_dir)
-    if any(p.name.lower().endswith(".qca.txt") for p in folder.iterdir() if p.is_file()):
+    if any(rig_source.name(u).lower().endswith(".qca.txt") for u in _files(calibration_dir, storage_options)):
         return (0.0, 0.0, 1.0)
     return None
 
 
-def load(calibration_dir: str | Path) -> list[Camera]:
-    """All cameras of a scene's ``calibration/`` folder (one multi-camera file or one file per camera),
-    sorted by name."""
-    folder = Path(calibration_dir)
-    files = sorted(p for p in folder.iterdir() if p.is_file() and (
-        p.name.lower().endswith((".qca.txt", ".yaml", ".yml", ".json", ".toml"))))
+def load(calibration_dir: str | Path, storage_options: dict | None = None) -> list[Camera]:
+    """All cameras of a scene's ``calibration/`` folder (a path or any fsspec URI; one multi-camera
+    file or one file per camera), sorted by name."""
+    folder = rig_source.shown(calibration_dir)
+    files = sorted(u for u in _files(calibration_dir, storage_options)
+                   if rig_source.name(u).lower().endswith((".qca.txt", ".yaml", ".yml", ".json", ".toml")))
     if not files:
         raise FileNotFoundError(f"{folder}: no calibration file (.qca.txt, .yaml, .yml, .json, .toml)")
-    cams = [c for f in files for c in read(f)]
+    cams = [c for f in files for c in read(f, storage_options)]
     names = [c.name for c in cams]
     if len(set(names)) != len(names):
         raise ValueError(f"{folder}: duplicate camera names {names}")

@@ -4,36 +4,33 @@ and the fusion step that makes one world-space row per person per frame.
 A rig is a folder of synchronised videos or frame folders, one per camera (``RIG/videos/cam01.mp4``
 or ``RIG/cam01/``...), and a calibration in one of the formats ``annotator.eval.calibration`` reads
 (the caller loads it; cameras here are any objects with ``name``, ``intrinsics``, ``distortion``,
-``rotation``, ``translation``, ``size``). ``check`` refuses a rig whose calibration does not fit its
-views (count, names, image size, frame offsets) with one line that names the view, before any
-inference runs. ``windows`` cuts the frames all views share into shards, each read with
-``overlap`` frames of context on either side for the temporal step. ``fuse_window`` is the label
-step of one shard (numpy; ``annotator.labels.fusion`` per instant, ``annotator.temporal.world``
-over the window).
+``rotation``, ``translation``, ``size``), on any filesystem (``rig_source``: local, ``gs://``,
+``s3://``). ``check`` refuses a rig whose calibration does not fit its views (count, names, image
+size, frame offsets) with one line that names the view, before any inference runs. ``windows``
+cuts the frames all views share into shards, each read with ``overlap`` frames of context on
+either side for the temporal step. ``fuse_window`` is the label step of one shard (numpy;
+``annotator.labels.fusion`` per instant, ``annotator.temporal.world`` over the window).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 
 from annotator.labels import camera_codec, fusion
 from annotator.labels import multiview_geometry as geo
-from annotator.pipeline import calibration
+from annotator.pipeline import calibration, rig_source, sources
+from annotator.pipeline.rig_source import frame_files, list_sources, probe  # rig.X, as before they moved there
 from annotator.temporal import consistency, tracking, world
 
 KIND = "rig"  # the plan's shard kind of a rig's time window
 WORLD_VIEW = "world"  # the ``view`` of a rig frame's fused world-space row
 
-VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm")
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 # codecs store frames padded to 16-pixel macroblocks (Pose2Sim's 1080-wide videos: calibrated at 1088)
 SIZE_SLACK_PX = 16
 
@@ -84,73 +81,43 @@ class Window:
     read_stop: int
 
 
-def natural_key(s: str):
-    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", s)]
-
-
-def list_sources(root: str | Path) -> list[Path]:
-    """The rig's views: videos or frame folders in ``root/videos`` (else ``root``), in natural order."""
-    root = Path(root)
-    vdir = root / "videos" if (root / "videos").is_dir() else root
-    return sorted([p for p in vdir.iterdir() if (p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES)
-                   or (p.is_dir() and any(f.suffix.lower() in IMAGE_SUFFIXES for f in p.iterdir()))],
-                  key=lambda p: natural_key(p.name))
-
-
-def pair_views(sources: list[Path], cameras: list) -> list[tuple[str, object, Path]]:
-    """(name, camera, source) per view: cameras matched by name (``cam01`` <-> ``cam01.mp4``), else in
-    sorted order when the counts agree (what Pose2Sim does with Qualisys serials)."""
-    if len(sources) < 2:
-        raise RigError(f"a rig needs at least two views (videos or frame folders), found {len(sources)}")
+def pair_views(views: list, cameras: list) -> list[tuple[str, object, object]]:
+    """(name, camera, source) per view (``views``: paths or URIs): cameras matched by name (``cam01``
+    <-> ``cam01.mp4``), else in sorted order when the counts agree (what Pose2Sim does with Qualisys
+    serials)."""
+    if len(views) < 2:
+        raise RigError(f"a rig needs at least two views (videos or frame folders), found {len(views)}")
+    stem, name = rig_source.stem, rig_source.name
     by_name = {c.name.lower(): c for c in cameras}
-    if all(p.stem.lower() in by_name for p in sources):
-        return [(p.stem, by_name[p.stem.lower()], p) for p in sources]
-    known = [p for p in sources if p.stem.lower() in by_name]
-    if known and len(sources) != len(cameras):  # most names match: say which view has no camera
-        missing = [p.name for p in sources if p.stem.lower() not in by_name]
+    if all(stem(p).lower() in by_name for p in views):
+        return [(stem(p), by_name[stem(p).lower()], p) for p in views]
+    known = [p for p in views if stem(p).lower() in by_name]
+    if known and len(views) != len(cameras):  # most names match: say which view has no camera
+        missing = [name(p) for p in views if stem(p).lower() not in by_name]
         raise RigError(f"{', '.join(missing)}: no calibrated camera of that name (the calibration has "
                        f"{', '.join(c.name for c in cameras)})")
-    if len(sources) != len(cameras):
-        raise RigError(f"{len(sources)} views ({', '.join(p.name for p in sources)}) but {len(cameras)} calibrated "
+    if len(views) != len(cameras):
+        raise RigError(f"{len(views)} views ({', '.join(name(p) for p in views)}) but {len(cameras)} calibrated "
                        f"cameras ({', '.join(c.name for c in cameras)}), and their names do not match")
-    return [(p.stem, c, p) for p, c in zip(sources, cameras, strict=True)]
+    return [(stem(p), c, p) for p, c in zip(views, cameras, strict=True)]
 
 
-def frame_files(source: Path) -> list[Path]:
-    files = (f for f in source.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
-    return sorted(files, key=lambda p: natural_key(p.name))
-
-
-def probe(source: Path) -> tuple[int, tuple[int, int], float | None]:
-    """(frames, (width, height), fps or None) of a video or a frame folder, without decoding it all."""
-    if source.is_dir():
-        from PIL import Image
-
-        files = frame_files(source)
-        with Image.open(files[0]) as im:
-            return len(files), im.size, None
-    import av
-
-    with av.open(str(source)) as container:
-        stream = container.streams.video[0]
-        frames = int(stream.frames) or sum(1 for _ in container.decode(stream))
-        rate = float(stream.average_rate) if stream.average_rate else None
-        return frames, (int(stream.width), int(stream.height)), rate
-
-
-def check(root: str | Path, cameras: list, spec: RigSpec | None = None) -> Rig:
-    """The rig at ``root`` with ``cameras``, or a ``RigError`` naming what does not fit."""
+def check(root, cameras: list, spec: RigSpec | None = None, storage_options: dict | None = None) -> Rig:
+    """The rig at ``root`` (a folder or any fsspec URI) with ``cameras``, or a ``RigError`` naming
+    what does not fit."""
     spec = spec or RigSpec()
     if spec.window < 1 or spec.overlap < 0:
         raise RigError("rig window must be >= 1 and overlap >= 0")
+    if rig_source.kind(root, storage_options) != "dir":
+        raise RigError(f"{rig_source.shown(root)}: no such rig folder (its videos or frame folders, one per camera)")
     views, rates = [], []
-    pairs = pair_views(list_sources(root), cameras)
+    pairs = pair_views(list_sources(root, storage_options), cameras)
     unknown = sorted(set(spec.offsets) - {name for name, _, _ in pairs})
     if unknown:
         raise RigError(f"frame offsets for unknown camera(s) {', '.join(unknown)}; the views are "
                        f"{', '.join(name for name, _, _ in pairs)}")
     for name, cam, source in pairs:
-        frames, size, rate = probe(source)
+        frames, size, rate = probe(source, storage_options)
         rates.append(rate)
         want = getattr(cam, "size", None)
         if want is not None and (abs(want[0] - size[0]) >= SIZE_SLACK_PX or abs(want[1] - size[1]) >= SIZE_SLACK_PX):
@@ -165,22 +132,24 @@ def check(root: str | Path, cameras: list, spec: RigSpec | None = None) -> Rig:
     return Rig(tuple(views), common, spec.fps or next((r for r in rates if r), 30.0))
 
 
-def calibration_path(spec) -> Path:
-    """Where the rig of ``spec`` (a ``RunSpec`` with ``rig``) keeps its calibration."""
-    return Path(spec.rig.calibration or Path(spec.input) / "calibration")
+def calibration_path(spec) -> str:
+    """Where the rig of ``spec`` (a ``RunSpec`` with ``rig``) keeps its calibration: a local path
+    (as pathlib writes it) or a URI."""
+    return rig_source.shown(spec.rig.calibration or sources.join(str(spec.input), "calibration"))
 
 
 def load(spec) -> Rig:
-    """The rig of ``spec`` (INPUT with ``[rig]``) checked against its calibration: a ``RigError``
-    naming what does not fit, before any work."""
-    where = calibration_path(spec)
-    if not where.exists():
+    """The rig of ``spec`` (INPUT with ``[rig]``, on any filesystem its ``storage_options`` reach)
+    checked against its calibration: a ``RigError`` naming what does not fit, before any work."""
+    where, so = calibration_path(spec), spec.storage_options
+    found = rig_source.kind(where, so)
+    if found is None:
         raise RigError(f"{where}: no calibration (give --rig-calibration or [rig] calibration)")
     try:
-        cams = calibration.load(where) if where.is_dir() else calibration.read(where)
+        cams = calibration.load(where, so) if found == "dir" else calibration.read(where, so)
     except (OSError, ValueError, KeyError) as e:
         raise RigError(f"{where}: cannot read the calibration: {e}") from None
-    return check(spec.input, cams, spec.rig)
+    return check(spec.input, cams, spec.rig, so)
 
 
 def plan_options(opts, spec, root_uri: str):
@@ -188,15 +157,16 @@ def plan_options(opts, spec, root_uri: str):
     rig (checked against its calibration again: the plan is made of what the check read)."""
     if spec.rig is None:
         return opts
-    return dataclasses.replace(opts, kind=KIND, rig=tuple(plan_rows(load(spec), spec.rig, root_uri)))
+    return dataclasses.replace(opts, kind=KIND, rig=tuple(plan_rows(load(spec), spec.rig, root_uri,
+                                                                    spec.storage_options)))
 
 
 def with_world_up(spec):
     """``spec`` with the world's up direction of its rig's calibration where the format fixes it
     (Qualisys labs are Z-up; ``calibration.world_up``): the floor step needs it, and the default
     (-Y, for cameras looking level) would put a Z-up lab's floor on a wall."""
-    where = calibration_path(spec)
-    up = calibration.world_up(where) if where.is_dir() else None
+    where, so = calibration_path(spec), spec.storage_options
+    up = calibration.world_up(where, so) if rig_source.kind(where, so) == "dir" else None
     if up is None:
         return spec
     return dataclasses.replace(spec, settings=dataclasses.replace(spec.settings, world_up_vector=tuple(up)))
@@ -273,25 +243,22 @@ def fuse_window(window: Window, preds: dict[int, list[dict]], rig: Rig, skeleton
     return rows
 
 
-def read_window(rig: Rig, window: Window) -> dict[int, list[np.ndarray]]:
+def read_window(rig: Rig, window: Window, storage_options: dict | None = None) -> dict[int, list[np.ndarray]]:
     """RGB uint8 frames ``read_start..read_stop-1`` of every view (each view's offset applied):
     rig frame -> one image per view."""
     wanted = range(window.read_start, window.read_stop)
     out: dict[int, list[np.ndarray]] = {f: [] for f in wanted}
     for v in rig.views:
-        source = Path(v.source)
-        if source.is_dir():
+        if rig_source.kind(v.source, storage_options) == "dir":
             from PIL import Image
 
-            files = frame_files(source)
+            files = frame_files(v.source, storage_options)
             for f in wanted:
-                with Image.open(files[f + v.offset]) as im:
+                with rig_source.open_file(files[f + v.offset], storage_options) as fh, Image.open(fh) as im:
                     out[f].append(np.asarray(im.convert("RGB")))
             continue
-        import av
-
         first, last = window.read_start + v.offset, window.read_stop - 1 + v.offset
-        with av.open(str(source)) as container:
+        with rig_source.open_video(v.source, storage_options) as container:
             for i, frame in enumerate(container.decode(video=0)):
                 if i >= first:
                     out[i - v.offset].append(frame.to_ndarray(format="rgb24"))
@@ -309,7 +276,8 @@ def label_dict(pred) -> dict:
 
 
 def label_window(infer, rig: Rig, window: Window, skeleton: fusion.RigSkeleton,
-                 config: fusion.FusionConfig | None = None, spec: RigSpec | None = None) -> tuple[list[dict], dict]:
+                 config: fusion.FusionConfig | None = None, spec: RigSpec | None = None,
+                 storage_options: dict | None = None) -> tuple[list[dict], dict]:
     """One shard of a rig: read its frames, label every view of every frame with ``infer``
     (``infer(view_index, [ImageInput]) -> [Prediction]``, e.g. a ``pipeline.infer.PoseInference``
     per view), fuse (``fuse_window``). Returns (rows, seconds: ``inference``, ``fusion``)."""
@@ -317,7 +285,7 @@ def label_window(infer, rig: Rig, window: Window, skeleton: fusion.RigSkeleton,
 
     from annotator.pipeline.infer import ImageInput
 
-    images = read_window(rig, window)
+    images = read_window(rig, window, storage_options)
     started = time.perf_counter()
     preds = {}
     for f, per_view in images.items():
@@ -357,12 +325,14 @@ class ViewCamera:
                    ext[:3, :3], ext[:3, 3])
 
 
-def plan_rows(rig: Rig, spec: RigSpec, root_uri: str) -> list[dict]:
+def plan_rows(rig: Rig, spec: RigSpec, root_uri: str, storage_options: dict | None = None) -> list[dict]:
     """The plan's shard rows of ``rig`` (without shard ids): one per time window, ``start``/``stop``
     the frames it labels, ``camera`` the JSON its read needs: the frames it reads (with the context
     of its temporal step) and per view its name, offset, camera and source (a video, or the
-    window's frame files)."""
+    window's frame files; resolved local paths, or URIs: ``rig_source.plan_uri``)."""
     out = []
+    files = {v.name: [rig_source.plan_uri(f) for f in frame_files(v.source, storage_options)]
+             for v in rig.views if rig_source.kind(v.source, storage_options) == "dir"}
     for w in windows(rig.frames, spec.window, spec.overlap):
         views = []
         for v in rig.views:
@@ -370,15 +340,13 @@ def plan_rows(rig: Rig, spec: RigSpec, root_uri: str) -> list[dict]:
                                       np.asarray(v.camera.distortion, np.float32),
                                       np.asarray(v.camera.extrinsics, np.float32))
             doc = {"name": v.name, "offset": v.offset, "camera": json.loads(camera_codec.to_json(cam))}
-            source = Path(v.source)
-            if source.is_dir():
-                files = frame_files(source)[w.read_start + v.offset:w.read_stop + v.offset]
-                doc["files"] = [str(f.resolve()) for f in files]
+            if v.name in files:
+                doc["files"] = files[v.name][w.read_start + v.offset:w.read_stop + v.offset]
             else:
-                doc["video"] = str(source.resolve())
+                doc["video"] = rig_source.plan_uri(v.source)
             views.append(doc)
         read = {"read_start": w.read_start, "read_stop": w.read_stop, "fps": rig.fps, "views": views}
-        out.append({"kind": KIND, "source": root_uri, "name": Path(root_uri.rstrip("/")).name,
+        out.append({"kind": KIND, "source": root_uri, "name": rig_source.name(root_uri),
                     "members": (w.stop - w.start) * len(rig.views), "bytes": 0, "etag": "",
                     "start": w.start, "stop": w.stop, "every": 1, "camera": json.dumps(read, sort_keys=True)})
     return out
