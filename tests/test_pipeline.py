@@ -6,6 +6,7 @@ shard, and the refusals (fingerprint, plan, lock) that protect an output."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import socket
@@ -29,7 +30,7 @@ from tests.helpers.photos import VIDEO, photo_bytes, write_photos
 pytestmark = pytest.mark.slow
 
 
-def test_video_frames_with_calibration_on_two_pinned_gpu_actors(ray_cluster, default_model_path, tmp_path):
+def test_video_frames_with_calibration_on_two_pinned_gpu_actors(ray_cluster, default_model_path, tmp_path, caplog):
     """Every 50th frame of a video, its calibration file applied to every frame; two inference actors,
     each pinned to its own (logical) GPU, each loading the model once; decoding outside them."""
     src = tmp_path / "videos"
@@ -41,8 +42,11 @@ def test_video_frames_with_calibration_on_two_pinned_gpu_actors(ray_cluster, def
     k = [[1400.0, 0, 539.5], [0, 1400.0, 959.5], [0, 0, 1]]
     (src / "cam01.camera.json").write_text(json.dumps({"intrinsics": k, "extrinsics": ext.tolist()}))
     out = tmp_path / "out"
-    summary = ray_data.run(job_spec(str(src), str(out), video_every=50, shard_size=1, kind="video", video_overlap=0,
-                                     compute={"actors": 2, "gpus_per_actor": 1.0, "batch_size": 1}))
+    with caplog.at_level(logging.WARNING, logger="annotator.pipeline.upright"):
+        summary = ray_data.run(job_spec(str(src), str(out), video_every=50, shard_size=1, kind="video",
+                                        video_overlap=0, compute={"actors": 2, "gpus_per_actor": 1.0, "batch_size": 1}))
+    # before the work, the plan's cameras (one per shard) were checked against the world's up: said once
+    assert caplog.text.count("in 2 of 2 cameras of the plan with extrinsics") == 1
     assert summary["shards_total"] == 2 and summary["shards_committed"] == 2 and summary["shards_failed"] == 0
     # each actor warms up before the first batch: one may finish both 1-image batches alone, so no
     # actor need have a second batch to time a steady rate on

@@ -171,18 +171,13 @@ def cmd_run(args) -> int:
 
 
 def world_up_warning(summary: dict, up) -> str | None:
-    """One line when images with extrinsics suggested another world up (``world_up_check``):
-    their crops were turned by the up they were given, so their labels are suspect."""
+    """One line when images with extrinsics suggested another world up (the summary's
+    ``world_up_check``): their crops were turned by the up they were given (``pipeline.upright``)."""
+    from annotator.pipeline import upright
+
     check = summary.get("world_up_check") or {}
-    hints = check.get("likelier_up") or {}
-    if not hints:
-        return None
-    axis, n = max(hints.items(), key=lambda kv: kv[1])
-    given = ",".join(f"{v:g}" for v in up)
-    return (f"annotator run: warning: in {sum(hints.values())} of {check['images_with_extrinsics']} images with "
-            f"extrinsics the world's up ({given}) is more than 45 degrees from the image's up, and {axis} fits "
-            f"{n} of them: their crops were turned by the up given. If the extrinsics' world is {axis} up "
-            f"(motion-capture labs are often Z-up), label again into a new output with --world-up {axis}")
+    line = upright.warning(check.get("images_with_extrinsics", 0), check.get("likelier_up") or {}, up, "images")
+    return f"annotator run: warning: {line}" if line else None
 
 
 def format_summary(s: dict) -> str:

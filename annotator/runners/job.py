@@ -30,6 +30,7 @@ from annotator.pipeline.lock import OutputLock
 from annotator.pipeline.progress import ProgressBar, RunStats
 from annotator.pipeline.sink import DatasetSink, manifest_totals
 from annotator.pipeline.spec import RunSpec
+from annotator.pipeline.upright import check_world_up
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +107,7 @@ class Job:
         self.totals = manifest_totals(self.committed.values())
         # a final manifest would be trusted by readers while this run publishes new parts
         self.sink.write_manifest(self.committed, final=False, totals=self.totals, shards_total=plan.num_shards)
+        check_world_up(plan, self.spec.settings.world_up_vector, self.so)  # a warning before the work
         return plan, reused
 
     def error_ids(self, records: dict[str, dict]) -> dict[str, list[str]]:
@@ -235,14 +237,12 @@ class Job:
         work: dict[str, list[str] | None] = {s: None for s in plan.shard_ids() if s not in self.committed}
         if self.spec.retry_errors:
             work.update(self.error_ids(self.committed))
-        self.stats.shards_skipped = plan.num_shards - len(work)
-        self.stats.shards_todo = len(work)
+        self.stats.shards_skipped, self.stats.shards_todo = plan.num_shards - len(work), len(work)
         sizes = dict(zip(plan.shard_ids(), plan.shards.column("members").to_pylist(), strict=True))
         known = [len(only) if only is not None else sizes[s] for s, only in work.items()]
         bar = ProgressBar(None if any(n < 0 for n in known) else sum(known), enabled=self.spec.progress)
         failures: dict[str, str] = {}
-        rounds = 0
-        stopped = None
+        rounds, stopped = 0, None
         try:
             for attempt in range(1, self.spec.compute.shard_attempts + 1):
                 if not work:
