@@ -34,11 +34,11 @@ def plan_extrinsics(plan: plan_mod.Plan, storage_options: dict | None = None, li
     if plan.kind == "rig":
         return []
     out = []
-    for text in plan.shards.column("camera").to_pylist():
-        if text and len(out) < limit:
-            cam = camera_codec.from_json(text, None)
-            if cam.extrinsics is not None:
-                out.append(np.asarray(cam.extrinsics, np.float64))
+    given = plan.shards.column("camera")
+    for text in given.filter(pc.is_valid(given)).slice(0, limit).to_pylist():
+        cam = camera_codec.from_json(text, None)
+        if cam.extrinsics is not None:
+            out.append(np.asarray(cam.extrinsics, np.float64))
     if len(out) < limit and plan.num_chunks:
         first = plan.shards.slice(0, 1).to_pylist()[0]
         if first.get("chunk") is not None:
