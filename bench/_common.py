@@ -183,3 +183,20 @@ def table(rows: list[tuple], header: tuple) -> str:
     out = [line, "  ".join("-" * w for w in widths)]
     out += ["  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
     return "\n".join(out)
+
+
+def rig_stage(scene: Path, model: str = "default"):
+    """(the checked rig of a Pose2Sim scene, the pipeline's inference for its views (coco_19, the
+    calibration's world up, the floor), the fusion's skeleton): what the rig benchmarks share."""
+    import tensorflow as tf
+
+    from annotator.labels import fusion
+    from annotator.models import loader
+    from annotator.pipeline import calibration, rig
+    from annotator.pipeline.infer import InferenceSettings, PoseInference
+
+    r = rig.check(scene, calibration.load(scene / "calibration"))
+    up = calibration.world_up(scene / "calibration")
+    stage = PoseInference(tf.saved_model.load(loader.resolve(model).path),
+                          InferenceSettings(skeleton="coco_19", world_up_vector=up, ground_plane=True))
+    return r, stage, fusion.RigSkeleton.of(stage.skeleton["joint_names"], stage.skeleton["edges"])

@@ -34,19 +34,13 @@ def main() -> int:
     ap.add_argument("--frames", type=int, default=30)
     ap.add_argument("--model", default="default")
     args = ap.parse_args()
-    import tensorflow as tf
+    from _common import rig_stage
 
-    from annotator.labels import camera_codec, fusion
-    from annotator.models import loader
-    from annotator.pipeline import calibration, encode, rig
-    from annotator.pipeline.infer import InferenceSettings, PoseInference
+    from annotator.labels import camera_codec
+    from annotator.pipeline import encode, rig
 
     scene = Path(args.scene)
-    r = rig.check(scene, calibration.load(scene / "calibration"))
-    up = calibration.world_up(scene / "calibration")
-    stage = PoseInference(tf.saved_model.load(loader.resolve(args.model).path),
-                          InferenceSettings(skeleton="coco_19", world_up_vector=up, ground_plane=True))
-    skeleton = fusion.RigSkeleton.of(stage.skeleton["joint_names"], stage.skeleton["edges"])
+    r, stage, skeleton = rig_stage(scene, args.model)
     rig.label_window(lambda k, images: stage(images), r, rig.Window(0, 0, 1, 0, 1), skeleton)  # warm-up
     window = rig.windows(min(args.frames, r.frames), args.frames, 0)[0]
     preds = {}

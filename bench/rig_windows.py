@@ -57,19 +57,13 @@ def main() -> int:
     ap.add_argument("--model", default="default")
     ap.add_argument("--out", default=str(REPO / "bench/results/rig_windows.json"))
     args = ap.parse_args()
-    import tensorflow as tf
+    from _common import rig_stage
 
-    from annotator.labels import fusion
-    from annotator.models import loader
-    from annotator.pipeline import calibration, rig
-    from annotator.pipeline.infer import ImageInput, InferenceSettings, PoseInference
+    from annotator.pipeline import rig
+    from annotator.pipeline.infer import ImageInput
 
     scene = Path(args.scene)
-    r = rig.check(scene, calibration.load(scene / "calibration"))
-    up = calibration.world_up(scene / "calibration")
-    stage = PoseInference(tf.saved_model.load(loader.resolve(args.model).path),
-                          InferenceSettings(skeleton="coco_19", world_up_vector=up, ground_plane=True))
-    skeleton = fusion.RigSkeleton.of(stage.skeleton["joint_names"], stage.skeleton["edges"])
+    r, stage, skeleton = rig_stage(scene, args.model)
     n = min(args.frames, r.frames)
     whole = rig.Window(0, 0, n, 0, n)
     preds = {f: [rig.label_dict(stage([ImageInput(img, v.camera.intrinsics, v.camera.distortion,
