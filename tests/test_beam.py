@@ -91,7 +91,7 @@ def _element(out, shard_id: str, fail: str = "") -> tuple[str, list[tuple[str, b
               "_decode_s": pa.array([0.0] * n), "_infer_s": pa.array([0.1] * n),
               "_actor": pa.array(["test:1"] * n), "_gpu": pa.array([""] * n),
               "_model_load": pa.array(["load1"] * n), "_decode_pid": pa.array([1] * n, pa.int64()),
-              "_done_at": pa.array([0.0] * n), "_stop": pa.array([""] * n)}
+              "_done_at": pa.array([0.0] * n), "_stop": pa.array([""] * n), "_up_hint": pa.nulls(n, pa.string())}
     for name in stages.EXTRA_COLUMNS:
         t = t.append_column(name, extras[name])
     return shard_id, [(shard_id, to_ipc(t.slice(0, 1))), (shard_id, to_ipc(t.slice(1)))]

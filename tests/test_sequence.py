@@ -52,7 +52,7 @@ def _rows(frames: range, shard: str, seed: int = 0, video: str = "/data/walk.mp4
               "_decode_s": pa.array(np.zeros(n)), "_infer_s": pa.array(np.zeros(n)),
               "_actor": pa.array(["a"] * n), "_gpu": pa.array([""] * n), "_model_load": pa.array(["load1"] * n),
               "_decode_pid": pa.array(np.ones(n, np.int64)), "_done_at": pa.array(np.zeros(n)),
-              "_stop": pa.array([""] * n)}
+              "_stop": pa.array([""] * n), "_up_hint": pa.nulls(n, pa.string())}
     for name in stages.EXTRA_COLUMNS:
         table = table.append_column(name, extras[name])
     return table
