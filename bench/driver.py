@@ -106,7 +106,7 @@ def emit_labels(batch: dict, plan_uri: str, block_rows: int, people: int):
                       "_gpu": pa.array([""] * k, pa.string()), "_model_load": pa.array(["bench"] * k, pa.string()),
                       "_stop": pa.array([""] * k, pa.string()),
                       "_decode_pid": pa.array(np.full(k, pid, np.int64)),
-                      "_done_at": pa.array(np.full(k, time.time()))}
+                      "_done_at": pa.array(np.full(k, time.time())), "_up_hint": pa.nulls(k, pa.string())}
             for name in EXTRA_COLUMNS:
                 t = t.append_column(name, extras[name])
             yield t
