@@ -198,6 +198,8 @@ def steady(samples: list[dict]) -> dict:
     if len(win) < 3 or win[-1]["t"] == win[0]["t"]:
         win = [s for s in samples if s["images"] > 0]
     a, b = win[0], win[-1]
+    if b["t"] == a["t"]:  # a run too short for one sample inside the window: all of it
+        a, b = samples[0], samples[-1]
     dt, di = b["t"] - a["t"], max(b["images"] - a["images"], 1)
     half = [(s["images"], s["mib"]) for s in samples if s["images"] >= end / 2]
     slope = None
