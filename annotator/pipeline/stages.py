@@ -40,7 +40,7 @@ import pyarrow as pa
 from annotator.labels import camera_codec, ground_plane
 from annotator.labels.camera_codec import Camera
 from annotator.models import loader
-from annotator.pipeline import budget, encode, errors, plan, retries, rig, sources
+from annotator.pipeline import budget, encode, errors, plan, retries, rig, sources, upright
 from annotator.pipeline import decode as decode_mod
 from annotator.pipeline.errors import BAD_CAMERA, CHANGED, EMPTY_SHARD, SHARD_READ_ERROR, TIMEOUT
 from annotator.pipeline.infer import ImageInput, InferenceSettings, PoseInference
@@ -486,11 +486,11 @@ class InferenceStage:
         axis = ground_plane.likelier_up(extrinsics, self.world_up)
         if axis is None:
             return ""
-        hint = ",".join(f"{v:g}" for v in axis)
+        hint = upright.axis_text(axis)
         if not self.up_warned:
             self.up_warned = True
             log.warning("%s: the world's up %s is far from this camera's image up; %s fits it (--world-up %s?)",
-                        image_id, ",".join(f"{v:g}" for v in self.world_up), hint, hint)
+                        image_id, upright.axis_text(self.world_up), hint, hint)
         return hint
 
     def _predict(self, inputs: list[ImageInput]) -> list:

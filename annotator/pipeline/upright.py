@@ -49,10 +49,15 @@ def plan_extrinsics(plan: plan_mod.Plan, storage_options: dict | None = None, li
     return out
 
 
+def axis_text(v) -> str:
+    """A direction as ``--world-up`` takes it ("0,0,1")."""
+    return ",".join(f"{x:g}" for x in v)
+
+
 def advice(extrinsics: list[np.ndarray], up) -> Counter:
     """How many of ``extrinsics`` suggest another world up than ``up``, by axis ("0,0,1")."""
     hints = (ground_plane.likelier_up(x, up) for x in extrinsics)
-    return Counter(",".join(f"{v:g}" for v in h) for h in hints if h is not None)
+    return Counter(axis_text(h) for h in hints if h is not None)
 
 
 def warning(checked: int, hints: dict, up, when: str) -> str | None:
@@ -61,7 +66,7 @@ def warning(checked: int, hints: dict, up, when: str) -> str | None:
     if not hints:
         return None
     axis, n = max(hints.items(), key=lambda kv: kv[1])
-    given = ",".join(f"{v:g}" for v in up)
+    given = axis_text(up)
     return (f"in {sum(hints.values())} of {checked} {when} with extrinsics the world's up ({given}) is more than "
             f"{ground_plane.UP_DOUBT_DEGREES:g} degrees from the image's up, and {axis} fits {n} of them: their "
             f"crops are turned by the up given. If the extrinsics' world is {axis} up (motion-capture labs often "
